@@ -1,0 +1,190 @@
+# cython: language_level=3
+"""Elementwise activations, dropout and the output losses.
+
+The hidden activations are normally fused into the sparse products
+(``_spmm.forward`` / ``_spmm.backward_input``); the functions here run the
+same C epilogues (``rowkern.h``) on their own, for the output layer, for
+evaluation and for the tests.
+
+Parallelism: ``prange`` over neurons (rows) for the activations, over
+samples (columns) for the losses; each row or column is written by one
+thread.  Per-sample losses are summed after the parallel loop, in order, so
+every result is bit-identical for any thread count.
+"""
+
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.math cimport exp, log
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+from rowkern cimport (
+    smlp_act_t,
+    smlp_act_forward_row,
+    smlp_backward_epilogue,
+    smlp_fill_act,
+    smlp_dropout_row,
+    smlp_forward_epilogue,
+    smlp_mix64,
+)
+
+
+def dropout_key(uint64_t seed, int64_t step, int64_t layer):
+    """The 64-bit key of the dropout masks of one (seed, step, layer): every
+    mask bit is a pure function of (key, neuron, sample), so masks do not
+    depend on the thread count and the backward pass regenerates them."""
+    return smlp_mix64(smlp_mix64(seed) ^ smlp_mix64(<uint64_t>step * 0x100000001B3ULL
+                                                  + <uint64_t>layer))
+
+
+def activation_forward(const float[:, ::1] Z, float[:, ::1] A, int act=0, float slope=0.0,
+                       const float[:, ::1] srelu=None, double drop_rate=0.0,
+                       uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1):
+    """A = dropout(f(Z)), row j of (n, B) being neuron j; A may be Z."""
+    cdef int64_t n = Z.shape[0]
+    cdef int B = <int>Z.shape[1]
+    cdef int64_t j
+    cdef smlp_act_t p
+    cdef const float* sp = NULL
+    if A.shape[0] != n or A.shape[1] != B:
+        raise ValueError("activation_forward: A must have the shape of Z")
+    if srelu is not None:
+        sp = &srelu[0, 0]
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if n == 0 or B == 0:
+        return
+    with nogil:
+        for j in prange(n, schedule="static", num_threads=n_threads):
+            smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+
+
+def activation_backward(const float[:, ::1] Z, float[:, ::1] G, int act=0, float slope=0.0,
+                        const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
+                        double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
+                        int n_threads=1):
+    """G = G * mask / (1 - rate) * f'(Z) in place; for SReLU also the summed
+    parameter gradients into srelu_grad (n, 4)."""
+    cdef int64_t n = Z.shape[0]
+    cdef int B = <int>Z.shape[1]
+    cdef int64_t j
+    cdef smlp_act_t p
+    cdef const float* sp = NULL
+    cdef bint has_sg = srelu_grad is not None
+    cdef float* sg
+    if G.shape[0] != n or G.shape[1] != B:
+        raise ValueError("activation_backward: G must have the shape of Z")
+    if srelu is not None:
+        sp = &srelu[0, 0]
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if n == 0 or B == 0:
+        return
+    with nogil:
+        for j in prange(n, schedule="static", num_threads=n_threads):
+            sg = NULL
+            if has_sg:
+                sg = &srelu_grad[j, 0]
+                sg[0] = 0.0
+                sg[1] = 0.0
+                sg[2] = 0.0
+                sg[3] = 0.0
+            smlp_backward_epilogue(&p, j, &Z[j, 0], &G[j, 0], B, sg)
+
+
+def dropout_mask(int64_t n, int B, double drop_rate, uint64_t drop_key, int64_t b_offset=0):
+    """The (n, B) keep mask (uint8) of one dropout call, for tests and plots."""
+    cdef smlp_act_t p
+    out = np.ones((n, B), dtype=np.float32)
+    cdef float[:, ::1] o = out
+    cdef int64_t j
+    smlp_fill_act(&p, 0, 0.0, NULL, drop_rate, drop_key, b_offset)
+    if p.drop_thresh == 0 or B == 0:
+        return out.astype(np.uint8)
+    for j in range(n):
+        smlp_dropout_row(&p, j, &o[j, 0], B)
+    return (out != 0).astype(np.uint8)
+
+
+def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
+                 int n_threads=1):
+    """Softmax + cross-entropy over a feature-major (C, B) block of logits.
+
+    In place: Z becomes the delta P - Y (reference semantics: no 1/B; the
+    weight gradient takes the batch mean) when ``write_delta``, else the
+    probabilities P.  Returns (sum of -log p_y over the block, number of
+    samples whose arg-max is the label).
+    """
+    cdef int64_t C = Z.shape[0]
+    cdef int64_t B = Z.shape[1]
+    cdef int64_t b, c, arg
+    cdef float m, zc
+    cdef double s, lse
+    if labels.shape[0] != B:
+        raise ValueError("softmax_xent: labels must have one entry per column")
+    if C == 0:
+        raise ValueError("softmax_xent: no classes")
+    loss = np.empty(B, dtype=np.float64)
+    correct = np.empty(B, dtype=np.int8)
+    cdef double[::1] lo = loss
+    cdef signed char[::1] co = correct
+    if B == 0:
+        return 0.0, 0
+    with nogil:
+        for b in prange(B, schedule="static", num_threads=n_threads):
+            m = Z[0, b]
+            arg = 0
+            for c in range(1, C):
+                zc = Z[c, b]
+                if zc > m:
+                    m = zc
+                    arg = c
+            s = 0.0
+            for c in range(C):
+                s = s + exp(Z[c, b] - m)
+            lse = m + log(s)
+            # -log softmax(z)_y = logsumexp(z) - z_y
+            lo[b] = lse - Z[labels[b], b]
+            co[b] = 1 if arg == labels[b] else 0
+            for c in range(C):
+                Z[c, b] = <float>(exp(Z[c, b] - lse))
+            if write_delta:
+                Z[labels[b], b] = Z[labels[b], b] - 1.0
+    return float(loss.sum()), int(correct.sum(dtype=np.int64))
+
+
+def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
+                int n_threads=1):
+    """Sigmoid outputs + mean squared error against one-hot targets, over a
+    feature-major (C, B) block.  Per sample the loss is 0.5*sum_c (a_c-y_c)^2,
+    so in place Z becomes the delta (a - y) * a * (1 - a) when
+    ``write_delta``, else the outputs a.  Returns (loss sum, n correct)."""
+    cdef int64_t C = Z.shape[0]
+    cdef int64_t B = Z.shape[1]
+    cdef int64_t b, c, arg
+    cdef float a, y, m
+    cdef double s
+    if labels.shape[0] != B:
+        raise ValueError("sigmoid_mse: labels must have one entry per column")
+    if C == 0:
+        raise ValueError("sigmoid_mse: no classes")
+    loss = np.empty(B, dtype=np.float64)
+    correct = np.empty(B, dtype=np.int8)
+    cdef double[::1] lo = loss
+    cdef signed char[::1] co = correct
+    if B == 0:
+        return 0.0, 0
+    with nogil:
+        for b in prange(B, schedule="static", num_threads=n_threads):
+            s = 0.0
+            m = Z[0, b]
+            arg = 0
+            for c in range(C):
+                if Z[c, b] > m:
+                    m = Z[c, b]
+                    arg = c
+                a = <float>(1.0 / (1.0 + exp(-Z[c, b])))
+                y = 1.0 if c == labels[b] else 0.0
+                s = s + 0.5 * (a - y) * (a - y)
+                Z[c, b] = (a - y) * a * (1.0 - a) if write_delta else a
+            lo[b] = s
+            co[b] = 1 if arg == labels[b] else 0
+    return float(loss.sum()), int(correct.sum(dtype=np.int64))

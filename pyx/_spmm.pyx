@@ -1,0 +1,359 @@
+# cython: language_level=3
+"""Sparse products of one layer: forward, gradient to the inputs, weight
+gradient (optionally fused with the momentum update), and batch gathering.
+
+A layer's weights are CSR grouped by OUTPUT neuron (``indptr`` int64 of
+n_out+1, ``indices`` int32 input ids sorted per row, ``data`` float32), plus
+a transposed index grouped by INPUT neuron (``t_indptr``, ``t_rows``,
+``t_perm`` into ``data``).  Activations are feature-major, (neurons, B)
+C-contiguous.
+
+Parallelism: every ``prange`` splits OUTPUT ROWS of the array it writes
+(output neurons for the forward pass and the weight gradient, input
+neurons for the gradient to the inputs, features for the gather).  A row is
+written by exactly one thread, accumulated in a fixed order, so results
+are bit-identical for any thread count.  The caller (``layers.py``) owns
+every array and checks shapes; these kernels trust their inputs.
+"""
+
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
+
+from rowkern cimport (
+    smlp_act_t,
+    smlp_backward_epilogue,
+    smlp_fill_act,
+    smlp_cpu_level,
+    smlp_dispatch_init,
+    smlp_forward_epilogue,
+    smlp_sddmm_row,
+    smlp_simd_level,
+    smlp_spmm_row,
+)
+
+_LEVELS = ("scalar", "avx2", "avx512")
+smlp_dispatch_init(-1)
+
+cdef extern from *:
+    """
+    #ifndef SMLP_HAVE_OPENMP
+    #define SMLP_HAVE_OPENMP 0
+    #endif
+    """
+    int SMLP_HAVE_OPENMP
+
+# weights handled per block by the fused update (gradient kept on the stack)
+cdef enum:
+    GBLOCK = 256
+
+
+def simd_level():
+    """The row-kernel instruction set in use: 'scalar', 'avx2' or 'avx512'."""
+    return _LEVELS[smlp_simd_level]
+
+
+def cpu_simd_level():
+    """The best instruction set this CPU supports."""
+    return _LEVELS[smlp_cpu_level()]
+
+
+def set_simd_level(level):
+    """Force the row kernels to ``level`` ('scalar', 'avx2', 'avx512' or
+    'best'); clamped to what the CPU supports.  Returns the level in use."""
+    req = -1 if level == "best" else _LEVELS.index(level)
+    return _LEVELS[smlp_dispatch_init(2 if req < 0 else req)]
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(SMLP_HAVE_OPENMP)
+
+
+cdef inline const int32_t* _ip(const int32_t[::1] a) noexcept:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline const float* _fp(const float[::1] a) noexcept:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline float* _wfp(float[::1] a) noexcept:
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
+    # dynamic schedule: ~16 chunks per thread balances ragged rows
+    cdef int64_t c = n_rows // (16 * n_threads)
+    if c < 1:
+        return 1
+    if c > 256:
+        return 256
+    return <int>c
+
+
+def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[::1] data,
+            const float[::1] bias, const float[:, ::1] X, float[:, ::1] Z,
+            float[:, ::1] A=None, int act=0, float slope=0.0,
+            const float[:, ::1] srelu=None, double drop_rate=0.0,
+            uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1):
+    """Z[j, :] = bias[j] + sum_k data[k] * X[indices[k], :] over row j, and,
+    when ``A`` is given, A = dropout(f(Z)) in the same pass (A may be Z).
+
+    X: (n_in, B), Z and A: (n_out, B), all float32 C-contiguous.
+    """
+    cdef int64_t n_out = indptr.shape[0] - 1
+    cdef int B = <int>X.shape[1]
+    cdef int64_t ldx = X.shape[1]
+    cdef int64_t j, k0
+    cdef bint has_a = A is not None
+    cdef smlp_act_t p
+    cdef const float* sp = NULL
+    cdef const float* xp
+    cdef const int32_t* ip
+    cdef const float* wp
+    cdef int chunk = _chunk(n_out, n_threads)
+    if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
+        raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
+    if has_a and (A.shape[0] != n_out or A.shape[1] != B):
+        raise ValueError("forward: A must have the shape of Z")
+    if srelu is not None:
+        sp = &srelu[0, 0]
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if n_out == 0 or B == 0:
+        return
+    xp = &X[0, 0] if X.shape[0] > 0 else NULL
+    ip = _ip(indices)
+    wp = _fp(data)
+    with nogil, parallel(num_threads=n_threads):
+        for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+            k0 = indptr[j]
+            smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                          xp, ldx, B, bias[j], &Z[j, 0])
+            if has_a:
+                smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+
+
+def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
+                   const int32_t[::1] t_perm, const float[::1] data,
+                   const float[:, ::1] D, float[:, ::1] G,
+                   const float[:, ::1] Z=None, int act=0, float slope=0.0,
+                   const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
+                   double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
+                   int n_threads=1):
+    """Gradient to the inputs through the transposed index:
+    G[i, :] = sum_k data[t_perm[k]] * D[t_rows[k], :] over input row i;
+    when ``Z`` (the inputs' pre-activations) is given, G is then multiplied
+    by the dropout mask / (1 - rate) and f'(Z) of the previous layer.
+    ``G`` may be the same array as ``Z`` (computed through a per-thread row).
+
+    For SReLU, ``srelu_grad[i, :]`` receives the (unscaled, summed over the
+    batch) gradient of the 4 parameters of input neuron i.
+    """
+    cdef int64_t n_in = t_indptr.shape[0] - 1
+    cdef int B = <int>D.shape[1]
+    cdef int64_t ldd = D.shape[1]
+    cdef int64_t i, k0
+    cdef bint has_z = Z is not None
+    cdef bint has_sg = srelu_grad is not None
+    cdef smlp_act_t p
+    cdef const float* sp = NULL
+    cdef const float* dp
+    cdef const int32_t* ip
+    cdef const int32_t* pp
+    cdef const float* wp
+    cdef float* row
+    cdef float* sg
+    cdef int failed = 0
+    cdef int* failp = &failed     # written through a pointer: shared, not thread-private
+    cdef int chunk = _chunk(n_in, n_threads)
+    if G.shape[0] != n_in or G.shape[1] != B:
+        raise ValueError("backward_input: G must be (n_in, B)")
+    if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
+        raise ValueError("backward_input: Z must be (n_in, B)")
+    if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
+        raise ValueError("backward_input: srelu_grad must be (n_in, 4)")
+    if srelu is not None:
+        sp = &srelu[0, 0]
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if n_in == 0 or B == 0:
+        return
+    dp = &D[0, 0] if D.shape[0] > 0 else NULL
+    ip = _ip(t_rows)
+    pp = _ip(t_perm)
+    wp = _fp(data)
+    with nogil, parallel(num_threads=n_threads):
+        row = <float*>malloc(B * sizeof(float))
+        if row == NULL:
+            failp[0] = 1
+        else:
+            for i in prange(n_in, schedule="dynamic", chunksize=chunk):
+                k0 = t_indptr[i]
+                smlp_spmm_row(ip + k0, wp, pp + k0,
+                              t_indptr[i + 1] - k0, dp, ldd, B, 0.0, row)
+                if has_z:
+                    sg = NULL
+                    if has_sg:
+                        sg = &srelu_grad[i, 0]
+                        sg[0] = 0.0
+                        sg[1] = 0.0
+                        sg[2] = 0.0
+                        sg[3] = 0.0
+                    smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
+                memcpy(&G[i, 0], row, B * sizeof(float))
+            free(row)
+    if failed:
+        raise MemoryError("backward_input: could not allocate a row buffer")
+
+
+def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
+                const float[:, ::1] X, const float[:, ::1] D, float[::1] g,
+                float[::1] bias_g, float scale, int n_threads=1):
+    """Gradient at existing weights only (no update):
+    g[k] = scale * sum_b X[indices[k], b] * D[j, b] for k in row j, and
+    bias_g[j] = scale * sum_b D[j, b].  scale is 1/B for a batch mean.
+    """
+    cdef int64_t n_out = indptr.shape[0] - 1
+    cdef int B = <int>X.shape[1]
+    cdef int64_t ldx = X.shape[1]
+    cdef int64_t j, k0, n, k
+    cdef int b
+    cdef float s
+    cdef const float* xp
+    cdef const int32_t* ip
+    cdef float* gp
+    cdef int chunk = _chunk(n_out, n_threads)
+    if D.shape[0] != n_out or D.shape[1] != B:
+        raise ValueError("weight_grad: D must be (n_out, B)")
+    if g.shape[0] != indices.shape[0] or bias_g.shape[0] != n_out:
+        raise ValueError("weight_grad: g must be (nnz,) and bias_g (n_out,)")
+    if n_out == 0:
+        return
+    xp = &X[0, 0] if X.shape[0] > 0 and B > 0 else NULL
+    ip = _ip(indices)
+    gp = _wfp(g)
+    with nogil, parallel(num_threads=n_threads):
+        for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+            k0 = indptr[j]
+            n = indptr[j + 1] - k0
+            if B > 0:
+                smlp_sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
+            else:
+                for k in range(k0, k0 + n):
+                    g[k] = 0.0
+            s = 0.0
+            for b in range(B):
+                s = s + D[j, b]
+            bias_g[j] = s * scale
+
+
+cdef inline void _update(float* w, float* v, float g, float lr, float mu, float decay,
+                         bint nesterov) noexcept nogil:
+    # v = mu*v - lr*g ; w = w + v - decay*w        (paper: decay = weight decay)
+    # nesterov:         w = w + mu*v - lr*g - decay*w
+    cdef float vn = mu * v[0] - lr * g
+    v[0] = vn
+    if nesterov:
+        w[0] = w[0] + (mu * vn - lr * g) - decay * w[0]
+    else:
+        w[0] = w[0] + vn - decay * w[0]
+
+
+def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
+                  const float[:, ::1] X, const float[:, ::1] D,
+                  float[::1] data, float[::1] velocity, float[::1] bias,
+                  float[::1] bias_velocity, float scale, float lr, float mu,
+                  float decay, float bias_decay, bint nesterov=False, int n_threads=1):
+    """Weight gradient at existing weights fused with the momentum update
+    (reference semantics, see REFERENCE.md):
+        g = scale * X[i_k, :] . D[j, :];  v = mu*v - lr*g;  w = w + v - decay*w
+    and the same for the biases with g_b = scale * sum_b D[j, b].
+    The gradient never leaves the thread: it is computed GBLOCK weights at a
+    time into a per-thread buffer and applied immediately.
+    """
+    cdef int64_t n_out = indptr.shape[0] - 1
+    cdef int B = <int>X.shape[1]
+    cdef int64_t ldx = X.shape[1]
+    cdef int64_t j, k0, k1, kb, nb, k
+    cdef int b
+    cdef float s
+    cdef float* gbuf
+    cdef const float* xp
+    cdef const int32_t* ip
+    cdef int failed = 0
+    cdef int* failp = &failed
+    cdef int chunk = _chunk(n_out, n_threads)
+    if D.shape[0] != n_out or D.shape[1] != B:
+        raise ValueError("weight_update: D must be (n_out, B)")
+    if data.shape[0] != indices.shape[0] or velocity.shape[0] != data.shape[0]:
+        raise ValueError("weight_update: data and velocity must be (nnz,)")
+    if bias.shape[0] != n_out or bias_velocity.shape[0] != n_out:
+        raise ValueError("weight_update: bias arrays must be (n_out,)")
+    if n_out == 0 or B == 0:
+        return
+    xp = &X[0, 0] if X.shape[0] > 0 else NULL
+    ip = _ip(indices)
+    with nogil, parallel(num_threads=n_threads):
+        gbuf = <float*>malloc(GBLOCK * sizeof(float))
+        if gbuf == NULL:
+            failp[0] = 1
+        else:
+            for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+                k0 = indptr[j]
+                k1 = indptr[j + 1]
+                kb = k0
+                while kb < k1:
+                    nb = k1 - kb
+                    if nb > GBLOCK:
+                        nb = GBLOCK
+                    smlp_sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                    for k in range(nb):
+                        _update(&data[kb + k], &velocity[kb + k], gbuf[k], lr, mu, decay,
+                                nesterov)
+                    kb = kb + nb
+                s = 0.0
+                for b in range(B):
+                    s = s + D[j, b]
+                _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay, nesterov)
+            free(gbuf)
+    if failed:
+        raise MemoryError("weight_update: could not allocate a gradient buffer")
+
+
+def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float mu,
+                 float decay, bint nesterov=False, int n_threads=1):
+    """The momentum update of ``weight_update`` applied to a given gradient
+    (gradient accumulation, parameter server): elementwise over w, v, g."""
+    cdef int64_t n = w.shape[0]
+    cdef int64_t k
+    if v.shape[0] != n or g.shape[0] != n:
+        raise ValueError("apply_update: w, v and g must have the same length")
+    with nogil:
+        for k in prange(n, schedule="static", num_threads=n_threads):
+            _update(&w[k], &v[k], g[k], lr, mu, decay, nesterov)
+
+
+def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1] out,
+                   int n_threads=1):
+    """out[f, b] = X[rows[b], f]: a mini-batch of sample-major data turned
+    feature-major, blocked over features so each block stays in L1."""
+    cdef int64_t n_feat = X.shape[1]
+    cdef int64_t B = rows.shape[0]
+    cdef int64_t nblk = (n_feat + 63) // 64
+    cdef int64_t blk, f0, f1, f, b
+    cdef const float* src
+    if out.shape[0] != n_feat or out.shape[1] != B:
+        raise ValueError("gather_columns: out must be (n_features, len(rows))")
+    if B == 0 or n_feat == 0:
+        return
+    with nogil:
+        for blk in prange(nblk, schedule="static", num_threads=n_threads):
+            f0 = blk * 64
+            f1 = f0 + 64
+            if f1 > n_feat:
+                f1 = n_feat
+            for b in range(B):
+                src = &X[rows[b], 0]
+                for f in range(f0, f1):
+                    out[f, b] = src[f]

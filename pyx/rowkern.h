@@ -1,0 +1,592 @@
+/*
+ * rowkern.h -- the innermost loops of sparse_mlp, one output row at a time.
+ *
+ * Activations are feature-major: a batch is a C-contiguous (n_neurons, B)
+ * array, so every row kernel streams over the batch.  The .pyx modules own
+ * the parallel loops (prange over rows) and call these functions; a row is
+ * always computed by exactly one thread, in the same order, so results are
+ * bit-identical for any thread count.
+ *
+ * Two sparse row products:
+ *   spmm_row   out[b]  = init + sum_k w_k * X[idx_k, b]        (b < B)
+ *              with w_k = w[k], or w[perm[k]] for the transposed index
+ *   sddmm_row  g[k]    = scale * sum_b X[idx_k, b] * d[b]      (k < n)
+ *
+ * The fast versions keep a chunk of the output row (spmm) or of d (sddmm)
+ * in vector registers for the whole row: 8 x 16 floats with AVX-512,
+ * 8 x 8 floats with AVX2+FMA; the batch is walked in chunks of that width
+ * with a masked last vector.  The version is chosen once at import time by
+ * CPU feature (smlp_dispatch_init), or forced with SPARSE_MLP_SIMD=
+ * scalar|avx2|avx512 (used by the tests to check every path).
+ *
+ * Elementwise epilogues (activation, its derivative, dropout) follow; they
+ * run on one row that is still in L1 right after its product.
+ */
+#ifndef SMLP_ROWKERN_H
+#define SMLP_ROWKERN_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
+#define SMLP_X86 1
+#include <immintrin.h>
+#else
+#define SMLP_X86 0
+#endif
+
+#define SMLP_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------ */
+/* scalar reference versions (any CPU)                                 */
+/* ------------------------------------------------------------------ */
+
+static void spmm_row_scalar(const int32_t *idx, const float *w, const int32_t *perm,
+                            int64_t n, const float *X, int64_t ldx, int B,
+                            float init, float *out)
+{
+    for (int b = 0; b < B; b++) out[b] = init;
+    for (int64_t k = 0; k < n; k++) {
+        const float wk = perm ? w[perm[k]] : w[k];
+        const float *x = X + (int64_t)idx[k] * ldx;
+        /* out[b] += w_k * X[i_k, b] */
+        for (int b = 0; b < B; b++) out[b] += wk * x[b];
+    }
+}
+
+static void sddmm_row_scalar(const int32_t *idx, int64_t n, const float *X, int64_t ldx,
+                             const float *d, int B, float scale, float *g)
+{
+    for (int64_t k = 0; k < n; k++) {
+        const float *x = X + (int64_t)idx[k] * ldx;
+        float s = 0.0f;
+        /* g_k = scale * <X[i_k, :], d> */
+        for (int b = 0; b < B; b++) s += x[b] * d[b];
+        g[k] = s * scale;
+    }
+}
+
+#if SMLP_X86
+/* ------------------------------------------------------------------ */
+/* AVX-512: chunks of up to 128 floats = 8 zmm registers                */
+/* ------------------------------------------------------------------ */
+#define SMLP_T512 __attribute__((target("avx512f")))
+
+/* prefetch the row gathered SMLP_PF weights ahead: rows of X are picked at
+ * random, so the hardware prefetcher cannot guess them (one line per 16 floats) */
+#ifndef SMLP_PF
+#define SMLP_PF 6
+#endif
+#define SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv)                                   \
+    do {                                                                           \
+        if ((k) + SMLP_PF < (n)) {                                                 \
+            const char *pf_ = (const char *)((X) + (int64_t)(idx)[(k) + SMLP_PF] * (ldx)); \
+            for (int v_ = 0; v_ < (nv); v_++) _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0); \
+        }                                                                          \
+    } while (0)
+
+/* one chunk of `nv` vectors (nv is a literal at every call site, so the
+ * accumulators live in registers); the last vector is masked by `tail`. */
+SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
+        const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
+        float *out, const int nv, const __mmask16 tail)
+{
+    __m512 acc[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_set1_ps(init);
+    if (perm) {
+        for (int64_t k = 0; k < n; k++) {
+            const float *x = X + (int64_t)idx[k] * ldx;
+            SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv);
+            const __m512 wk = _mm512_set1_ps(w[perm[k]]);
+            for (int v = 0; v < nv - 1; v++)
+                acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
+            acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
+                                          acc[nv - 1]);
+        }
+    } else {
+        for (int64_t k = 0; k < n; k++) {
+            const float *x = X + (int64_t)idx[k] * ldx;
+            SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv);
+            const __m512 wk = _mm512_set1_ps(w[k]);
+            for (int v = 0; v < nv - 1; v++)
+                acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
+            acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
+                                          acc[nv - 1]);
+        }
+    }
+    for (int v = 0; v < nv - 1; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
+    _mm512_mask_storeu_ps(out + 16 * (nv - 1), tail, acc[nv - 1]);
+}
+
+static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const int32_t *perm,
+                                      int64_t n, const float *X, int64_t ldx, int B,
+                                      float init, float *out)
+{
+    for (int c = 0; c < B; c += 128) {
+        const int width = (B - c < 128) ? (B - c) : 128;
+        const int nv = (width + 15) / 16;
+        const int rem = width - 16 * (nv - 1);
+        const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
+        const float *Xc = X + c;
+        float *oc = out + c;
+        switch (nv) {
+        case 8: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 8, tail); break;
+        case 7: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 7, tail); break;
+        case 6: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 6, tail); break;
+        case 5: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 5, tail); break;
+        case 4: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 4, tail); break;
+        case 3: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 3, tail); break;
+        case 2: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 2, tail); break;
+        default: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 1, tail); break;
+        }
+    }
+}
+
+/* g[k] (+)= scale * <X[idx_k, chunk], d[chunk]>; `accumulate` for chunks after the first.
+ * Four weights at a time: four independent FMA chains, then one combined
+ * reduction of the four zmm partial sums into one xmm of four sums. */
+SMLP_INLINE SMLP_T512 __m512 sddmm512_dot(const float *x, const __m512 *dv, const int nv,
+                                         const __mmask16 tail)
+{
+    __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)), dv[nv - 1]);
+    for (int v = 0; v < nv - 1; v++) p = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16 * v), dv[v], p);
+    return p;
+}
+
+SMLP_INLINE SMLP_T512 __m128 smlp_reduce4_512(__m512 p0, __m512 p1, __m512 p2, __m512 p3)
+{
+    /* per 128-bit lane: interleave, add, shuffle, add -> (s0, s1, s2, s3) partials */
+    const __m512 a = _mm512_add_ps(_mm512_unpacklo_ps(p0, p1), _mm512_unpackhi_ps(p0, p1));
+    const __m512 b = _mm512_add_ps(_mm512_unpacklo_ps(p2, p3), _mm512_unpackhi_ps(p2, p3));
+    const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+    /* add the four lanes */
+    const __m256 f = _mm256_add_ps(_mm512_castps512_ps256(e),
+                                   _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
+}
+
+SMLP_INLINE SMLP_T512 void sddmm512_chunk(const int32_t *idx, int64_t n, const float *X,
+        int64_t ldx, const float *d, float scale, float *g, int accumulate,
+        const int nv, const __mmask16 tail)
+{
+    __m512 dv[8];
+    for (int v = 0; v < nv - 1; v++) dv[v] = _mm512_loadu_ps(d + 16 * v);
+    dv[nv - 1] = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
+    const __m128 sc = _mm_set1_ps(scale);
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv);
+        SMLP_PREFETCH_ROW(idx, k + 1, n, X, ldx, nv);
+        SMLP_PREFETCH_ROW(idx, k + 2, n, X, ldx, nv);
+        SMLP_PREFETCH_ROW(idx, k + 3, n, X, ldx, nv);
+        const __m512 p0 = sddmm512_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
+        const __m512 p1 = sddmm512_dot(X + (int64_t)idx[k + 1] * ldx, dv, nv, tail);
+        const __m512 p2 = sddmm512_dot(X + (int64_t)idx[k + 2] * ldx, dv, nv, tail);
+        const __m512 p3 = sddmm512_dot(X + (int64_t)idx[k + 3] * ldx, dv, nv, tail);
+        __m128 s4 = _mm_mul_ps(smlp_reduce4_512(p0, p1, p2, p3), sc);
+        if (accumulate) s4 = _mm_add_ps(_mm_loadu_ps(g + k), s4);
+        _mm_storeu_ps(g + k, s4);
+    }
+    for (; k < n; k++) {
+        const __m512 p = sddmm512_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
+        const float s = _mm512_reduce_add_ps(p) * scale;
+        g[k] = accumulate ? g[k] + s : s;
+    }
+}
+
+static SMLP_T512 void sddmm_row_avx512(const int32_t *idx, int64_t n, const float *X,
+                                       int64_t ldx, const float *d, int B, float scale,
+                                       float *g)
+{
+    for (int c = 0; c < B; c += 128) {
+        const int width = (B - c < 128) ? (B - c) : 128;
+        const int nv = (width + 15) / 16;
+        const int rem = width - 16 * (nv - 1);
+        const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
+        const int acc = c > 0;
+        switch (nv) {
+        case 8: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 8, tail); break;
+        case 7: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 7, tail); break;
+        case 6: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 6, tail); break;
+        case 5: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 5, tail); break;
+        case 4: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 4, tail); break;
+        case 3: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 3, tail); break;
+        case 2: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 2, tail); break;
+        default: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 1, tail); break;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* AVX2 + FMA: chunks of up to 64 floats = 8 ymm registers              */
+/* ------------------------------------------------------------------ */
+#define SMLP_T256 __attribute__((target("avx2,fma")))
+
+SMLP_INLINE SMLP_T256 __m256i smlp_mask256(int rem)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
+}
+
+SMLP_INLINE SMLP_T256 void spmm256_chunk(const int32_t *idx, const float *w,
+        const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
+        float *out, const int nv, const __m256i tail)
+{
+    __m256 acc[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm256_set1_ps(init);
+    for (int64_t k = 0; k < n; k++) {
+        const float *x = X + (int64_t)idx[k] * ldx;
+        const __m256 wk = _mm256_set1_ps(perm ? w[perm[k]] : w[k]);
+        for (int v = 0; v < nv - 1; v++)
+            acc[v] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + 8 * v), acc[v]);
+        acc[nv - 1] = _mm256_fmadd_ps(wk, _mm256_maskload_ps(x + 8 * (nv - 1), tail),
+                                      acc[nv - 1]);
+    }
+    for (int v = 0; v < nv - 1; v++) _mm256_storeu_ps(out + 8 * v, acc[v]);
+    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+}
+
+static SMLP_T256 void spmm_row_avx2(const int32_t *idx, const float *w, const int32_t *perm,
+                                    int64_t n, const float *X, int64_t ldx, int B,
+                                    float init, float *out)
+{
+    for (int c = 0; c < B; c += 64) {
+        const int width = (B - c < 64) ? (B - c) : 64;
+        const int nv = (width + 7) / 8;
+        const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
+        const float *Xc = X + c;
+        float *oc = out + c;
+        switch (nv) {
+        case 8: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 8, tail); break;
+        case 7: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 7, tail); break;
+        case 6: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 6, tail); break;
+        case 5: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 5, tail); break;
+        case 4: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 4, tail); break;
+        case 3: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 3, tail); break;
+        case 2: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 2, tail); break;
+        default: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 1, tail); break;
+        }
+    }
+}
+
+SMLP_INLINE SMLP_T256 float smlp_hsum256(__m256 v)
+{
+    __m128 lo = _mm256_castps256_ps128(v);
+    __m128 hi = _mm256_extractf128_ps(v, 1);
+    lo = _mm_add_ps(lo, hi);
+    __m128 sh = _mm_movehdup_ps(lo);
+    __m128 s = _mm_add_ps(lo, sh);
+    sh = _mm_movehl_ps(sh, s);
+    s = _mm_add_ss(s, sh);
+    return _mm_cvtss_f32(s);
+}
+
+SMLP_INLINE SMLP_T256 __m256 sddmm256_dot(const float *x, const __m256 *dv, const int nv,
+                                         const __m256i tail)
+{
+    __m256 p = _mm256_mul_ps(_mm256_maskload_ps(x + 8 * (nv - 1), tail), dv[nv - 1]);
+    for (int v = 0; v < nv - 1; v++) p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * v), dv[v], p);
+    return p;
+}
+
+SMLP_INLINE SMLP_T256 void sddmm256_chunk(const int32_t *idx, int64_t n, const float *X,
+        int64_t ldx, const float *d, float scale, float *g, int accumulate,
+        const int nv, const __m256i tail)
+{
+    __m256 dv[8];
+    for (int v = 0; v < nv - 1; v++) dv[v] = _mm256_loadu_ps(d + 8 * v);
+    dv[nv - 1] = _mm256_maskload_ps(d + 8 * (nv - 1), tail);
+    const __m128 sc = _mm_set1_ps(scale);
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256 p0 = sddmm256_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
+        const __m256 p1 = sddmm256_dot(X + (int64_t)idx[k + 1] * ldx, dv, nv, tail);
+        const __m256 p2 = sddmm256_dot(X + (int64_t)idx[k + 2] * ldx, dv, nv, tail);
+        const __m256 p3 = sddmm256_dot(X + (int64_t)idx[k + 3] * ldx, dv, nv, tail);
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(p0, p1), _mm256_hadd_ps(p2, p3));
+        __m128 s4 = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h),
+                                          _mm256_extractf128_ps(h, 1)), sc);
+        if (accumulate) s4 = _mm_add_ps(_mm_loadu_ps(g + k), s4);
+        _mm_storeu_ps(g + k, s4);
+    }
+    for (; k < n; k++) {
+        const float s = smlp_hsum256(sddmm256_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail))
+                        * scale;
+        g[k] = accumulate ? g[k] + s : s;
+    }
+}
+
+static SMLP_T256 void sddmm_row_avx2(const int32_t *idx, int64_t n, const float *X,
+                                     int64_t ldx, const float *d, int B, float scale,
+                                     float *g)
+{
+    for (int c = 0; c < B; c += 64) {
+        const int width = (B - c < 64) ? (B - c) : 64;
+        const int nv = (width + 7) / 8;
+        const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
+        const int acc = c > 0;
+        switch (nv) {
+        case 8: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 8, tail); break;
+        case 7: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 7, tail); break;
+        case 6: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 6, tail); break;
+        case 5: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 5, tail); break;
+        case 4: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 4, tail); break;
+        case 3: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 3, tail); break;
+        case 2: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 2, tail); break;
+        default: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 1, tail); break;
+        }
+    }
+}
+#endif /* SMLP_X86 */
+
+/* ------------------------------------------------------------------ */
+/* run-time dispatch                                                   */
+/* ------------------------------------------------------------------ */
+typedef void (*smlp_spmm_fn)(const int32_t *, const float *, const int32_t *, int64_t,
+                             const float *, int64_t, int, float, float *);
+typedef void (*smlp_sddmm_fn)(const int32_t *, int64_t, const float *, int64_t,
+                              const float *, int, float, float *);
+
+static smlp_spmm_fn smlp_spmm_row = spmm_row_scalar;
+static smlp_sddmm_fn smlp_sddmm_row = sddmm_row_scalar;
+static int smlp_simd_level = 0;   /* 0 scalar, 1 avx2, 2 avx512 */
+
+/* best level this CPU supports */
+static int smlp_cpu_level(void)
+{
+#if SMLP_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+/* select a level (clamped to what the CPU supports); returns the level used.
+ * requested < 0: the best available, unless SPARSE_MLP_SIMD says otherwise. */
+static int smlp_dispatch_init(int requested)
+{
+    const int best = smlp_cpu_level();
+    int level = best;
+    if (requested < 0) {
+        const char *env = getenv("SPARSE_MLP_SIMD");
+        if (env && env[0]) {
+            if (!strcmp(env, "scalar")) level = 0;
+            else if (!strcmp(env, "avx2")) level = 1;
+            else if (!strcmp(env, "avx512")) level = 2;
+        }
+    } else {
+        level = requested;
+    }
+    if (level > best) level = best;
+    smlp_spmm_row = spmm_row_scalar;
+    smlp_sddmm_row = sddmm_row_scalar;
+#if SMLP_X86
+    if (level == 2) { smlp_spmm_row = spmm_row_avx512; smlp_sddmm_row = sddmm_row_avx512; }
+    else if (level == 1) { smlp_spmm_row = spmm_row_avx2; smlp_sddmm_row = sddmm_row_avx2; }
+#endif
+    smlp_simd_level = level;
+    return level;
+}
+
+/* bit pattern of a float (no aliasing games) */
+static inline uint32_t smlp_float_bits(float w)
+{
+    uint32_t u;
+    memcpy(&u, &w, sizeof u);
+    return u;
+}
+
+/* ------------------------------------------------------------------ */
+/* counter-based random numbers (dropout, no state, no array to fill)  */
+/* ------------------------------------------------------------------ */
+/* splitmix64 finaliser: 64-bit key of one (seed, step, layer, neuron) */
+static inline uint64_t smlp_mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* 32-bit avalanche hash (bijective), vectorisable */
+static inline uint32_t smlp_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t smlp_row_key(uint64_t key, int64_t neuron)
+{
+    return (uint32_t)smlp_mix64(key ^ ((uint64_t)neuron * 0xD1B54A32D192ED03ULL));
+}
+
+/* keep sample b of a row iff smlp_mix32(rk ^ (b * golden)) >= thresh */
+#define SMLP_DROP_HASH(rk, b) smlp_mix32((rk) ^ ((uint32_t)(b) * 0x9E3779B1u))
+
+/* ------------------------------------------------------------------ */
+/* activations                                                         */
+/* ------------------------------------------------------------------ */
+enum {
+    SMLP_ACT_IDENTITY = 0,
+    SMLP_ACT_RELU = 1,
+    SMLP_ACT_LEAKY = 2,     /* x>=0: x ; x<0: slope*x   (All-ReLU uses slope = -alpha or +alpha) */
+    SMLP_ACT_TANH = 3,
+    SMLP_ACT_SIGMOID = 4,
+    SMLP_ACT_SRELU = 5      /* 4 parameters per neuron: t_left, a_left, t_right, a_right */
+};
+
+typedef struct {
+    int kind;
+    float slope;              /* LEAKY */
+    const float *srelu;       /* SRELU: (n_neurons, 4) row-major */
+    uint32_t drop_thresh;     /* dropout: keep iff hash >= drop_thresh; 0 = no dropout */
+    float drop_scale;         /* 1 / (1 - rate) */
+    uint64_t drop_key;        /* key of this (seed, step, layer) */
+    int64_t b_offset;         /* position of sample 0 of this block inside the batch */
+} smlp_act_t;
+
+/* keep iff hash >= rate * 2^32, so P(keep) = 1 - rate; 0 means no dropout */
+static inline uint32_t smlp_drop_threshold(double rate)
+{
+    const double t = rate * 4294967296.0;
+    if (rate <= 0.0) return 0u;
+    if (t >= 4294967295.0) return 4294967295u;
+    return (uint32_t)(t + 0.5);
+}
+
+static inline void smlp_fill_act(smlp_act_t *p, int kind, float slope, const float *srelu,
+                                 double drop_rate, uint64_t drop_key, int64_t b_offset)
+{
+    p->kind = kind;
+    p->slope = slope;
+    p->srelu = srelu;
+    p->drop_thresh = smlp_drop_threshold(drop_rate);
+    p->drop_scale = drop_rate > 0.0 ? (float)(1.0 / (1.0 - drop_rate)) : 1.0f;
+    p->drop_key = drop_key;
+    p->b_offset = b_offset;
+}
+
+#if SMLP_X86 && !defined(__clang__)
+#define SMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SMLP_CLONES
+#endif
+
+/* a[b] = f(z[b]); a may alias z */
+static SMLP_CLONES void smlp_act_forward_row(const smlp_act_t *p, int64_t j, const float *z,
+                                             float *a, int B)
+{
+    switch (p->kind) {
+    case SMLP_ACT_RELU:
+        for (int b = 0; b < B; b++) a[b] = z[b] > 0.0f ? z[b] : 0.0f;
+        break;
+    case SMLP_ACT_LEAKY: {
+        const float s = p->slope;
+        for (int b = 0; b < B; b++) a[b] = z[b] < 0.0f ? s * z[b] : z[b];
+        break;
+    }
+    case SMLP_ACT_TANH:
+        for (int b = 0; b < B; b++) a[b] = tanhf(z[b]);
+        break;
+    case SMLP_ACT_SIGMOID:
+        for (int b = 0; b < B; b++) a[b] = 1.0f / (1.0f + expf(-z[b]));
+        break;
+    case SMLP_ACT_SRELU: {
+        const float tl = p->srelu[4 * j], al = p->srelu[4 * j + 1];
+        const float tr = p->srelu[4 * j + 2], ar = p->srelu[4 * j + 3];
+        for (int b = 0; b < B; b++) {
+            const float x = z[b];
+            a[b] = x >= tr ? tr + ar * (x - tr) : (x <= tl ? tl + al * (x - tl) : x);
+        }
+        break;
+    }
+    default:
+        if (a != z) memcpy(a, z, (size_t)B * sizeof(float));
+    }
+}
+
+/* a[b] *= mask(b) / (1 - rate) */
+static SMLP_CLONES void smlp_dropout_row(const smlp_act_t *p, int64_t j, float *a, int B)
+{
+    const uint32_t rk = smlp_row_key(p->drop_key, j);
+    const uint32_t th = p->drop_thresh;
+    const float sc = p->drop_scale;
+    const uint32_t b0 = (uint32_t)p->b_offset;
+    for (int b = 0; b < B; b++) {
+        const uint32_t h = SMLP_DROP_HASH(rk, b0 + (uint32_t)b);
+        a[b] = h >= th ? a[b] * sc : 0.0f;
+    }
+}
+
+/* forward epilogue: a = dropout(f(z)) */
+static inline void smlp_forward_epilogue(const smlp_act_t *p, int64_t j, const float *z,
+                                         float *a, int B)
+{
+    smlp_act_forward_row(p, j, z, a, B);
+    if (p->drop_thresh) smlp_dropout_row(p, j, a, B);
+}
+
+/* SReLU parameter gradients of neuron j, summed over the row:
+ * gp[0..3] += sum_b g[b] * d f / d(t_l, a_l, t_r, a_r) at z[b] */
+static void smlp_srelu_param_grad(const float *par, const float *z, const float *g, int B,
+                                  float *gp)
+{
+    const float tl = par[0], al = par[1], tr = par[2], ar = par[3];
+    float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f;
+    for (int b = 0; b < B; b++) {
+        const float x = z[b];
+        if (x >= tr) { s2 += g[b] * (1.0f - ar); s3 += g[b] * (x - tr); }
+        else if (x <= tl) { s0 += g[b] * (1.0f - al); s1 += g[b] * (x - tl); }
+    }
+    gp[0] += s0; gp[1] += s1; gp[2] += s2; gp[3] += s3;
+}
+
+/* backward epilogue: g[b] = g[b] * mask(b)/(1-rate) * f'(z[b]).
+ * For SReLU, srelu_grad (4 floats of this neuron) accumulates the
+ * parameter gradient before the multiplication by f'. */
+static SMLP_CLONES void smlp_backward_epilogue(const smlp_act_t *p, int64_t j, const float *z,
+                                               float *g, int B, float *srelu_grad)
+{
+    if (p->drop_thresh) smlp_dropout_row(p, j, g, B);
+    switch (p->kind) {
+    case SMLP_ACT_RELU:
+        for (int b = 0; b < B; b++) g[b] = z[b] > 0.0f ? g[b] : 0.0f;
+        break;
+    case SMLP_ACT_LEAKY: {
+        const float s = p->slope;
+        for (int b = 0; b < B; b++) g[b] = z[b] < 0.0f ? s * g[b] : g[b];
+        break;
+    }
+    case SMLP_ACT_TANH:
+        for (int b = 0; b < B; b++) { const float t = tanhf(z[b]); g[b] *= 1.0f - t * t; }
+        break;
+    case SMLP_ACT_SIGMOID:
+        for (int b = 0; b < B; b++) {
+            const float s = 1.0f / (1.0f + expf(-z[b]));
+            g[b] *= s * (1.0f - s);
+        }
+        break;
+    case SMLP_ACT_SRELU: {
+        const float *par = p->srelu + 4 * j;
+        if (srelu_grad) smlp_srelu_param_grad(par, z, g, B, srelu_grad);
+        const float tl = par[0], al = par[1], tr = par[2], ar = par[3];
+        for (int b = 0; b < B; b++) {
+            const float x = z[b];
+            g[b] *= x >= tr ? ar : (x <= tl ? al : 1.0f);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+#endif /* SMLP_ROWKERN_H */

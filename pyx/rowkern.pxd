@@ -1,0 +1,43 @@
+# Declarations of the C row kernels in rowkern.h (see that file).
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+
+cdef extern from "rowkern.h" nogil:
+    ctypedef void (*smlp_spmm_fn)(const int32_t*, const float*, const int32_t*, int64_t,
+                                  const float*, int64_t, int, float, float*) noexcept nogil
+    ctypedef void (*smlp_sddmm_fn)(const int32_t*, int64_t, const float*, int64_t,
+                                   const float*, int, float, float*) noexcept nogil
+    smlp_spmm_fn smlp_spmm_row
+    smlp_sddmm_fn smlp_sddmm_row
+    int smlp_simd_level
+    int smlp_cpu_level()
+    int smlp_dispatch_init(int requested)
+
+    void spmm_row_scalar(const int32_t* idx, const float* w, const int32_t* perm, int64_t n,
+                         const float* X, int64_t ldx, int B, float init, float* out)
+
+    int SMLP_ACT_IDENTITY
+    int SMLP_ACT_RELU
+    int SMLP_ACT_LEAKY
+    int SMLP_ACT_TANH
+    int SMLP_ACT_SIGMOID
+    int SMLP_ACT_SRELU
+
+    ctypedef struct smlp_act_t:
+        int kind
+        float slope
+        const float* srelu
+        uint32_t drop_thresh
+        float drop_scale
+        uint64_t drop_key
+        int64_t b_offset
+
+    void smlp_fill_act(smlp_act_t* p, int kind, float slope, const float* srelu,
+                       double drop_rate, uint64_t drop_key, int64_t b_offset)
+    void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
+    void smlp_act_forward_row(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
+    void smlp_dropout_row(const smlp_act_t* p, int64_t j, float* a, int B)
+    void smlp_backward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* g,
+                                int B, float* srelu_grad)
+    uint32_t smlp_float_bits(float w)
+    uint64_t smlp_mix64(uint64_t z)
+    uint32_t smlp_row_key(uint64_t key, int64_t neuron)

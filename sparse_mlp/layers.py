@@ -1,0 +1,341 @@
+"""SparseLayer: the arrays of one truly sparse weight matrix.
+
+W (n_in x n_out) is stored CSR grouped by OUTPUT neuron, i.e. exactly the
+CSC arrays of W::
+
+    indptr    int64   (n_out + 1)   row j's weights are indptr[j]:indptr[j+1]
+    indices   int32   (nnz,)        input neuron of each weight, sorted per row
+    data      float32 (nnz,)        weight values
+    velocity  float32 (nnz,)        momentum of each weight
+    bias, bias_velocity  float32 (n_out,)
+
+plus the transposed index used by the gradient to the inputs::
+
+    t_indptr  int64 (n_in + 1), t_rows int32 (nnz,), t_perm int32 (nnz,)
+
+About 20 bytes per weight in all.  Nothing is ever n_in x n_out: the
+Erdos-Renyi initialisation samples positions directly in O(nnz).
+
+The layer owns its arrays and is the only caller of the sparse-product
+kernels; topology changes (``evolution.py``) go through
+:meth:`SparseLayer.set_topology`, which rebuilds the transposed index.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+
+from .activations import Activation
+from .errors import ConfigError
+from .kernels import spmm, topology
+
+INITS = ("normal", "xavier", "he_uniform")
+BYTES_PER_WEIGHT = 20  # indices 4 + data 4 + velocity 4 + t_rows 4 + t_perm 4
+MAX_NNZ = 2**31 - 1  # int32 indices and t_perm
+
+
+def er_probability(n_in: int, n_out: int, epsilon: float) -> float:
+    """Erdos-Renyi connection probability eps*(n_in+n_out)/(n_in*n_out), capped at 1."""
+    return min(1.0, float(epsilon) * (n_in + n_out) / (float(n_in) * float(n_out)))
+
+
+def expected_nnz(n_in: int, n_out: int, epsilon: float) -> int:
+    """Expected number of weights of an Erdos-Renyi layer."""
+    return int(round(er_probability(n_in, n_out, epsilon) * n_in * n_out))
+
+
+def init_values(init: str, n: int, n_in: int, n_out: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """Draw ``n`` float32 weight values from a layer's init distribution.
+
+    normal: N(0, 1) / 10;  xavier: U(+-sqrt(6 / (n_in + n_out)));
+    he_uniform: U(+-sqrt(6 / n_in)).
+    """
+    if init == "normal":
+        v = rng.standard_normal(n, dtype=np.float32)
+        v *= np.float32(0.1)
+        return v
+    if init == "xavier":
+        limit = math.sqrt(6.0 / (n_in + n_out))
+    elif init == "he_uniform":
+        limit = math.sqrt(6.0 / n_in)
+    else:
+        raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
+    v = rng.random(n, dtype=np.float32)
+    v *= np.float32(2.0 * limit)
+    v -= np.float32(limit)
+    return v
+
+
+def sample_positions(n_total: int, k: int, rng: np.random.Generator,
+                     occupied=None) -> np.ndarray:
+    """``k`` distinct positions drawn uniformly from [0, n_total), sorted
+    (int64), avoiding positions for which ``occupied(cands)`` is True.
+
+    Rejection sampling: each round draws a few percent more candidates than
+    still needed (the expected losses to duplicates and occupied positions),
+    keeps the distinct free ones, and if that overshoots drops a uniformly
+    random surplus -- a uniform subset of a uniform subset is uniform.
+    O(k log k) expected while the free space is at least about twice ``k``
+    (callers enumerate the free positions exactly beyond that)."""
+    got = np.empty(0, dtype=np.int64)
+    reject = 0.0  # observed fraction of candidates lost
+    while got.size < k:
+        need = k - got.size
+        n_draw = need + int(need * min(1.0, 1.5 * reject + (k / n_total))) + 16
+        cand = rng.integers(0, n_total, size=n_draw, dtype=np.int64)
+        if occupied is not None:
+            cand = cand[~occupied(cand)]
+        if got.size:
+            cand = np.concatenate((got, cand))
+        cand.sort()
+        first = np.empty(cand.size, dtype=bool)
+        first[:1] = True
+        np.not_equal(cand[1:], cand[:-1], out=first[1:])
+        new_got = cand[first]
+        reject = 1.0 - (new_got.size - got.size) / n_draw
+        got = new_got
+    if got.size > k:
+        drop = rng.choice(got.size, size=got.size - k, replace=False)
+        keep = np.ones(got.size, dtype=bool)
+        keep[drop] = False
+        got = got[keep]
+    return got
+
+
+def er_positions(n_in: int, n_out: int, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions j*n_in + i of an Erdos-Renyi layer: every connection
+    exists independently with probability p, so the count is
+    Binomial(n_in*n_out, p) and the set is a uniform subset of that size.
+    Dense layers (p > 1/2) sample the complement instead."""
+    n_total = int(n_in) * int(n_out)
+    p = er_probability(n_in, n_out, epsilon)
+    k = int(rng.binomial(n_total, p)) if p < 1.0 else n_total
+    if k > MAX_NNZ:
+        raise ConfigError(
+            f"a {n_in} x {n_out} layer at epsilon {epsilon} would have {k} weights, more than "
+            f"the {MAX_NNZ} one layer can index; lower --epsilon or split the layer")
+    if 2 * k <= n_total:
+        return sample_positions(n_total, k, rng)
+    excluded = sample_positions(n_total, n_total - k, rng)
+    out = np.empty(k, dtype=np.int64)
+    topology.complement_sorted(excluded, n_total, out)
+    return out
+
+
+class SparseLayer:
+    """One sparse weight matrix W (n_in x n_out) with its bias and momentum.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Number of input and output neurons.
+    indptr : ndarray of int64, shape (n_out + 1,)
+    indices : ndarray of int32, shape (nnz,)
+        Input neuron of each weight; strictly increasing within each row.
+    data : ndarray of float32, shape (nnz,)
+    init : str
+        The value distribution of new weights (SET regrowth).
+    bias, velocity, bias_velocity : ndarray, optional
+        Default to zeros.
+    check : bool
+        Validate the structure (O(nnz)); on by default for user input.
+    """
+
+    def __init__(self, n_in: int, n_out: int, indptr: np.ndarray, indices: np.ndarray,
+                 data: np.ndarray, init: str = "normal", bias: np.ndarray | None = None,
+                 velocity: np.ndarray | None = None, bias_velocity: np.ndarray | None = None,
+                 check: bool = True) -> None:
+        if n_in <= 0 or n_out <= 0:
+            raise ConfigError(f"a layer needs at least one input and one output neuron, "
+                              f"got {n_in} x {n_out}")
+        if init not in INITS:
+            raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
+        self.n_in = int(n_in)
+        self.n_out = int(n_out)
+        self.init = init
+        self.bias = _vec(bias, n_out, "bias")
+        self.bias_velocity = _vec(bias_velocity, n_out, "bias_velocity")
+        self.set_topology(indptr, indices, data, velocity, check=check)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def erdos_renyi(cls, n_in: int, n_out: int, epsilon: float, init: str,
+                    rng: np.random.Generator) -> SparseLayer:
+        """A layer whose connections exist independently with probability
+        eps*(n_in+n_out)/(n_in*n_out) (capped at 1), values from ``init``,
+        built in O(nnz) time and memory."""
+        if epsilon <= 0:
+            raise ConfigError(f"epsilon must be positive, got {epsilon}")
+        pos = er_positions(n_in, n_out, epsilon, rng)
+        values = init_values(init, pos.size, n_in, n_out, rng)
+        return cls.from_positions(n_in, n_out, pos, values, init)
+
+    @classmethod
+    def from_positions(cls, n_in: int, n_out: int, positions: np.ndarray, values: np.ndarray,
+                       init: str = "normal") -> SparseLayer:
+        """Build from sorted unique positions j*n_in + i and their values."""
+        rows = positions // n_in
+        indices = (positions - rows * n_in).astype(np.int32)
+        indptr = np.zeros(n_out + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_out), out=indptr[1:])
+        return cls(n_in, n_out, indptr, indices, values, init=init, check=False)
+
+    @classmethod
+    def from_scipy(cls, matrix, init: str = "normal", bias: np.ndarray | None = None
+                   ) -> SparseLayer:
+        """From any scipy.sparse matrix W of shape (n_in, n_out).  Duplicate
+        entries are summed; stored zeros stay connections."""
+        if not sp.issparse(matrix):
+            raise ConfigError("from_scipy expects a scipy.sparse matrix of shape (n_in, n_out)")
+        m = sp.csc_matrix(matrix, dtype=np.float32, copy=True)
+        m.sum_duplicates()
+        m.sort_indices()
+        n_in, n_out = m.shape
+        return cls(n_in, n_out, m.indptr.astype(np.int64), m.indices.astype(np.int32),
+                   m.data.astype(np.float32), init=init, bias=bias)
+
+    def to_scipy(self, copy: bool = True) -> sp.csc_matrix:
+        """W as a (n_in, n_out) scipy.sparse.csc_matrix (the same arrays)."""
+        m = sp.csc_matrix((self.data, self.indices, self.indptr),
+                          shape=(self.n_in, self.n_out), copy=copy)
+        m.has_sorted_indices = True
+        return m
+
+    def set_topology(self, indptr: np.ndarray, indices: np.ndarray, data: np.ndarray,
+                     velocity: np.ndarray | None = None, check: bool = True) -> None:
+        """Replace the connectivity (and values, momentum) and rebuild the
+        transposed index."""
+        indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(indices, dtype=np.int32)
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if indptr.shape != (self.n_out + 1,):
+            raise ConfigError(f"indptr must have n_out + 1 = {self.n_out + 1} entries, "
+                              f"got {indptr.shape}")
+        if indices.ndim != 1 or data.shape != indices.shape:
+            raise ConfigError("indices and data must be 1-D arrays of the same length")
+        if indices.size > MAX_NNZ:
+            raise ConfigError(f"a layer can hold at most {MAX_NNZ} weights, got {indices.size}")
+        if check:
+            problem = topology.check_csr(indptr, indices, self.n_in)
+            if problem:
+                raise ConfigError(f"invalid sparse layer structure: {problem}")
+        if velocity is None:
+            velocity = np.zeros_like(data)
+        velocity = np.ascontiguousarray(velocity, dtype=np.float32)
+        if velocity.shape != data.shape:
+            raise ConfigError("velocity must have one entry per weight")
+        self.indptr, self.indices, self.data, self.velocity = indptr, indices, data, velocity
+        self.rebuild_transpose()
+
+    def rebuild_transpose(self) -> None:
+        """Rebuild the input-grouped index (O(nnz)); after any topology change."""
+        nnz = self.indices.size
+        self.t_indptr = np.empty(self.n_in + 1, dtype=np.int64)
+        self.t_rows = np.empty(nnz, dtype=np.int32)
+        self.t_perm = np.empty(nnz, dtype=np.int32)
+        topology.transpose_index(self.indptr, self.indices, self.t_indptr, self.t_rows,
+                                 self.t_perm)
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n_in, self.n_out)
+
+    @property
+    def density(self) -> float:
+        return self.nnz / (self.n_in * self.n_out)
+
+    @property
+    def nbytes(self) -> int:
+        arrays = (self.indptr, self.indices, self.data, self.velocity, self.bias,
+                  self.bias_velocity, self.t_indptr, self.t_rows, self.t_perm)
+        return int(sum(a.nbytes for a in arrays))
+
+    def row_lengths(self) -> np.ndarray:
+        """Number of incoming weights of each output neuron."""
+        return np.diff(self.indptr)
+
+    def __repr__(self) -> str:
+        return (f"SparseLayer({self.n_in} x {self.n_out}, nnz={self.nnz}, "
+                f"density={self.density:.4%}, init={self.init!r})")
+
+    # ------------------------------------------------------------------ kernels
+    def forward(self, X: np.ndarray, Z: np.ndarray, A: np.ndarray | None = None,
+                act: Activation | None = None, dropout: float = 0.0, key: int = 0,
+                b_offset: int = 0, n_threads: int = 1) -> None:
+        """Z = W^T X + b (feature-major: X (n_in, B), Z (n_out, B)); when A
+        is given, A = dropout(f(Z)) fused in the same pass (A may be Z)."""
+        kw = act.kernel_args() if act is not None else {}
+        spmm.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
+                     drop_rate=dropout, drop_key=key, b_offset=b_offset,
+                     n_threads=n_threads, **kw)
+
+    def backward_input(self, D: np.ndarray, G: np.ndarray, Z_in: np.ndarray | None = None,
+                       act_in: Activation | None = None,
+                       srelu_grad: np.ndarray | None = None, dropout: float = 0.0,
+                       key: int = 0, b_offset: int = 0, n_threads: int = 1) -> None:
+        """G = W D (gradient to the inputs, (n_in, B)); when ``Z_in`` (the
+        inputs' pre-activations) is given, times the input layer's dropout
+        mask and f'(Z_in), fused.  G may be Z_in (in place)."""
+        kw = act_in.kernel_args() if act_in is not None else {}
+        spmm.backward_input(self.t_indptr, self.t_rows, self.t_perm, self.data, D, G, Z_in,
+                            srelu_grad=srelu_grad, drop_rate=dropout, drop_key=key,
+                            b_offset=b_offset, n_threads=n_threads, **kw)
+
+    def update(self, X: np.ndarray, D: np.ndarray, lr: float, momentum: float, decay: float,
+               bias_decay: float | None = None, nesterov: bool = False,
+               scale: float | None = None, n_threads: int = 1) -> None:
+        """Weight gradient (batch mean) at existing weights fused with the
+        momentum update v = mu*v - lr*g; w = w + v - decay*w, and the same
+        for the biases."""
+        B = X.shape[1]
+        spmm.weight_update(self.indptr, self.indices, X, D, self.data, self.velocity,
+                           self.bias, self.bias_velocity,
+                           1.0 / B if scale is None else scale, lr, momentum, decay,
+                           decay if bias_decay is None else bias_decay, nesterov,
+                           n_threads=n_threads)
+
+    def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
+                 bias_g: np.ndarray | None = None, scale: float | None = None,
+                 n_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient at existing weights only (batch mean), without updating."""
+        if g is None:
+            g = np.empty(self.nnz, dtype=np.float32)
+        if bias_g is None:
+            bias_g = np.empty(self.n_out, dtype=np.float32)
+        spmm.weight_grad(self.indptr, self.indices, X, D, g, bias_g,
+                         1.0 / X.shape[1] if scale is None else scale, n_threads=n_threads)
+        return g, bias_g
+
+    def apply_gradient(self, g: np.ndarray, bias_g: np.ndarray, lr: float, momentum: float,
+                       decay: float, bias_decay: float | None = None, nesterov: bool = False,
+                       n_threads: int = 1) -> None:
+        """The momentum update of :meth:`update` for a given gradient."""
+        spmm.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
+                          n_threads=n_threads)
+        spmm.apply_update(self.bias, self.bias_velocity, bias_g, lr, momentum,
+                          decay if bias_decay is None else bias_decay, nesterov, n_threads=1)
+
+    def importance(self, n_threads: int = 1) -> np.ndarray:
+        """Neuron importance (paper eq. 4): sum of |w| over the incoming
+        weights of each output neuron, float64 (n_out,)."""
+        out = np.empty(self.n_out, dtype=np.float64)
+        topology.row_abs_sum(self.indptr, self.data, out, n_threads=n_threads)
+        return out
+
+
+def _vec(v: np.ndarray | None, n: int, name: str) -> np.ndarray:
+    if v is None:
+        return np.zeros(n, dtype=np.float32)
+    v = np.ascontiguousarray(v, dtype=np.float32).copy()
+    if v.shape != (n,):
+        raise ConfigError(f"{name} must have shape ({n},), got {v.shape}")
+    return v

@@ -1,0 +1,55 @@
+"""Shared fixtures and helpers of the test suite."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MADELON_DIR = Path(os.environ.get("SPARSE_MLP_MADELON_DIR", SHARED_DATA / "madelon"))
+
+
+def madelon_available() -> bool:
+    return (MADELON_DIR / "madelon_train.data").is_file()
+
+
+needs_madelon = pytest.mark.skipif(
+    not madelon_available(),
+    reason=f"the UCI Madelon files are not in {MADELON_DIR} (CI has them in ../shared/data; "
+           "set SPARSE_MLP_MADELON_DIR to run these tests elsewhere)")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=["scalar", "avx2", "avx512"])
+def simd(request):
+    """Run a test on each SIMD path this CPU supports (others are skipped)."""
+    from sparse_mlp.kernels import spmm
+    levels = ["scalar", "avx2", "avx512"]
+    if levels.index(request.param) > levels.index(spmm.cpu_simd_level()):
+        pytest.skip(f"this CPU has no {request.param}")
+    spmm.set_simd_level(request.param)
+    yield request.param
+    spmm.set_simd_level("best")
+
+
+def random_layer(rng, n_in, n_out, density, init="normal", empty_rows=(), empty_cols=()):
+    """A SparseLayer with random structure; rows/cols listed are left empty."""
+    from sparse_mlp.layers import SparseLayer
+    m = rng.random((n_in, n_out)) < density
+    m[:, list(empty_rows)] = False
+    m[list(empty_cols), :] = False
+    vals = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    import scipy.sparse as sp
+    W = sp.csc_matrix(np.where(m, vals, 0.0).astype(np.float32))
+    W.eliminate_zeros()
+    layer = SparseLayer.from_scipy(W, init=init)
+    layer.bias[:] = rng.standard_normal(n_out).astype(np.float32)
+    layer.velocity[:] = rng.standard_normal(layer.nnz).astype(np.float32)
+    return layer

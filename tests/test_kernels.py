@@ -1,0 +1,238 @@
+"""Sparse-product, activation and loss kernels against dense NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import random_layer
+
+from sparse_mlp import reference as ref
+from sparse_mlp.activations import (
+    ACT_IDENTITY,
+    ACT_LEAKY,
+    ACT_RELU,
+    ACT_SIGMOID,
+    ACT_SRELU,
+    ACT_TANH,
+    Activation,
+    srelu_initial,
+)
+from sparse_mlp.kernels import activation as K_act
+from sparse_mlp.kernels import spmm
+
+BATCHES = [1, 7, 16, 33, 64, 100, 128, 130, 257]
+ACTS = [
+    Activation("identity", ACT_IDENTITY),
+    Activation("relu", ACT_RELU),
+    Activation("allrelu", ACT_LEAKY, slope=-0.6),
+    Activation("leaky", ACT_LEAKY, slope=0.25),
+    Activation("tanh", ACT_TANH),
+    Activation("sigmoid", ACT_SIGMOID),
+]
+
+
+def _srelu_act(rng, n):
+    p = srelu_initial(n, rng)
+    p[:, 0] = rng.uniform(-1, 0, n)
+    return Activation("srelu", ACT_SRELU, params=p, velocity=np.zeros_like(p))
+
+
+def _layer_cases(rng):
+    yield random_layer(rng, 50, 40, 0.2)
+    # empty output rows (neurons with no incoming weight) and empty input columns
+    yield random_layer(rng, 30, 20, 0.3, empty_rows=[0, 5, 19], empty_cols=[3, 29])
+    # a layer with no weights at all
+    yield random_layer(rng, 8, 6, 0.0)
+
+
+@pytest.mark.parametrize("B", BATCHES)
+def test_products_match_dense(simd, rng, B):
+    for layer in _layer_cases(rng):
+        W = ref.dense(layer)
+        X = rng.standard_normal((layer.n_in, B)).astype(np.float32)
+        D = rng.standard_normal((layer.n_out, B)).astype(np.float32)
+        Z = np.full((layer.n_out, B), np.nan, np.float32)
+        layer.forward(X, Z)
+        np.testing.assert_allclose(Z, W.T @ X + layer.bias[:, None], rtol=1e-5, atol=1e-5)
+        G = np.full((layer.n_in, B), np.nan, np.float32)
+        layer.backward_input(D, G)
+        np.testing.assert_allclose(G, W @ D, rtol=1e-5, atol=1e-5)
+        g, bg = layer.gradient(X, D)
+        gd = (X.astype(np.float64) @ D.T) / B
+        rows = np.repeat(np.arange(layer.n_out), layer.row_lengths())
+        np.testing.assert_allclose(g, gd[layer.indices, rows], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bg, D.mean(axis=1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("B", [1, 19, 128, 131])
+def test_fused_update_matches_formula(simd, rng, B):
+    layer = random_layer(rng, 40, 30, 0.25)
+    X = rng.standard_normal((40, B)).astype(np.float32)
+    D = rng.standard_normal((30, B)).astype(np.float32)
+    w0, v0 = layer.data.astype(np.float64), layer.velocity.astype(np.float64)
+    b0, bv0 = layer.bias.astype(np.float64), layer.bias_velocity.astype(np.float64)
+    g, bg = layer.gradient(X, D)
+    lr, mu, wd = 0.05, 0.9, 2e-4
+    layer.update(X, D, lr, mu, wd)
+    v = mu * v0 - lr * g
+    np.testing.assert_allclose(layer.velocity, v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layer.data, w0 + v - wd * w0, rtol=1e-5, atol=1e-6)
+    bv = mu * bv0 - lr * bg
+    np.testing.assert_allclose(layer.bias, b0 + bv - wd * b0, rtol=1e-5, atol=1e-6)
+
+
+def test_nesterov_and_apply_update(rng):
+    n = 1000
+    w = rng.standard_normal(n).astype(np.float32)
+    v = rng.standard_normal(n).astype(np.float32)
+    g = rng.standard_normal(n).astype(np.float32)
+    w1, v1 = w.copy(), v.copy()
+    spmm.apply_update(w1, v1, g, 0.1, 0.9, 0.01, True, n_threads=2)
+    vn = 0.9 * v - 0.1 * g
+    np.testing.assert_allclose(v1, vn, rtol=1e-6)
+    np.testing.assert_allclose(w1, w + (0.9 * vn - 0.1 * g) - 0.01 * w, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("B", [1, 13, 128])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_fused_forward_activation_and_dropout(rng, B, rate):
+    layer = random_layer(rng, 30, 25, 0.3)
+    X = rng.standard_normal((30, B)).astype(np.float32)
+    key = K_act.dropout_key(7, 3, 1)
+    mask = K_act.dropout_mask(25, B, rate, key).astype(np.float64)
+    for act in ACTS + [_srelu_act(rng, 25)]:
+        Z = np.empty((25, B), np.float32)
+        A = np.empty((25, B), np.float32)
+        layer.forward(X, Z, A, act=act, dropout=rate, key=key)
+        zref = ref.dense(layer).T @ X + layer.bias[:, None]
+        np.testing.assert_allclose(Z, zref, rtol=1e-5, atol=1e-5)
+        params = act.params
+        aref = ref.act_forward(act.kind, Z.T.astype(np.float64), act.slope, params).T
+        np.testing.assert_allclose(A, aref * mask / (1 - rate), rtol=2e-5, atol=1e-5,
+                                   err_msg=act.name)
+
+
+@pytest.mark.parametrize("B", [1, 13, 128])
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_fused_backward_derivative_and_dropout(rng, B, rate):
+    layer = random_layer(rng, 30, 25, 0.3)
+    D = rng.standard_normal((25, B)).astype(np.float32)
+    key = K_act.dropout_key(1, 2, 0)
+    mask = K_act.dropout_mask(30, B, rate, key).astype(np.float64)
+    for act in ACTS + [_srelu_act(rng, 30)]:
+        Zin = rng.standard_normal((30, B)).astype(np.float32) * 2
+        Zin[0, 0] = 0.0  # the derivative convention at exactly 0
+        sg = np.empty((30, 4), np.float32) if act.params is not None else None
+        G = Zin.copy()  # in place over the pre-activations, as the model does
+        layer.backward_input(D, G, G, act_in=act, srelu_grad=sg, dropout=rate, key=key)
+        upstream = (ref.dense(layer) @ D) * mask / (1 - rate)
+        z64 = Zin.T.astype(np.float64)
+        dref = upstream * ref.act_derivative(act.kind, z64, act.slope, act.params).T
+        np.testing.assert_allclose(G, dref, rtol=2e-5, atol=2e-5, err_msg=act.name)
+        if sg is not None:
+            np.testing.assert_allclose(sg, ref.srelu_param_grad(z64, upstream.T, act.params),
+                                       rtol=1e-4, atol=1e-4)
+
+
+def test_standalone_activation_kernels_match_fused(rng):
+    Z = rng.standard_normal((20, 50)).astype(np.float32)
+    for act in ACTS:
+        A = np.empty_like(Z)
+        K_act.activation_forward(Z, A, drop_key=5, drop_rate=0.2, **act.kernel_args())
+        mask = K_act.dropout_mask(20, 50, 0.2, 5)
+        aref = ref.act_forward(act.kind, Z.astype(np.float64), act.slope) * mask / 0.8
+        np.testing.assert_allclose(A, aref, rtol=2e-5, atol=1e-6)
+        G = np.ones_like(Z)
+        K_act.activation_backward(Z, G, drop_rate=0.2, drop_key=5, **act.kernel_args())
+        np.testing.assert_allclose(
+            G, ref.act_derivative(act.kind, Z.astype(np.float64), act.slope) * mask / 0.8,
+            rtol=2e-5, atol=1e-6)
+
+
+def test_dropout_mask_statistics_and_determinism():
+    key = K_act.dropout_key(2024, 10, 2)
+    m = K_act.dropout_mask(400, 128, 0.3, key)
+    assert abs(m.mean() - 0.7) < 0.01
+    # rows and columns are not correlated: per-row keep rates scatter binomially
+    assert m.mean(axis=1).std() < 0.06
+    assert np.array_equal(m, K_act.dropout_mask(400, 128, 0.3, key))
+    other = K_act.dropout_mask(400, 128, 0.3, K_act.dropout_key(2024, 11, 2))
+    assert 0.5 < (m == other).mean() < 0.65  # independent masks agree ~0.7^2 + 0.3^2
+    # a block of the batch (micro-batch) sees the same bits as the whole batch
+    part = K_act.dropout_mask(400, 28, 0.3, key, b_offset=100)
+    assert np.array_equal(part, m[:, 100:128])
+    assert K_act.dropout_mask(3, 4, 0.0, key).all()
+
+
+@pytest.mark.parametrize("B", [1, 9, 128])
+def test_softmax_xent(rng, B):
+    C = 5
+    Z = (rng.standard_normal((C, B)) * 3).astype(np.float32)
+    y = rng.integers(0, C, B).astype(np.int32)
+    loss_ref, dref = ref.softmax_xent(Z.T.astype(np.float64), y)
+    D = Z.copy()
+    loss, correct = K_act.softmax_xent(D, y, True, n_threads=2)
+    assert loss / B == pytest.approx(loss_ref, rel=1e-5)
+    assert correct == int((Z.argmax(0) == y).sum())
+    np.testing.assert_allclose(D, dref.T, atol=1e-6)
+    P = Z.copy()
+    K_act.softmax_xent(P, y, False)
+    np.testing.assert_allclose(P.sum(0), 1.0, rtol=1e-6)
+
+
+def test_softmax_xent_extreme_logits():
+    Z = np.array([[1000.0, -1000.0], [0.0, 0.0]], dtype=np.float32)
+    loss, _ = K_act.softmax_xent(Z.copy(), np.array([1, 0], np.int32), True)
+    assert np.isfinite(loss) and loss == pytest.approx(1000.0 + 1000.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("B", [1, 9, 64])
+def test_sigmoid_mse(rng, B):
+    C = 3
+    Z = rng.standard_normal((C, B)).astype(np.float32)
+    y = rng.integers(0, C, B).astype(np.int32)
+    loss_ref, dref = ref.sigmoid_mse(Z.T.astype(np.float64), y)
+    D = Z.copy()
+    loss, correct = K_act.sigmoid_mse(D, y, True)
+    assert loss / B == pytest.approx(loss_ref, rel=1e-5)
+    np.testing.assert_allclose(D, dref.T, atol=1e-6)
+    assert correct == int((Z.argmax(0) == y).sum())
+
+
+def test_gather_columns(rng):
+    X = rng.standard_normal((500, 130)).astype(np.float32)
+    rows = rng.integers(0, 500, 77).astype(np.int64)
+    out = np.empty((130, 77), np.float32)
+    spmm.gather_columns(X, rows, out, n_threads=2)
+    assert np.array_equal(out, X[rows].T)
+
+
+def test_kernel_shape_checks(rng):
+    layer = random_layer(rng, 10, 8, 0.5)
+    X = np.zeros((10, 4), np.float32)
+    with pytest.raises(ValueError, match="Z must be"):
+        layer.forward(X, np.zeros((7, 4), np.float32))
+    with pytest.raises(ValueError, match="G must be"):
+        layer.backward_input(np.zeros((8, 4), np.float32), np.zeros((9, 4), np.float32))
+
+
+@pytest.mark.parametrize("act_i", range(len(ACTS)))
+def test_bit_identical_across_threads(rng, act_i):
+    act = ACTS[act_i]
+    results = []
+    for threads in (1, 2):
+        r = np.random.default_rng(99)
+        layer = random_layer(r, 300, 200, 0.1)
+        X = r.standard_normal((300, 128)).astype(np.float32)
+        D = r.standard_normal((200, 128)).astype(np.float32)
+        Z = np.empty((200, 128), np.float32)
+        A = np.empty_like(Z)
+        layer.forward(X, Z, A, act=act, dropout=0.3, key=11, n_threads=threads)
+        G = X.copy()
+        layer.backward_input(D, G, G, act_in=act, dropout=0.3, key=12, n_threads=threads)
+        g, bg = layer.gradient(X, D, n_threads=threads)
+        layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
+        results.append((Z, A, G, g, bg, layer.data.copy(), layer.velocity.copy(),
+                        layer.bias.copy()))
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)

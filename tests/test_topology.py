@@ -1,0 +1,228 @@
+"""Layer construction, transposed index, SET evolution, Importance Pruning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import random_layer
+
+from sparse_mlp import reference as ref
+from sparse_mlp.errors import ConfigError
+from sparse_mlp.evolution import (
+    importance_prune,
+    magnitude_prune_to,
+    remove_neurons,
+    set_step,
+)
+from sparse_mlp.kernels import topology
+from sparse_mlp.layers import SparseLayer, er_probability, init_values, sample_positions
+
+
+def check_invariants(layer: SparseLayer) -> None:
+    """Sorted unique indices per row, consistent transposed index."""
+    assert topology.check_csr(layer.indptr, layer.indices, layer.n_in) == ""
+    assert layer.data.shape == layer.velocity.shape == layer.indices.shape
+    # transposed index: same (row, col, value) triples
+    rows = np.repeat(np.arange(layer.n_out), layer.row_lengths())
+    t_cols = np.repeat(np.arange(layer.n_in), np.diff(layer.t_indptr))
+    assert np.array_equal(layer.indices[layer.t_perm], t_cols)
+    assert np.array_equal(rows[layer.t_perm], layer.t_rows)
+    assert np.array_equal(np.sort(layer.t_perm), np.arange(layer.nnz))
+    for i in range(min(layer.n_in, 50)):
+        seg = layer.t_rows[layer.t_indptr[i]:layer.t_indptr[i + 1]]
+        assert np.all(np.diff(seg) > 0)
+
+
+def test_er_density_and_structure(rng):
+    layer = SparseLayer.erdos_renyi(400, 300, 10, "normal", rng)
+    p = er_probability(400, 300, 10)
+    expected = p * 400 * 300
+    assert abs(layer.nnz - expected) < 5 * math.sqrt(expected)
+    check_invariants(layer)
+    # connections spread over rows and columns, no structure
+    assert layer.row_lengths().std() < 3 * math.sqrt(expected / 300)
+    assert abs(layer.data.std() - 0.1) < 0.01
+
+
+def test_er_dense_layer_is_full(rng):
+    layer = SparseLayer.erdos_renyi(20, 2, 10, "xavier", rng)  # p capped at 1
+    assert layer.nnz == 40
+    check_invariants(layer)
+    half = SparseLayer.erdos_renyi(40, 30, 10, "xavier", rng)  # p = 0.58: complement path
+    assert abs(half.nnz - 0.5833 * 1200) < 5 * math.sqrt(1200 * 0.25)
+    check_invariants(half)
+
+
+def test_init_distributions(rng):
+    n_in, n_out = 300, 200
+    x = init_values("xavier", 20000, n_in, n_out, rng)
+    lim = math.sqrt(6 / (n_in + n_out))
+    assert x.dtype == np.float32 and np.abs(x).max() <= lim and np.abs(x).max() > 0.99 * lim
+    h = init_values("he_uniform", 20000, n_in, n_out, rng)
+    lim = math.sqrt(6 / n_in)
+    assert np.abs(h).max() <= lim and abs(h.mean()) < 0.02 * lim
+    with pytest.raises(ConfigError, match="unknown weight init"):
+        init_values("orthogonal", 3, 2, 2, rng)
+
+
+def test_sample_positions_uniform_and_distinct(rng):
+    counts = np.zeros(30)
+    for _ in range(3000):
+        s = sample_positions(30, 10, rng)
+        assert s.size == 10 and np.all(np.diff(s) > 0)
+        counts[s] += 1
+    assert np.allclose(counts / 3000, 1 / 3, atol=0.04)
+
+
+def test_scipy_round_trip(rng):
+    W = sp.random(60, 40, density=0.1, format="coo", random_state=1, dtype=np.float32)
+    layer = SparseLayer.from_scipy(W, init="he_uniform")
+    check_invariants(layer)
+    assert abs(layer.to_scipy() - W.tocsc()).max() == 0
+    assert layer.to_scipy().shape == (60, 40)
+    with pytest.raises(ConfigError):
+        SparseLayer.from_scipy(np.zeros((3, 3)))
+
+
+def test_bad_structure_is_refused():
+    indptr = np.array([0, 2, 3], np.int64)
+    with pytest.raises(ConfigError, match="unsorted or duplicate"):
+        SparseLayer(5, 2, indptr, np.array([3, 1, 0], np.int32), np.ones(3, np.float32))
+    with pytest.raises(ConfigError, match="outside"):
+        SparseLayer(5, 2, indptr, np.array([1, 7, 0], np.int32), np.ones(3, np.float32))
+    with pytest.raises(ConfigError, match="at least one"):
+        SparseLayer(0, 2, indptr, np.zeros(3, np.int32), np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("zeta", [0.0, 0.1, 0.3, 0.5])
+def test_magnitude_thresholds_match_sorting(rng, zeta):
+    data = rng.standard_normal(5001).astype(np.float32)
+    data[:50] = data[50]          # ties
+    data[60:70] = 0.0             # zeros count with the positives
+    data[70:75] = -0.0            # negative zeros with the negatives
+    kn, kp, nn, npos, _, _ = topology.magnitude_thresholds(data, zeta)
+    assert nn + npos == data.size
+    got = topology.removal_mask(data, kn, kp).astype(bool)
+    assert np.array_equal(got, ref.set_removed(data, zeta))
+
+
+def test_magnitude_thresholds_one_sign_and_empty():
+    pos = np.linspace(0.1, 1, 10, dtype=np.float32)
+    kn, kp, nn, npos, k_neg, k_pos = topology.magnitude_thresholds(pos, 0.3)
+    assert (nn, npos, k_neg, k_pos) == (0, 10, 0, 3) and kn == -1
+    assert topology.removal_mask(pos, kn, kp).sum() == 3
+    assert topology.magnitude_thresholds(np.zeros(0, np.float32), 0.3)[:2] == (-1, -1)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.7])
+def test_set_step_invariants(rng, density):
+    layer = random_layer(rng, 60, 50, density, init="xavier")
+    before = layer.to_scipy().tocoo()
+    old = {(int(r), int(c)): (float(v), float(m)) for r, c, v, m in
+           zip(before.row, before.col, before.data,
+               layer.velocity)}  # csc coo order == data order
+    removed = ref.set_removed(layer.data, 0.3)
+    nnz = layer.nnz
+    stats = set_step(layer, 0.3, rng)
+    assert layer.nnz == nnz
+    assert stats.removed == stats.regrown == int(removed.sum())
+    check_invariants(layer)
+    after = layer.to_scipy().tocoo()
+    now = {(int(r), int(c)): (float(v), float(m)) for r, c, v, m in
+           zip(after.row, after.col, after.data, layer.velocity)}
+    kept_keys = {k for k, rm in zip(old, removed) if not rm}
+    # every survivor kept its value and momentum
+    for k in kept_keys:
+        assert now[k] == old[k]
+    new_keys = set(now) - kept_keys
+    assert len(new_keys) == stats.regrown
+    lim = math.sqrt(6 / (60 + 50))
+    for k in new_keys:
+        v, m = now[k]
+        assert m == 0.0 and abs(v) <= lim
+
+
+def test_set_step_regrowth_is_uniform(rng):
+    """New connections land on every free position with equal probability."""
+    hits = np.zeros((20, 10))
+    for _ in range(400):
+        layer = random_layer(rng, 20, 10, 0.2)
+        before = ref.mask(layer)
+        set_step(layer, 0.3, rng)
+        after = ref.mask(layer)
+        hits += after & ~before
+    assert hits.min() > 0
+    # occupied-before positions are rarer (only as removed-then-redrawn), so
+    # compare columns/rows: no input or output neuron is favoured
+    col = hits.sum(axis=0)
+    assert col.std() / col.mean() < 0.15
+
+
+def test_set_step_bit_identical_across_threads():
+    out = []
+    for threads in (1, 2):
+        r = np.random.default_rng(5)
+        layer = SparseLayer.erdos_renyi(500, 400, 20, "he_uniform", r)
+        layer.velocity[:] = r.standard_normal(layer.nnz)
+        for _ in range(3):
+            set_step(layer, 0.3, r, n_threads=threads)
+        out.append((layer.indptr.copy(), layer.indices.copy(), layer.data.copy(),
+                    layer.velocity.copy(), layer.t_perm.copy()))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
+
+
+def test_set_step_empty_layer(rng):
+    layer = random_layer(rng, 5, 4, 0.0)
+    stats = set_step(layer, 0.3, rng)
+    assert stats.removed == 0 and layer.nnz == 0
+
+
+def test_importance_and_pruning(rng):
+    layer = random_layer(rng, 40, 30, 0.3, empty_rows=[2, 7])
+    imp = layer.importance()
+    np.testing.assert_allclose(imp, np.abs(ref.dense(layer)).sum(axis=0), rtol=1e-6)
+    t = np.percentile(imp, 20)  # dead neurons (importance 0) count in the percentile
+    expect_dead = imp <= t
+    nnz = layer.nnz
+    n_removed, dead = importance_prune(layer, 20)
+    assert np.array_equal(dead, expect_dead)
+    assert layer.nnz == nnz - n_removed
+    assert np.all(layer.row_lengths()[dead] == 0)
+    check_invariants(layer)
+    # pruned neurons stay out of nnz: a SET step after only replaces its own removals
+    nnz2 = layer.nnz
+    set_step(layer, 0.3, rng)
+    assert layer.nnz == nnz2
+
+
+def test_remove_neurons_keeps_the_rest(rng):
+    layer = random_layer(rng, 20, 10, 0.5)
+    W = ref.dense(layer)
+    dead = np.zeros(10, bool)
+    dead[[1, 4]] = True
+    remove_neurons(layer, dead)
+    W[:, dead] = 0
+    assert np.array_equal(ref.dense(layer), W)
+    check_invariants(layer)
+
+
+def test_magnitude_prune_to(rng):
+    layer = random_layer(rng, 30, 20, 0.5)
+    mags = np.sort(np.abs(layer.data))[::-1]
+    magnitude_prune_to(layer, 50)
+    assert layer.nnz == 50
+    assert np.allclose(np.sort(np.abs(layer.data))[::-1], mags[:50])
+    check_invariants(layer)
+
+
+def test_huge_layer_initialises_in_seconds(rng):
+    """65536 x 5,000,000 at epsilon 1: ~5M weights, never a dense array."""
+    import time
+    t = time.perf_counter()
+    layer = SparseLayer.erdos_renyi(65536, 5_000_000, 1, "normal", rng)
+    assert time.perf_counter() - t < 30  # ~1 s here; generous for slow CI machines
+    assert abs(layer.nnz - 5_065_536) < 10_000
