@@ -116,6 +116,23 @@ class SparseMLP:
         n += sum(a.params.nbytes * 2 for a in self.acts if a.params is not None)
         return n
 
+    def copy(self) -> SparseMLP:
+        """An independent copy (weights, momentum, activations' parameters)."""
+        layers = []
+        for lay in self.layers:
+            c = SparseLayer(lay.n_in, lay.n_out, lay.indptr.copy(), lay.indices.copy(),
+                            lay.data.copy(), init=lay.init, bias=lay.bias,
+                            velocity=lay.velocity.copy(), bias_velocity=lay.bias_velocity,
+                            check=False)
+            layers.append(c)
+        acts = [Activation(a.name, a.kind, a.slope,
+                           None if a.params is None else a.params.copy(),
+                           None if a.velocity is None else a.velocity.copy())
+                for a in self.acts]
+        return SparseMLP(self.sizes, self.epsilon, self.activation, self.alpha, self.init,
+                         self.output, self.dropout, n_threads=self.n_threads, layers=layers,
+                         activations=acts)
+
     def __repr__(self) -> str:
         return (f"SparseMLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
                 f"nnz={self.nnz})")

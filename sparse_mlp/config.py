@@ -1,0 +1,135 @@
+"""One flat, commented configuration of a run, saved with every run.
+
+Defaults are the paper's (REFERENCE.md) where the paper has a value; a
+dataset preset (``presets.py``) fills the per-dataset hyper-parameters of
+Table 7; every field can be overridden from the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .activations import HIDDEN_ACTIVATIONS, OUTPUTS
+from .errors import ConfigError
+from .layers import INITS
+
+DECAY_MODES = ("paper", "decoupled")
+
+
+@dataclass
+class TrainConfig:
+    # --- data -----------------------------------------------------------
+    dataset: str = "digits"            # paper name, 'synthetic', 'digits', or a file path
+    data_dir: str | None = None        # where dataset files live (default: $SPARSE_MLP_DATA_DIR or data/)
+    n_train: int | None = None         # subsample sizes (None: the dataset's own split)
+    n_test: int | None = None
+    n_features: int | None = None      # synthetic only
+    n_classes: int | None = None       # synthetic only
+    label_column: str | None = None    # CSV/TSV: label column name or index (default: last)
+    test_fraction: float | None = None  # user files without a test set (default 0.2)
+    # --- architecture ---------------------------------------------------
+    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    epsilon: float = 20.0              # Erdos-Renyi density: ~eps*(n_in+n_out) weights per layer
+    activation: str = "allrelu"        # relu | allrelu | leaky | srelu | tanh | sigmoid
+    alpha: float | None = 0.6          # All-ReLU slope (leaky: negative slope)
+    output: str = "softmax"            # softmax (+ cross-entropy) | sigmoid (+ MSE)
+    weight_init: str = "he_uniform"    # normal | xavier | he_uniform
+    # --- optimisation (reference momentum SGD) ----------------------------
+    epochs: int = 500
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 2e-4         # paper: w = w + v - wd*w (not scaled by lr)
+    decay_mode: str = "paper"          # paper | decoupled (w -= lr*wd*w)
+    nesterov: bool = False
+    dropout: float = 0.3               # on hidden activations, inverted scaling
+    # --- SET topology evolution -------------------------------------------
+    evolution: bool = True             # False: static sparse topology
+    zeta: float = 0.3                  # fraction of positive and of negative weights replaced
+    # --- Importance Pruning -----------------------------------------------
+    importance_pruning: bool = False
+    ip_start: int = 200                # prune at the end of epoch e when e > ip_start ...
+    ip_every: int = 10                 # ... and e % ip_every == 0
+    ip_percentile: float = 20.0        # neurons with importance <= this percentile lose their inputs
+    post_prune: list[float] = field(default_factory=list)  # Table 6: percentiles after training
+    # --- run --------------------------------------------------------------
+    seed: int = 0
+    threads: int | None = None         # kernel threads (default: all cores available)
+    eval_every: int = 1                # evaluate the test set every N epochs (and the last)
+    eval_batch_size: int = 1024
+    out: str | None = None             # output folder (default: runs/<dataset>_<time>)
+    preset: str | None = None          # the preset these values started from
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def decay(self) -> float:
+        """The per-step weight decay factor of the update rule."""
+        return self.weight_decay if self.decay_mode == "paper" else self.lr * self.weight_decay
+
+    def validate(self) -> None:
+        """Refuse impossible settings before anything is allocated."""
+        problems = []
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            problems.append(f"--hidden must list positive layer widths, got {self.hidden}")
+        if self.epsilon <= 0:
+            problems.append(f"--epsilon must be positive, got {self.epsilon}")
+        if self.activation not in HIDDEN_ACTIVATIONS:
+            problems.append(f"--activation must be one of {', '.join(HIDDEN_ACTIVATIONS)}")
+        if self.activation == "allrelu" and self.alpha is None:
+            problems.append("--activation allrelu needs --alpha (the paper uses 0.05-0.75)")
+        if self.alpha is not None and self.alpha < 0:
+            problems.append(f"--alpha must be non-negative (All-ReLU alternates the sign "
+                            f"itself), got {self.alpha}")
+        if self.output not in OUTPUTS:
+            problems.append(f"--output must be one of {', '.join(OUTPUTS)}")
+        if self.weight_init not in INITS:
+            problems.append(f"--weight-init must be one of {', '.join(INITS)}")
+        if self.epochs < 1:
+            problems.append(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.lr <= 0:
+            problems.append(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0 <= self.weight_decay < 1:
+            problems.append(f"--weight-decay must be in [0, 1), got {self.weight_decay}")
+        if self.decay_mode not in DECAY_MODES:
+            problems.append(f"--decay-mode must be one of {', '.join(DECAY_MODES)}")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.zeta < 1:
+            problems.append(f"--zeta must be in [0, 1), got {self.zeta}")
+        if self.ip_every < 1:
+            problems.append(f"--ip-every must be at least 1, got {self.ip_every}")
+        if not 0 <= self.ip_percentile <= 100:
+            problems.append(f"--ip-percentile must be in [0, 100], got {self.ip_percentile}")
+        if any(not 0 <= p <= 100 for p in self.post_prune):
+            problems.append(f"--post-prune percentiles must be in [0, 100], got {self.post_prune}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"--threads must be at least 1, got {self.threads}")
+        if self.eval_every < 1:
+            problems.append(f"--eval-every must be at least 1, got {self.eval_every}")
+        if self.eval_batch_size < 1:
+            problems.append("--eval-batch-size must be at least 1")
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
