@@ -34,7 +34,7 @@ bench: build
 
 lint:
 	$(PYTHON) -m ruff check sparse_mlp tests bench run_experiment.py setup.py
-	$(PYTHON) -m cython_lint pyx
+	cython-lint pyx/*.pyx pyx/*.pxd
 
 annotate:
 	SPARSE_MLP_ANNOTATE=1 $(PYTHON) setup.py --quiet build_ext --inplace --force

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -133,7 +132,7 @@ def main(argv=None) -> dict:
         layer.velocity[:] = 0.001
         evo = {}
         for thr in threads_list:
-            evo[thr] = best_time(lambda: set_step(layer, 0.3, rng, n_threads=thr),
+            evo[thr] = best_time(lambda lay=layer, t=thr: set_step(lay, 0.3, rng, n_threads=t),
                                  args.repeat, 5)
         row["set_s"] = evo
         results.append(row)

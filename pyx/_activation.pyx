@@ -16,11 +16,10 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport exp, log
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 
 from rowkern cimport (
     smlp_act_t,
-    smlp_act_forward_row,
     smlp_backward_epilogue,
     smlp_fill_act,
     smlp_dropout_row,
@@ -33,8 +32,8 @@ def dropout_key(uint64_t seed, int64_t step, int64_t layer):
     """The 64-bit key of the dropout masks of one (seed, step, layer): every
     mask bit is a pure function of (key, neuron, sample), so masks do not
     depend on the thread count and the backward pass regenerates them."""
-    return smlp_mix64(smlp_mix64(seed) ^ smlp_mix64(<uint64_t>step * 0x100000001B3ULL
-                                                  + <uint64_t>layer))
+    cdef uint64_t counter = <uint64_t>step * 0x100000001B3ULL + <uint64_t>layer
+    return smlp_mix64(smlp_mix64(seed) ^ smlp_mix64(counter))
 
 
 def activation_forward(const float[:, ::1] Z, float[:, ::1] A, int act=0, float slope=0.0,

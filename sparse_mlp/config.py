@@ -23,7 +23,7 @@ DECAY_MODES = ("paper", "decoupled")
 class TrainConfig:
     # --- data -----------------------------------------------------------
     dataset: str = "digits"            # paper name, 'synthetic', 'digits', or a file path
-    data_dir: str | None = None        # where dataset files live (default: $SPARSE_MLP_DATA_DIR or data/)
+    data_dir: str | None = None        # dataset files (default: $SPARSE_MLP_DATA_DIR or data/)
     n_train: int | None = None         # subsample sizes (None: the dataset's own split)
     n_test: int | None = None
     n_features: int | None = None      # synthetic only
@@ -53,8 +53,8 @@ class TrainConfig:
     importance_pruning: bool = False
     ip_start: int = 200                # prune at the end of epoch e when e > ip_start ...
     ip_every: int = 10                 # ... and e % ip_every == 0
-    ip_percentile: float = 20.0        # neurons with importance <= this percentile lose their inputs
-    post_prune: list[float] = field(default_factory=list)  # Table 6: percentiles after training
+    ip_percentile: float = 20.0        # neurons at or below this percentile lose inputs
+    post_prune: list[float] = field(default_factory=list)  # Table 6: percentiles, post-training
     # --- run --------------------------------------------------------------
     seed: int = 0
     threads: int | None = None         # kernel threads (default: all cores available)

@@ -46,19 +46,34 @@ USER_DATA_PRESET: dict[str, Any] = {**PRESETS["fashionmnist"], "epochs": 100}
 
 PAPER_DATASETS = ("leukemia", "higgs", "madelon", "fashionmnist", "cifar10")
 
-# Table 2: best test accuracy (%) and nnz, sequential, 1 core (REFERENCE.md)
-PAPER_TABLE2: dict[str, dict[str, Any]] = {
-    "leukemia": {"relu": 85.98, "relu_ip": 85.40, "allrelu": 86.42, "allrelu_ip": 85.69,
-                 "dense": None, "start_nnz": 1684944, "end_nnz_ip": 313047, "minutes": 375},
-    "higgs": {"relu": 73.59, "relu_ip": 73.50, "allrelu": 73.67, "allrelu_ip": 73.76,
-              "dense": 70.59, "start_nnz": 50224, "end_nnz_ip": 9992, "minutes": 216.7},
-    "madelon": {"relu": 68.50, "relu_ip": 75.00, "allrelu": 71.33, "allrelu_ip": 77.00,
-                "dense": 59.66, "start_nnz": 19000, "end_nnz_ip": 2737, "minutes": 3.6},
-    "fashionmnist": {"relu": 90.48, "relu_ip": 89.43, "allrelu": 91.38, "allrelu_ip": 90.12,
-                     "dense": 90.85, "start_nnz": 126302, "end_nnz_ip": 25759,
-                     "minutes": 137.5},
-    "cifar10": {"relu": 67.05, "relu_ip": 65.21, "allrelu": 69.83, "allrelu_ip": 68.55,
-                "dense": 64.94, "start_nnz": 381758, "end_nnz_ip": 221323, "minutes": 590},
+# Table 2 (sequential, 1 core): per row (best test accuracy %, start nnz, end nnz,
+# training minutes for 500 epochs on one laptop core); dense rows on 12 cores (Keras)
+PAPER_TABLE2: dict[str, dict[str, tuple]] = {
+    "leukemia": {"relu": (85.98, 1684944, 1684944, 375), "relu_ip": (85.40, 1582214, 312900,
+                 266.5), "allrelu": (86.42, 1582518, 1582518, 375),
+                 "allrelu_ip": (85.69, 1582581, 313047, 266.5),
+                 "dense_relu": (None, 2260362518, 2260362518, None),
+                 "dense_allrelu": (None, 2260362518, 2260362518, None)},
+    "higgs": {"relu": (73.59, 50224, 50244, 216.67), "relu_ip": (73.50, 50246, 10065, 182.3),
+              "allrelu": (73.67, 50165, 50165, 216.67),
+              "allrelu_ip": (73.76, 50165, 9992, 140.3),
+              "dense_relu": (70.59, 2033002, 2033002, 182.3),
+              "dense_allrelu": (70.10, 2033002, 2033002, 140.13)},
+    "madelon": {"relu": (68.50, 19000, 19000, 3.6), "relu_ip": (75.00, 19000, 2739, 3.2),
+                "allrelu": (71.33, 19011, 19011, 3.6), "allrelu_ip": (77.00, 19000, 2737, 3.2),
+                "dense_relu": (59.66, 281702, 281702, 3.62),
+                "dense_allrelu": (62.00, 281702, 281702, 3.62)},
+    "fashionmnist": {"relu": (90.48, 126302, 126302, 137.5),
+                     "relu_ip": (89.43, 126302, 26111, 96.25),
+                     "allrelu": (91.38, 126302, 126302, 137.5),
+                     "allrelu_ip": (90.12, 126302, 25759, 96.25),
+                     "dense_relu": (90.85, 2797010, 2797010, 95.05),
+                     "dense_allrelu": (90.73, 2797010, 2797010, 95.05)},
+    "cifar10": {"relu": (67.05, 381758, 381758, 590), "relu_ip": (65.21, 381758, 238114, 530),
+                "allrelu": (69.83, 381425, 381425, 590),
+                "allrelu_ip": (68.55, 380318, 221323, 530),
+                "dense_relu": (64.94, 20337010, 20337010, 530.7),
+                "dense_allrelu": (67.96, 20337010, 20337010, 530.7)},
 }
 
 

@@ -17,7 +17,6 @@ from sparse_mlp.memory import check_fits, estimate
 from sparse_mlp.model import SparseMLP
 from sparse_mlp.training import RandomStreams, Trainer, ip_due
 
-
 CENTERS = np.random.default_rng(77).standard_normal((3, 20)) * 0.6
 
 
@@ -207,3 +206,25 @@ def test_madelon_preset_learns(tmp_path):
     s = json.loads((tmp_path / "m" / "summary.json").read_text())
     assert s["architecture"] == "500-400-100-400-2"
     assert s["best_test_acc"] > 0.6
+
+
+def test_reproduce_table2_runs_rows_and_resumes(tmp_path):
+    from sparse_mlp.datasets import Dataset
+    from sparse_mlp.reproduce import TABLE2_ROWS, run_rows, table2_rows, write_table2
+    rng = np.random.default_rng(0)
+    X, y = blobs(rng, 200)
+    Xt, yt = blobs(rng, 60)
+    data = Dataset("blobs", X, y, Xt, yt, [0, 1, 2], {})
+    base = small_cfg(epochs=4, importance_pruning=False, ip_start=1, ip_every=1)
+    res = run_rows(base, TABLE2_ROWS, 2, tmp_path, data=data)
+    assert [len(v) for v in res.values()] == [2, 2, 2, 2]
+    ip_row = res["allrelu_ip"][0]
+    assert ip_row["nnz_end"] < ip_row["nnz_start"]            # pruning happened
+    assert res["allrelu"][0]["nnz_end"] == res["allrelu"][0]["nnz_start"]
+    assert res["relu"][0]["alpha"] is None
+    text = write_table2("madelon", table2_rows("madelon", res), tmp_path, 4)
+    assert "| SET-MLP All-ReLU + IP |" in text and "77.00" in text
+    # a second call reuses every finished run (nothing retrained)
+    stamp = (tmp_path / "relu" / "seed0" / "summary.json").stat().st_mtime_ns
+    run_rows(base, TABLE2_ROWS, 2, tmp_path, data=data)
+    assert (tmp_path / "relu" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
