@@ -24,6 +24,7 @@ from libc.string cimport memcpy
 from rowkern cimport (
     smlp_act_t,
     smlp_backward_epilogue,
+    smlp_bwd_row,
     smlp_fill_act,
     smlp_cpu_level,
     smlp_dispatch_init,
@@ -205,6 +206,125 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             free(row)
     if failed:
         raise MemoryError("backward_input: could not allocate a row buffer")
+
+
+def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
+                    const int32_t[::1] t_perm, const float[:, ::1] D,
+                    const float[:, ::1] X, float[:, ::1] G, float[::1] data,
+                    float[::1] velocity, float[::1] bias, float[::1] bias_velocity,
+                    float scale, float lr, float mu, float decay, float bias_decay,
+                    bint nesterov=False, int64_t max_row=0,
+                    const float[:, ::1] Z=None, int act=0, float slope=0.0,
+                    const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
+                    double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
+                    float[::1] g_out=None, float[::1] bias_g_out=None, int n_threads=1):
+    """The whole backward step of a layer in one pass over the transposed index.
+
+    For every INPUT row i (prange):
+      G[i, :] = sum_k data[t_perm[k]] * D[t_rows[k], :]     (then * mask * f'(Z[i, :])
+                                                             when Z is given, as backward_input)
+      g_k     = scale * X[i, :] . D[t_rows[k], :]            (X = the layer's input A)
+    and then, unless ``g_out`` is given, the momentum update of each of the
+    row's weights: v = mu*v - lr*g; w = w + v - decay*w.  Each weight belongs
+    to exactly one input row, so it is updated right after its old value was
+    used, by one thread.  Biases: g_b = scale * sum_b D[j, b], same rule.
+    With ``g_out`` / ``bias_g_out`` the gradients are written there instead
+    (data and velocity untouched).  ``max_row``: the largest number of
+    weights of one input row (per-thread gradient buffer).  G may be Z.
+    """
+    cdef int64_t n_in = t_indptr.shape[0] - 1
+    cdef int64_t n_out = D.shape[0]
+    cdef int B = <int>D.shape[1]
+    cdef int64_t ldd = D.shape[1]
+    cdef int64_t i, j, k0, n, q, kk
+    cdef int b
+    cdef float s
+    cdef bint has_z = Z is not None
+    cdef bint has_sg = srelu_grad is not None
+    cdef bint grad_only = g_out is not None
+    cdef smlp_act_t p
+    cdef const float* sp = NULL
+    cdef const float* dp
+    cdef const int32_t* ip
+    cdef const int32_t* pp
+    cdef float* wp
+    cdef float* vp
+    cdef float* gop = NULL
+    cdef float* row
+    cdef float* gbuf
+    cdef float* sg
+    cdef int failed = 0
+    cdef int* failp = &failed
+    cdef int chunk = _chunk(n_in, n_threads)
+    if X.shape[0] != n_in or X.shape[1] != B or G.shape[0] != n_in or G.shape[1] != B:
+        raise ValueError("backward_update: X and G must be (n_in, B)")
+    if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
+        raise ValueError("backward_update: Z must be (n_in, B)")
+    if bias.shape[0] != n_out or bias_velocity.shape[0] != n_out:
+        raise ValueError("backward_update: bias arrays must be (n_out,)")
+    if data.shape[0] != t_rows.shape[0] or velocity.shape[0] != data.shape[0]:
+        raise ValueError("backward_update: data and velocity must be (nnz,)")
+    if grad_only and (g_out.shape[0] != data.shape[0] or bias_g_out is None
+                      or bias_g_out.shape[0] != n_out):
+        raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
+    if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
+        raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
+    if srelu is not None:
+        sp = &srelu[0, 0]
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if B == 0:
+        return
+    if max_row < 1:
+        max_row = 1
+    dp = &D[0, 0] if n_out > 0 else NULL
+    ip = _ip(t_rows)
+    pp = _ip(t_perm)
+    wp = _wfp(data)
+    vp = _wfp(velocity)
+    if grad_only:
+        gop = _wfp(g_out)
+    with nogil, parallel(num_threads=n_threads):
+        row = <float*>malloc(B * sizeof(float))
+        gbuf = <float*>malloc(max_row * sizeof(float))
+        if row == NULL or gbuf == NULL:
+            failp[0] = 1
+        else:
+            # biases: one output row each
+            for j in prange(n_out, schedule="static"):
+                s = 0.0
+                for b in range(B):
+                    s = s + D[j, b]
+                if grad_only:
+                    bias_g_out[j] = s * scale
+                else:
+                    _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay,
+                            nesterov)
+            # weights and the gradient to the inputs: one input row each
+            for i in prange(n_in, schedule="dynamic", chunksize=chunk):
+                k0 = t_indptr[i]
+                n = t_indptr[i + 1] - k0
+                smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale, row, gbuf)
+                if grad_only:
+                    for q in range(n):
+                        gop[pp[k0 + q]] = gbuf[q]
+                else:
+                    for q in range(n):
+                        kk = pp[k0 + q]
+                        _update(wp + kk, vp + kk, gbuf[q], lr, mu, decay, nesterov)
+                if has_z:
+                    sg = NULL
+                    if has_sg:
+                        sg = &srelu_grad[i, 0]
+                        sg[0] = 0.0
+                        sg[1] = 0.0
+                        sg[2] = 0.0
+                        sg[3] = 0.0
+                    smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
+                memcpy(&G[i, 0], row, B * sizeof(float))
+        free(row)
+        free(gbuf)
+    if failed:
+        raise MemoryError("backward_update: could not allocate row buffers")
 
 
 def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,

@@ -7,10 +7,12 @@
  * always computed by exactly one thread, in the same order, so results are
  * bit-identical for any thread count.
  *
- * Two sparse row products:
+ * Three sparse row products:
  *   spmm_row   out[b]  = init + sum_k w_k * X[idx_k, b]        (b < B)
  *              with w_k = w[k], or w[perm[k]] for the transposed index
  *   sddmm_row  g[k]    = scale * sum_b X[idx_k, b] * d[b]      (k < n)
+ *   bwd_row    both at once along one INPUT row i: out = sum_k w_k D[j_k, :]
+ *              and g[k] = scale * <A[i, :], D[j_k, :]>, each D row loaded once
  *
  * The fast versions keep a chunk of the output row (spmm) or of d (sddmm)
  * in vector registers for the whole row: 8 x 16 floats with AVX-512,
@@ -68,6 +70,27 @@ static void sddmm_row_scalar(const int32_t *idx, int64_t n, const float *X, int6
     }
 }
 
+/* Fused backward of one INPUT row i through the transposed index:
+ *   out[b]  = sum_k w[perm[k]] * D[rows[k], b]         (gradient to the inputs)
+ *   g[k]    = scale * sum_b x[b] * D[rows[k], b]       (weight gradient, x = A[i, :])
+ * Every D row is loaded once for both.  g has one slot per weight of the row. */
+static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, const float *w,
+                           const float *D, int64_t ldd, const float *x, int B, float scale,
+                           float *out, float *g)
+{
+    for (int b = 0; b < B; b++) out[b] = 0.0f;
+    for (int64_t k = 0; k < n; k++) {
+        const float wk = w[perm[k]];
+        const float *d = D + (int64_t)rows[k] * ldd;
+        float s = 0.0f;
+        for (int b = 0; b < B; b++) {
+            out[b] += wk * d[b];
+            s += x[b] * d[b];
+        }
+        g[k] = s * scale;
+    }
+}
+
 #if SMLP_X86
 /* ------------------------------------------------------------------ */
 /* AVX-512: chunks of up to 128 floats = 8 zmm registers                */
@@ -79,11 +102,15 @@ static void sddmm_row_scalar(const int32_t *idx, int64_t n, const float *X, int6
 #ifndef SMLP_PF
 #define SMLP_PF 6
 #endif
+#ifndef SMLP_PF_STEP
+#define SMLP_PF_STEP 1
+#endif
 #define SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv)                                   \
     do {                                                                           \
         if ((k) + SMLP_PF < (n)) {                                                 \
             const char *pf_ = (const char *)((X) + (int64_t)(idx)[(k) + SMLP_PF] * (ldx)); \
-            for (int v_ = 0; v_ < (nv); v_++) _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0); \
+            for (int v_ = 0; v_ < (nv); v_ += SMLP_PF_STEP)                        \
+                _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0);                          \
         }                                                                          \
     } while (0)
 
@@ -220,6 +247,78 @@ static SMLP_T512 void sddmm_row_avx512(const int32_t *idx, int64_t n, const floa
     }
 }
 
+/* fused backward, one chunk of nv vectors; g accumulates over chunks */
+SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm, int64_t n,
+        const float *w, const float *D, int64_t ldd, const float *x, float scale,
+        float *out, float *g, int accumulate, const int nv, const __mmask16 tail)
+{
+    __m512 acc[8], xv[8];
+    for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
+    for (int v = 0; v < nv - 1; v++) xv[v] = _mm512_loadu_ps(x + 16 * v);
+    xv[nv - 1] = _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1));
+    const __m128 sc = _mm_set1_ps(scale);
+    int64_t k = 0;
+    for (; k + 4 <= n; k += 4) {
+        __m512 p[4];
+        for (int q = 0; q < 4; q++) {
+            const float *d = D + (int64_t)rows[k + q] * ldd;
+            SMLP_PREFETCH_ROW(rows, k + q, n, D, ldd, nv);
+            const __m512 wk = _mm512_set1_ps(w[perm[k + q]]);
+            __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
+            acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
+            p[q] = _mm512_mul_ps(xv[nv - 1], dv);
+            for (int v = 0; v < nv - 1; v++) {
+                dv = _mm512_loadu_ps(d + 16 * v);
+                acc[v] = _mm512_fmadd_ps(wk, dv, acc[v]);
+                p[q] = _mm512_fmadd_ps(xv[v], dv, p[q]);
+            }
+        }
+        __m128 s4 = _mm_mul_ps(smlp_reduce4_512(p[0], p[1], p[2], p[3]), sc);
+        if (accumulate) s4 = _mm_add_ps(_mm_loadu_ps(g + k), s4);
+        _mm_storeu_ps(g + k, s4);
+    }
+    for (; k < n; k++) {
+        const float *d = D + (int64_t)rows[k] * ldd;
+        const __m512 wk = _mm512_set1_ps(w[perm[k]]);
+        __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
+        acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
+        __m512 p = _mm512_mul_ps(xv[nv - 1], dv);
+        for (int v = 0; v < nv - 1; v++) {
+            dv = _mm512_loadu_ps(d + 16 * v);
+            acc[v] = _mm512_fmadd_ps(wk, dv, acc[v]);
+            p = _mm512_fmadd_ps(xv[v], dv, p);
+        }
+        const float s = _mm512_reduce_add_ps(p) * scale;
+        g[k] = accumulate ? g[k] + s : s;
+    }
+    for (int v = 0; v < nv - 1; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
+    _mm512_mask_storeu_ps(out + 16 * (nv - 1), tail, acc[nv - 1]);
+}
+
+static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, int64_t n,
+                                     const float *w, const float *D, int64_t ldd,
+                                     const float *x, int B, float scale, float *out, float *g)
+{
+    for (int c = 0; c < B; c += 128) {
+        const int width = (B - c < 128) ? (B - c) : 128;
+        const int nv = (width + 15) / 16;
+        const int rem = width - 16 * (nv - 1);
+        const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
+        const int a = c > 0;
+        const float *Dc = D + c;
+        switch (nv) {
+        case 8: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 8, tail); break;
+        case 7: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 7, tail); break;
+        case 6: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 6, tail); break;
+        case 5: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 5, tail); break;
+        case 4: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 4, tail); break;
+        case 3: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 3, tail); break;
+        case 2: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 2, tail); break;
+        default: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 1, tail); break;
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ */
 /* AVX2 + FMA: chunks of up to 64 floats = 8 ymm registers              */
 /* ------------------------------------------------------------------ */
@@ -340,6 +439,50 @@ static SMLP_T256 void sddmm_row_avx2(const int32_t *idx, int64_t n, const float 
         }
     }
 }
+SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm, int64_t n,
+        const float *w, const float *D, int64_t ldd, const float *x, float scale,
+        float *out, float *g, int accumulate, const int nv, const __m256i tail)
+{
+    __m256 acc[4], xv[4];
+    for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+    for (int v = 0; v < nv - 1; v++) xv[v] = _mm256_loadu_ps(x + 8 * v);
+    xv[nv - 1] = _mm256_maskload_ps(x + 8 * (nv - 1), tail);
+    for (int64_t k = 0; k < n; k++) {
+        const float *d = D + (int64_t)rows[k] * ldd;
+        const __m256 wk = _mm256_set1_ps(w[perm[k]]);
+        __m256 dv = _mm256_maskload_ps(d + 8 * (nv - 1), tail);
+        acc[nv - 1] = _mm256_fmadd_ps(wk, dv, acc[nv - 1]);
+        __m256 p = _mm256_mul_ps(xv[nv - 1], dv);
+        for (int v = 0; v < nv - 1; v++) {
+            dv = _mm256_loadu_ps(d + 8 * v);
+            acc[v] = _mm256_fmadd_ps(wk, dv, acc[v]);
+            p = _mm256_fmadd_ps(xv[v], dv, p);
+        }
+        const float s = smlp_hsum256(p) * scale;
+        g[k] = accumulate ? g[k] + s : s;
+    }
+    for (int v = 0; v < nv - 1; v++) _mm256_storeu_ps(out + 8 * v, acc[v]);
+    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+}
+
+static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int64_t n,
+                                   const float *w, const float *D, int64_t ldd,
+                                   const float *x, int B, float scale, float *out, float *g)
+{
+    for (int c = 0; c < B; c += 32) {
+        const int width = (B - c < 32) ? (B - c) : 32;
+        const int nv = (width + 7) / 8;
+        const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
+        const int a = c > 0;
+        const float *Dc = D + c;
+        switch (nv) {
+        case 4: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 4, tail); break;
+        case 3: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 3, tail); break;
+        case 2: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 2, tail); break;
+        default: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 1, tail); break;
+        }
+    }
+}
 #endif /* SMLP_X86 */
 
 /* ------------------------------------------------------------------ */
@@ -349,9 +492,12 @@ typedef void (*smlp_spmm_fn)(const int32_t *, const float *, const int32_t *, in
                              const float *, int64_t, int, float, float *);
 typedef void (*smlp_sddmm_fn)(const int32_t *, int64_t, const float *, int64_t,
                               const float *, int, float, float *);
+typedef void (*smlp_bwd_fn)(const int32_t *, const int32_t *, int64_t, const float *,
+                            const float *, int64_t, const float *, int, float, float *, float *);
 
 static smlp_spmm_fn smlp_spmm_row = spmm_row_scalar;
 static smlp_sddmm_fn smlp_sddmm_row = sddmm_row_scalar;
+static smlp_bwd_fn smlp_bwd_row = bwd_row_scalar;
 static int smlp_simd_level = 0;   /* 0 scalar, 1 avx2, 2 avx512 */
 
 /* best level this CPU supports */
@@ -384,9 +530,15 @@ static int smlp_dispatch_init(int requested)
     if (level > best) level = best;
     smlp_spmm_row = spmm_row_scalar;
     smlp_sddmm_row = sddmm_row_scalar;
+    smlp_bwd_row = bwd_row_scalar;
 #if SMLP_X86
-    if (level == 2) { smlp_spmm_row = spmm_row_avx512; smlp_sddmm_row = sddmm_row_avx512; }
-    else if (level == 1) { smlp_spmm_row = spmm_row_avx2; smlp_sddmm_row = sddmm_row_avx2; }
+    if (level == 2) {
+        smlp_spmm_row = spmm_row_avx512; smlp_sddmm_row = sddmm_row_avx512;
+        smlp_bwd_row = bwd_row_avx512;
+    } else if (level == 1) {
+        smlp_spmm_row = spmm_row_avx2; smlp_sddmm_row = sddmm_row_avx2;
+        smlp_bwd_row = bwd_row_avx2;
+    }
 #endif
     smlp_simd_level = level;
     return level;

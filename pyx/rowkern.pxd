@@ -6,6 +6,10 @@ cdef extern from "rowkern.h" nogil:
                                   const float*, int64_t, int, float, float*) noexcept nogil
     ctypedef void (*smlp_sddmm_fn)(const int32_t*, int64_t, const float*, int64_t,
                                    const float*, int, float, float*) noexcept nogil
+    ctypedef void (*smlp_bwd_fn)(const int32_t*, const int32_t*, int64_t, const float*,
+                                 const float*, int64_t, const float*, int, float, float*,
+                                 float*) noexcept nogil
+    smlp_bwd_fn smlp_bwd_row
     smlp_spmm_fn smlp_spmm_row
     smlp_sddmm_fn smlp_sddmm_row
     int smlp_simd_level

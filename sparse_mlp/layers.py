@@ -239,6 +239,7 @@ class SparseLayer:
         self.t_perm = np.empty(nnz, dtype=np.int32)
         topology.transpose_index(self.indptr, self.indices, self.t_indptr, self.t_rows,
                                  self.t_perm)
+        self.max_in_degree = int(np.diff(self.t_indptr).max()) if self.n_in else 0
 
     # ------------------------------------------------------------------ facts
     @property
@@ -302,6 +303,30 @@ class SparseLayer:
                            1.0 / B if scale is None else scale, lr, momentum, decay,
                            decay if bias_decay is None else bias_decay, nesterov,
                            n_threads=n_threads)
+
+    def backward_update(self, X: np.ndarray, D: np.ndarray, G: np.ndarray, lr: float,
+                        momentum: float, decay: float, bias_decay: float | None = None,
+                        nesterov: bool = False, Z_in: np.ndarray | None = None,
+                        act_in: Activation | None = None,
+                        srelu_grad: np.ndarray | None = None, dropout: float = 0.0,
+                        key: int = 0, b_offset: int = 0, scale: float | None = None,
+                        grads: tuple[np.ndarray, np.ndarray] | None = None,
+                        n_threads: int = 1) -> None:
+        """:meth:`backward_input` and :meth:`update` in one pass over the
+        transposed index (each D row is read once for both): G = W D (times
+        f'(Z_in) and the dropout mask when Z_in is given; G may be Z_in), and
+        the weights and biases updated with the batch-mean gradient.  With
+        ``grads=(g, bias_g)`` the gradients are written there instead and
+        nothing is updated."""
+        kw = act_in.kernel_args() if act_in is not None else {}
+        g_out, bias_g_out = grads if grads is not None else (None, None)
+        spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G, self.data,
+                             self.velocity, self.bias, self.bias_velocity,
+                             1.0 / X.shape[1] if scale is None else scale, lr, momentum,
+                             decay, decay if bias_decay is None else bias_decay, nesterov,
+                             self.max_in_degree, Z_in, srelu_grad=srelu_grad,
+                             drop_rate=dropout, drop_key=key, b_offset=b_offset,
+                             g_out=g_out, bias_g_out=bias_g_out, n_threads=n_threads, **kw)
 
     def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
                  bias_g: np.ndarray | None = None, scale: float | None = None,

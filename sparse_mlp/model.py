@@ -11,8 +11,11 @@ masks are never stored: they are a hash of (seed, step, layer, neuron,
 sample) and the backward pass regenerates them.
 
 Update order is the reference code's: every layer's delta is computed with
-the weights of the forward pass (a layer's gradient to its inputs is taken
-before that layer is updated).
+the weights of the forward pass.  The backward step of a layer is one pass
+over its transposed index that computes the gradient to its inputs (fused
+with f' and the dropout mask of the layer below) and, from the same rows of
+the delta, the gradient of each weight, which it applies right after that
+weight's old value was used (``SparseLayer.backward_update``).
 """
 
 from __future__ import annotations
@@ -194,25 +197,6 @@ class SparseMLP:
             return act_kernels.softmax_xent(logits, yb, True, n_threads=1)
         return act_kernels.sigmoid_mse(logits, yb, True, n_threads=1)
 
-    def backward(self, Xb: np.ndarray, keys: list[int], apply) -> None:
-        """Backpropagate the output delta left by :meth:`output_delta`.
-
-        ``apply(li, layer, A_prev, D)`` consumes each layer's delta, from the
-        last layer to the first: either the fused update or a gradient.
-        SReLU parameter gradients are left in the buffers' ``sg`` arrays
-        (summed over the batch) before ``apply`` of the layer above."""
-        bufs = self._train_bufs
-        for li in range(self.n_layers - 1, -1, -1):
-            layer = self.layers[li]
-            D = bufs["Z"][li]
-            A_prev = bufs["A"][li - 1] if li > 0 else Xb
-            if li > 0:
-                Zin = bufs["Z"][li - 1]
-                layer.backward_input(D, Zin, Zin, act_in=self.acts[li - 1],
-                                     srelu_grad=bufs["sg"][li - 1], dropout=self.dropout,
-                                     key=keys[li - 1], n_threads=self.n_threads)
-            apply(li, layer, A_prev, D)
-
     def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,
                    decay: float, keys: list[int], nesterov: bool = False
                    ) -> tuple[float, int]:
@@ -236,18 +220,25 @@ class SparseMLP:
         B = Xb.shape[1]
         logits = self.forward_train(Xb, keys)
         loss, correct = self.output_delta(logits, yb)
-        sg = self._train_bufs["sg"]
-
-        def apply(li, layer, A_prev, D):
-            layer.update(A_prev, D, lr, momentum, decay, nesterov=nesterov,
-                         n_threads=self.n_threads)
-            if li > 0 and sg[li - 1] is not None:
-                act = self.acts[li - 1]
-                g = sg[li - 1].reshape(-1) * np.float32(1.0 / B)
+        bufs = self._train_bufs
+        # last layer to first: each layer's delta D sits in its own Z buffer
+        for li in range(self.n_layers - 1, -1, -1):
+            layer, D = self.layers[li], bufs["Z"][li]
+            if li == 0:  # no gradient to the inputs
+                layer.update(Xb, D, lr, momentum, decay, nesterov=nesterov,
+                             n_threads=self.n_threads)
+                continue
+            # delta of the layer below, written over its pre-activations, and
+            # this layer's update, in one pass (old weights used for the delta)
+            Zin, sg, act = bufs["Z"][li - 1], bufs["sg"][li - 1], self.acts[li - 1]
+            layer.backward_update(bufs["A"][li - 1], D, Zin, lr, momentum, decay,
+                                  nesterov=nesterov, Z_in=Zin, act_in=act, srelu_grad=sg,
+                                  dropout=self.dropout, key=keys[li - 1],
+                                  n_threads=self.n_threads)
+            if sg is not None:  # SReLU parameters: same optimiser, no weight decay
+                g = sg.reshape(-1) * np.float32(1.0 / B)
                 spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1), g, lr,
                                   momentum, 0.0, nesterov, n_threads=1)
-
-        self.backward(Xb, keys, apply)
         return loss, correct
 
     def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int]
@@ -258,16 +249,23 @@ class SparseMLP:
         B = Xb.shape[1]
         logits = self.forward_train(Xb, keys)
         loss, _ = self.output_delta(logits, yb)
+        bufs = self._train_bufs
         grads: list = [None] * self.n_layers
         sgs: list = [None] * (self.n_layers - 1)
-        sg = self._train_bufs["sg"]
-
-        def apply(li, layer, A_prev, D):
-            grads[li] = layer.gradient(A_prev, D, n_threads=self.n_threads)
-            if li > 0 and sg[li - 1] is not None:
-                sgs[li - 1] = sg[li - 1] / np.float32(B)
-
-        self.backward(Xb, keys, apply)
+        for li in range(self.n_layers - 1, -1, -1):
+            layer, D = self.layers[li], bufs["Z"][li]
+            if li == 0:
+                grads[0] = layer.gradient(Xb, D, n_threads=self.n_threads)
+                continue
+            Zin, sg = bufs["Z"][li - 1], bufs["sg"][li - 1]
+            g = (np.empty(layer.nnz, np.float32), np.empty(layer.n_out, np.float32))
+            layer.backward_update(bufs["A"][li - 1], D, Zin, 0.0, 0.0, 0.0, Z_in=Zin,
+                                  act_in=self.acts[li - 1], srelu_grad=sg,
+                                  dropout=self.dropout, key=keys[li - 1], grads=g,
+                                  n_threads=self.n_threads)
+            grads[li] = g
+            if sg is not None:
+                sgs[li - 1] = sg / np.float32(B)
         return loss / B, grads, sgs
 
     # ------------------------------------------------------------------ inference

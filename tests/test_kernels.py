@@ -236,3 +236,54 @@ def test_bit_identical_across_threads(rng, act_i):
                         layer.bias.copy()))
     for a, b in zip(*results):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("B", [1, 7, 32, 33, 100, 128, 129, 300])
+def test_fused_backward_update_matches_separate_kernels(simd, rng, B):
+    """backward_update == backward_input + weight_grad + update, on every SIMD path."""
+    for base in _layer_cases(rng):
+        act = Activation("allrelu", ACT_LEAKY, slope=-0.5)
+        X = rng.standard_normal((base.n_in, B)).astype(np.float32)
+        D = rng.standard_normal((base.n_out, B)).astype(np.float32)
+        Zin = rng.standard_normal((base.n_in, B)).astype(np.float32)
+        a = base
+        b = type(base)(base.n_in, base.n_out, base.indptr, base.indices, base.data.copy(),
+                       bias=base.bias, velocity=base.velocity.copy(),
+                       bias_velocity=base.bias_velocity)
+        # separate kernels on `a`
+        G_ref = Zin.copy()
+        a.backward_input(D, G_ref, G_ref, act_in=act, dropout=0.2, key=3)
+        g_ref, bg_ref = a.gradient(X, D)
+        a.update(X, D, 0.1, 0.9, 1e-3)
+        # fused, gradient only
+        g = np.empty_like(g_ref)
+        bg = np.empty_like(bg_ref)
+        G = Zin.copy()
+        b.backward_update(X, D, G, 0.1, 0.9, 1e-3, Z_in=G, act_in=act, dropout=0.2, key=3,
+                          grads=(g, bg))
+        np.testing.assert_allclose(G, G_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(bg, bg_ref, rtol=1e-6, atol=1e-6)
+        # fused with the update
+        G2 = Zin.copy()
+        b.backward_update(X, D, G2, 0.1, 0.9, 1e-3, Z_in=G2, act_in=act, dropout=0.2, key=3)
+        np.testing.assert_allclose(G2, G_ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(b.data, a.data, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.velocity, a.velocity, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(b.bias, a.bias, rtol=1e-6, atol=1e-7)
+
+
+def test_fused_backward_update_bit_identical_across_threads():
+    out = []
+    for threads in (1, 2):
+        r = np.random.default_rng(4)
+        layer = random_layer(r, 300, 200, 0.1)
+        X = r.standard_normal((300, 128)).astype(np.float32)
+        D = r.standard_normal((200, 128)).astype(np.float32)
+        G = r.standard_normal((300, 128)).astype(np.float32)
+        layer.backward_update(X, D, G, 0.01, 0.9, 2e-4, Z_in=G,
+                              act_in=Activation("relu", ACT_RELU), dropout=0.3, key=5,
+                              n_threads=threads)
+        out.append((G, layer.data.copy(), layer.velocity.copy(), layer.bias.copy()))
+    for a, b in zip(*out):
+        assert np.array_equal(a, b)
