@@ -101,7 +101,8 @@ class PhaseTimer:
         L = layers_mod.SparseLayer
         self.wrap(L, "forward", "forward (+activation, dropout)")
         self.wrap(L, "backward_input", "grad to inputs (+f', dropout)")
-        self.wrap(L, "update", "weight grad + update")
+        self.wrap(L, "update", "first layer: weight grad + update")
+        self.wrap(L, "backward_update", "fused backward: grad to inputs + update")
         self.wrap(model_mod.SparseMLP, "output_delta", "softmax + loss")
         self.wrap(model_mod.SparseMLP, "dropout_keys", "dropout keys")
         import sparse_mlp.training as tr_mod

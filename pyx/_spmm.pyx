@@ -22,7 +22,12 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from rowkern cimport (
+    SMLP_EPI_BWD,
+    SMLP_EPI_FWD,
+    smlp_act_fusable,
     smlp_act_t,
+    smlp_epi_make,
+    smlp_epi_t,
     smlp_backward_epilogue,
     smlp_bwd_row,
     smlp_fill_act,
@@ -109,7 +114,9 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0
     cdef bint has_a = A is not None
+    cdef bint fused
     cdef smlp_act_t p
+    cdef smlp_epi_t e
     cdef const float* sp = NULL
     cdef const float* xp
     cdef const int32_t* ip
@@ -127,13 +134,19 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     xp = &X[0, 0] if X.shape[0] > 0 else NULL
     ip = _ip(indices)
     wp = _fp(data)
+    fused = has_a and smlp_act_fusable(&p)
     with nogil, parallel(num_threads=n_threads):
         for j in prange(n_out, schedule="dynamic", chunksize=chunk):
             k0 = indptr[j]
-            smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
-                          xp, ldx, B, bias[j], &Z[j, 0])
-            if has_a:
-                smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+            if fused:  # activation and dropout applied in registers
+                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0])
+                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                              xp, ldx, B, bias[j], &Z[j, 0], &e)
+            else:
+                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                              xp, ldx, B, bias[j], &Z[j, 0], NULL)
+                if has_a:
+                    smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
 
 
 def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
@@ -156,9 +169,12 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef int B = <int>D.shape[1]
     cdef int64_t ldd = D.shape[1]
     cdef int64_t i, k0
+    cdef int64_t n
     cdef bint has_z = Z is not None
     cdef bint has_sg = srelu_grad is not None
+    cdef bint fused
     cdef smlp_act_t p
+    cdef smlp_epi_t e
     cdef const float* sp = NULL
     cdef const float* dp
     cdef const int32_t* ip
@@ -184,6 +200,8 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     ip = _ip(t_rows)
     pp = _ip(t_perm)
     wp = _fp(data)
+    fused = has_z and smlp_act_fusable(&p)
+    row = NULL
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
         if row == NULL:
@@ -191,9 +209,14 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         else:
             for i in prange(n_in, schedule="dynamic", chunksize=chunk):
                 k0 = t_indptr[i]
-                smlp_spmm_row(ip + k0, wp, pp + k0,
-                              t_indptr[i + 1] - k0, dp, ldd, B, 0.0, row)
-                if has_z:
+                n = t_indptr[i + 1] - k0
+                if not has_z:
+                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
+                elif fused:  # f'(Z) and the dropout mask applied in registers
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0])
+                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, &e)
+                else:
+                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, NULL)
                     sg = NULL
                     if has_sg:
                         sg = &srelu_grad[i, 0]
@@ -202,7 +225,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                         sg[2] = 0.0
                         sg[3] = 0.0
                     smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
-                memcpy(&G[i, 0], row, B * sizeof(float))
+                    memcpy(&G[i, 0], row, B * sizeof(float))
             free(row)
     if failed:
         raise MemoryError("backward_input: could not allocate a row buffer")
@@ -242,6 +265,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef bint has_z = Z is not None
     cdef bint has_sg = srelu_grad is not None
     cdef bint grad_only = g_out is not None
+    cdef bint fused
+    cdef smlp_epi_t e
     cdef smlp_act_t p
     cdef const float* sp = NULL
     cdef const float* dp
@@ -283,6 +308,9 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     vp = _wfp(velocity)
     if grad_only:
         gop = _wfp(g_out)
+    fused = has_z and smlp_act_fusable(&p)
+    row = NULL
+    gbuf = NULL
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
         gbuf = <float*>malloc(max_row * sizeof(float))
@@ -303,7 +331,16 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             for i in prange(n_in, schedule="dynamic", chunksize=chunk):
                 k0 = t_indptr[i]
                 n = t_indptr[i + 1] - k0
-                smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale, row, gbuf)
+                if not has_z:
+                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                                 &G[i, 0], gbuf, NULL)
+                elif fused:  # f'(Z) and the dropout mask applied in registers
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0])
+                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                                 row, gbuf, &e)
+                else:
+                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                                 row, gbuf, NULL)
                 if grad_only:
                     for q in range(n):
                         gop[pp[k0 + q]] = gbuf[q]
@@ -311,7 +348,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     for q in range(n):
                         kk = pp[k0 + q]
                         _update(wp + kk, vp + kk, gbuf[q], lr, mu, decay, nesterov)
-                if has_z:
+                if has_z and not fused:
                     sg = NULL
                     if has_sg:
                         sg = &srelu_grad[i, 0]
@@ -320,7 +357,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                         sg[2] = 0.0
                         sg[3] = 0.0
                     smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
-                memcpy(&G[i, 0], row, B * sizeof(float))
+                    memcpy(&G[i, 0], row, B * sizeof(float))
         free(row)
         free(gbuf)
     if failed:
@@ -414,6 +451,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
         return
     xp = &X[0, 0] if X.shape[0] > 0 else NULL
     ip = _ip(indices)
+    gbuf = NULL
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:

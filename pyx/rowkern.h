@@ -1,5 +1,5 @@
 /*
- * rowkern.h -- the innermost loops of sparse_mlp, one output row at a time.
+ * rowkern.h -- the innermost loops of sparse_mlp, one row at a time.
  *
  * Activations are feature-major: a batch is a C-contiguous (n_neurons, B)
  * array, so every row kernel streams over the batch.  The .pyx modules own
@@ -14,15 +14,22 @@
  *   bwd_row    both at once along one INPUT row i: out = sum_k w_k D[j_k, :]
  *              and g[k] = scale * <A[i, :], D[j_k, :]>, each D row loaded once
  *
- * The fast versions keep a chunk of the output row (spmm) or of d (sddmm)
- * in vector registers for the whole row: 8 x 16 floats with AVX-512,
- * 8 x 8 floats with AVX2+FMA; the batch is walked in chunks of that width
- * with a masked last vector.  The version is chosen once at import time by
- * CPU feature (smlp_dispatch_init), or forced with SPARSE_MLP_SIMD=
- * scalar|avx2|avx512 (used by the tests to check every path).
+ * The fast versions keep a chunk of the output row (spmm, bwd) or of d
+ * (sddmm) in vector registers for the whole row: 8 x 16 floats with
+ * AVX-512, 8 x 8 floats with AVX2+FMA (4 x 8 for bwd); the batch is walked
+ * in chunks of that width with a masked last vector.  The version is chosen
+ * once at import time by CPU feature (smlp_dispatch_init), or forced with
+ * SPARSE_MLP_SIMD=scalar|avx2|avx512 (used by the tests to check every path).
  *
- * Elementwise epilogues (activation, its derivative, dropout) follow; they
- * run on one row that is still in L1 right after its product.
+ * Epilogues.  spmm_row and bwd_row finish the row IN REGISTERS when given an
+ * smlp_epi_t for the identity / ReLU / leaky (All-ReLU) family:
+ *   forward  (SMLP_EPI_FWD): out = Z row,  dst = dropout(f(Z))  (A row)
+ *   backward (SMLP_EPI_BWD): dst = f'(z) * dropout(product)     (delta row;
+ *            z is the input layer's pre-activation row, dst may be z)
+ * so no freshly stored row is loaded back (store-to-load forwarding of wide
+ * vectors is slow).  tanh, sigmoid and SReLU use the generic elementwise
+ * epilogues at the end of this file instead.  Dropout masks are never
+ * stored: keep sample b of a row iff mix32(row_key ^ (b * golden)) >= thresh.
  */
 #ifndef SMLP_ROWKERN_H
 #define SMLP_ROWKERN_H
@@ -42,12 +49,90 @@
 #define SMLP_INLINE static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------ */
+/* counter-based random numbers (dropout, no state, no array to fill)  */
+/* ------------------------------------------------------------------ */
+/* splitmix64 finaliser: 64-bit key of one (seed, step, layer, neuron) */
+static inline uint64_t smlp_mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+}
+
+/* 32-bit avalanche hash (bijective), vectorisable */
+static inline uint32_t smlp_mix32(uint32_t x)
+{
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+static inline uint32_t smlp_row_key(uint64_t key, int64_t neuron)
+{
+    return (uint32_t)smlp_mix64(key ^ ((uint64_t)neuron * 0xD1B54A32D192ED03ULL));
+}
+
+#define SMLP_GOLDEN32 0x9E3779B1u
+/* keep sample b of a row iff smlp_mix32(rk ^ (b * golden)) >= thresh */
+#define SMLP_DROP_HASH(rk, b) smlp_mix32((rk) ^ ((uint32_t)(b) * SMLP_GOLDEN32))
+
+/* bit pattern of a float (no aliasing games) */
+static inline uint32_t smlp_float_bits(float w)
+{
+    uint32_t u;
+    memcpy(&u, &w, sizeof u);
+    return u;
+}
+
+/* ------------------------------------------------------------------ */
+/* in-register epilogue of one row                                     */
+/* ------------------------------------------------------------------ */
+enum { SMLP_EPI_FWD = 1, SMLP_EPI_BWD = 2 };
+
+typedef struct {
+    int mode;        /* SMLP_EPI_FWD or SMLP_EPI_BWD */
+    int kind;        /* SMLP_ACT_IDENTITY, _RELU or _LEAKY (others: generic path) */
+    float slope;     /* leaky / All-ReLU slope */
+    uint32_t thresh; /* dropout: keep iff hash >= thresh; 0 = no dropout */
+    float scale;     /* 1 / (1 - rate) */
+    uint32_t rk;     /* row key of this neuron */
+    uint32_t b0;     /* batch position of column 0 */
+    const float *z;  /* BWD: pre-activations of this input row */
+    float *dst;      /* FWD: A row; BWD: delta row (may be z) */
+} smlp_epi_t;
+
+/* scalar epilogue on a finished row `out` (same arithmetic, same order as
+ * the vector versions: dropout scaling first, then the derivative) */
+static void epi_scalar(const smlp_epi_t *e, const float *out, int B)
+{
+    const float s = e->slope, sc = e->scale;
+    for (int b = 0; b < B; b++) {
+        float v = out[b];
+        if (e->mode == SMLP_EPI_FWD) {
+            if (e->kind == 1) v = v > 0.0f ? v : 0.0f;
+            else if (e->kind == 2) v = v < 0.0f ? s * v : v;
+            if (e->thresh) v = SMLP_DROP_HASH(e->rk, e->b0 + (uint32_t)b) >= e->thresh ? v * sc : 0.0f;
+        } else {
+            if (e->thresh) v = SMLP_DROP_HASH(e->rk, e->b0 + (uint32_t)b) >= e->thresh ? v * sc : 0.0f;
+            const float z = e->z[b];
+            if (e->kind == 1) v = z > 0.0f ? v : 0.0f;
+            else if (e->kind == 2) v = z < 0.0f ? s * v : v;
+        }
+        e->dst[b] = v;
+    }
+}
+
+/* ------------------------------------------------------------------ */
 /* scalar reference versions (any CPU)                                 */
 /* ------------------------------------------------------------------ */
-
+/* out must be a private buffer when e is a BWD epilogue (z may alias dst) */
 static void spmm_row_scalar(const int32_t *idx, const float *w, const int32_t *perm,
                             int64_t n, const float *X, int64_t ldx, int B,
-                            float init, float *out)
+                            float init, float *out, const smlp_epi_t *e)
 {
     for (int b = 0; b < B; b++) out[b] = init;
     for (int64_t k = 0; k < n; k++) {
@@ -56,6 +141,7 @@ static void spmm_row_scalar(const int32_t *idx, const float *w, const int32_t *p
         /* out[b] += w_k * X[i_k, b] */
         for (int b = 0; b < B; b++) out[b] += wk * x[b];
     }
+    if (e) epi_scalar(e, out, B);
 }
 
 static void sddmm_row_scalar(const int32_t *idx, int64_t n, const float *X, int64_t ldx,
@@ -70,116 +156,134 @@ static void sddmm_row_scalar(const int32_t *idx, int64_t n, const float *X, int6
     }
 }
 
-/* Fused backward of one INPUT row i through the transposed index:
- *   out[b]  = sum_k w[perm[k]] * D[rows[k], b]         (gradient to the inputs)
- *   g[k]    = scale * sum_b x[b] * D[rows[k], b]       (weight gradient, x = A[i, :])
- * Every D row is loaded once for both.  g has one slot per weight of the row. */
 static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, const float *w,
                            const float *D, int64_t ldd, const float *x, int B, float scale,
-                           float *out, float *g)
+                           float *out, float *g, const smlp_epi_t *e)
 {
     for (int b = 0; b < B; b++) out[b] = 0.0f;
     for (int64_t k = 0; k < n; k++) {
         const float wk = w[perm[k]];
         const float *d = D + (int64_t)rows[k] * ldd;
         float s = 0.0f;
+        /* out[b] += w_k * D[j_k, b];  g_k = scale * <x, D[j_k, :]> */
         for (int b = 0; b < B; b++) {
             out[b] += wk * d[b];
             s += x[b] * d[b];
         }
         g[k] = s * scale;
     }
+    if (e) epi_scalar(e, out, B);
 }
 
 #if SMLP_X86
-/* ------------------------------------------------------------------ */
-/* AVX-512: chunks of up to 128 floats = 8 zmm registers                */
-/* ------------------------------------------------------------------ */
-#define SMLP_T512 __attribute__((target("avx512f")))
-
-/* prefetch the row gathered SMLP_PF weights ahead: rows of X are picked at
- * random, so the hardware prefetcher cannot guess them (one line per 16 floats) */
+/* prefetch the row gathered SMLP_PF weights ahead: rows are picked at
+ * random, so the hardware prefetcher cannot guess them (one line per 16
+ * floats) */
 #ifndef SMLP_PF
 #define SMLP_PF 6
-#endif
-#ifndef SMLP_PF_STEP
-#define SMLP_PF_STEP 1
 #endif
 #define SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv)                                   \
     do {                                                                           \
         if ((k) + SMLP_PF < (n)) {                                                 \
             const char *pf_ = (const char *)((X) + (int64_t)(idx)[(k) + SMLP_PF] * (ldx)); \
-            for (int v_ = 0; v_ < (nv); v_ += SMLP_PF_STEP)                        \
-                _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0);                          \
+            for (int v_ = 0; v_ < (nv); v_++) _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0); \
         }                                                                          \
     } while (0)
+
+/* ------------------------------------------------------------------ */
+/* AVX-512: chunks of up to 128 floats = 8 zmm registers                */
+/* ------------------------------------------------------------------ */
+#define SMLP_T512 __attribute__((target("avx512f")))
+
+SMLP_INLINE SMLP_T512 __mmask16 keep512(const smlp_epi_t *e, int col)
+{
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i b = _mm512_add_epi32(_mm512_set1_epi32((int)(e->b0 + (uint32_t)col)), iota);
+    __m512i x = _mm512_xor_si512(_mm512_set1_epi32((int)e->rk),
+                                 _mm512_mullo_epi32(b, _mm512_set1_epi32((int)SMLP_GOLDEN32)));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)0x846CA68Bu));
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    return _mm512_cmp_epu32_mask(x, _mm512_set1_epi32((int)e->thresh), _MM_CMPINT_NLT);
+}
+
+/* finish vector v (columns col..col+15) of a row: store the product and/or
+ * the epilogue's result; the last vector of a chunk is masked by `m` */
+SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e, int col,
+                                    __mmask16 m)
+{
+    if (!e) { _mm512_mask_storeu_ps(out + col, m, acc); return; }
+    const __m512 zero = _mm512_setzero_ps();
+    if (e->mode == SMLP_EPI_FWD) {
+        _mm512_mask_storeu_ps(out + col, m, acc);
+        __m512 a = acc;
+        if (e->kind == 1) a = _mm512_max_ps(a, zero);
+        else if (e->kind == 2)
+            a = _mm512_mask_mul_ps(a, _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ), a,
+                                   _mm512_set1_ps(e->slope));
+        if (e->thresh) a = _mm512_maskz_mul_ps(keep512(e, col), a, _mm512_set1_ps(e->scale));
+        _mm512_mask_storeu_ps(e->dst + col, m, a);
+    } else {
+        __m512 g = acc;
+        if (e->thresh) g = _mm512_maskz_mul_ps(keep512(e, col), g, _mm512_set1_ps(e->scale));
+        const __m512 z = _mm512_maskz_loadu_ps(m, e->z + col);
+        if (e->kind == 1) g = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(z, zero, _CMP_GT_OQ), g);
+        else if (e->kind == 2)
+            g = _mm512_mask_mul_ps(g, _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ), g,
+                                   _mm512_set1_ps(e->slope));
+        _mm512_mask_storeu_ps(e->dst + col, m, g);
+    }
+}
 
 /* one chunk of `nv` vectors (nv is a literal at every call site, so the
  * accumulators live in registers); the last vector is masked by `tail`. */
 SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
         const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
-        float *out, const int nv, const __mmask16 tail)
+        float *out, const smlp_epi_t *e, int c, const int nv, const __mmask16 tail)
 {
     __m512 acc[8];
+    const float *Xc = X + c;
     for (int v = 0; v < nv; v++) acc[v] = _mm512_set1_ps(init);
-    if (perm) {
-        for (int64_t k = 0; k < n; k++) {
-            const float *x = X + (int64_t)idx[k] * ldx;
-            SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv);
-            const __m512 wk = _mm512_set1_ps(w[perm[k]]);
-            for (int v = 0; v < nv - 1; v++)
-                acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
-            acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
-                                          acc[nv - 1]);
-        }
-    } else {
-        for (int64_t k = 0; k < n; k++) {
-            const float *x = X + (int64_t)idx[k] * ldx;
-            SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv);
-            const __m512 wk = _mm512_set1_ps(w[k]);
-            for (int v = 0; v < nv - 1; v++)
-                acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
-            acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
-                                          acc[nv - 1]);
-        }
+    for (int64_t k = 0; k < n; k++) {
+        const float *x = Xc + (int64_t)idx[k] * ldx;
+        SMLP_PREFETCH_ROW(idx, k, n, Xc, ldx, nv);
+        const __m512 wk = _mm512_set1_ps(perm ? w[perm[k]] : w[k]);
+        for (int v = 0; v < nv - 1; v++)
+            acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
+        acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
+                                      acc[nv - 1]);
     }
-    for (int v = 0; v < nv - 1; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
-    _mm512_mask_storeu_ps(out + 16 * (nv - 1), tail, acc[nv - 1]);
+    for (int v = 0; v < nv - 1; v++) store512(acc[v], out, e, c + 16 * v, 0xFFFF);
+    store512(acc[nv - 1], out, e, c + 16 * (nv - 1), tail);
 }
+
+#define SMLP_SWITCH8(nv, CALL)                                                     \
+    switch (nv) {                                                                  \
+    case 8: CALL(8); break;                                                        \
+    case 7: CALL(7); break;                                                        \
+    case 6: CALL(6); break;                                                        \
+    case 5: CALL(5); break;                                                        \
+    case 4: CALL(4); break;                                                        \
+    case 3: CALL(3); break;                                                        \
+    case 2: CALL(2); break;                                                        \
+    default: CALL(1); break;                                                       \
+    }
 
 static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const int32_t *perm,
                                       int64_t n, const float *X, int64_t ldx, int B,
-                                      float init, float *out)
+                                      float init, float *out, const smlp_epi_t *e)
 {
     for (int c = 0; c < B; c += 128) {
         const int width = (B - c < 128) ? (B - c) : 128;
         const int nv = (width + 15) / 16;
         const int rem = width - 16 * (nv - 1);
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
-        const float *Xc = X + c;
-        float *oc = out + c;
-        switch (nv) {
-        case 8: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 8, tail); break;
-        case 7: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 7, tail); break;
-        case 6: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 6, tail); break;
-        case 5: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 5, tail); break;
-        case 4: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 4, tail); break;
-        case 3: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 3, tail); break;
-        case 2: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 2, tail); break;
-        default: spmm512_chunk(idx, w, perm, n, Xc, ldx, init, oc, 1, tail); break;
-        }
+#define SMLP_CALL(NV) spmm512_chunk(idx, w, perm, n, X, ldx, init, out, e, c, NV, tail)
+        SMLP_SWITCH8(nv, SMLP_CALL)
+#undef SMLP_CALL
     }
-}
-
-/* g[k] (+)= scale * <X[idx_k, chunk], d[chunk]>; `accumulate` for chunks after the first.
- * Four weights at a time: four independent FMA chains, then one combined
- * reduction of the four zmm partial sums into one xmm of four sums. */
-SMLP_INLINE SMLP_T512 __m512 sddmm512_dot(const float *x, const __m512 *dv, const int nv,
-                                         const __mmask16 tail)
-{
-    __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)), dv[nv - 1]);
-    for (int v = 0; v < nv - 1; v++) p = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16 * v), dv[v], p);
-    return p;
 }
 
 SMLP_INLINE SMLP_T512 __m128 smlp_reduce4_512(__m512 p0, __m512 p1, __m512 p2, __m512 p3)
@@ -195,6 +299,17 @@ SMLP_INLINE SMLP_T512 __m128 smlp_reduce4_512(__m512 p0, __m512 p1, __m512 p2, _
     return _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
 }
 
+SMLP_INLINE SMLP_T512 __m512 sddmm512_dot(const float *x, const __m512 *dv, const int nv,
+                                         const __mmask16 tail)
+{
+    __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)), dv[nv - 1]);
+    for (int v = 0; v < nv - 1; v++) p = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16 * v), dv[v], p);
+    return p;
+}
+
+/* g[k] (+)= scale * <X[idx_k, chunk], d[chunk]>; `accumulate` for chunks after the first.
+ * Four weights at a time: four independent FMA chains, then one combined
+ * reduction of the four zmm partial sums into one xmm of four sums. */
 SMLP_INLINE SMLP_T512 void sddmm512_chunk(const int32_t *idx, int64_t n, const float *X,
         int64_t ldx, const float *d, float scale, float *g, int accumulate,
         const int nv, const __mmask16 tail)
@@ -234,35 +349,30 @@ static SMLP_T512 void sddmm_row_avx512(const int32_t *idx, int64_t n, const floa
         const int rem = width - 16 * (nv - 1);
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
         const int acc = c > 0;
-        switch (nv) {
-        case 8: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 8, tail); break;
-        case 7: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 7, tail); break;
-        case 6: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 6, tail); break;
-        case 5: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 5, tail); break;
-        case 4: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 4, tail); break;
-        case 3: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 3, tail); break;
-        case 2: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 2, tail); break;
-        default: sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 1, tail); break;
-        }
+#define SMLP_CALL(NV) sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, NV, tail)
+        SMLP_SWITCH8(nv, SMLP_CALL)
+#undef SMLP_CALL
     }
 }
 
 /* fused backward, one chunk of nv vectors; g accumulates over chunks */
 SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm, int64_t n,
         const float *w, const float *D, int64_t ldd, const float *x, float scale,
-        float *out, float *g, int accumulate, const int nv, const __mmask16 tail)
+        float *out, float *g, const smlp_epi_t *e, int c, int accumulate,
+        const int nv, const __mmask16 tail)
 {
     __m512 acc[8], xv[8];
+    const float *Dc = D + c;
     for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
-    for (int v = 0; v < nv - 1; v++) xv[v] = _mm512_loadu_ps(x + 16 * v);
-    xv[nv - 1] = _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1));
+    for (int v = 0; v < nv - 1; v++) xv[v] = _mm512_loadu_ps(x + c + 16 * v);
+    xv[nv - 1] = _mm512_maskz_loadu_ps(tail, x + c + 16 * (nv - 1));
     const __m128 sc = _mm_set1_ps(scale);
     int64_t k = 0;
     for (; k + 4 <= n; k += 4) {
         __m512 p[4];
         for (int q = 0; q < 4; q++) {
-            const float *d = D + (int64_t)rows[k + q] * ldd;
-            SMLP_PREFETCH_ROW(rows, k + q, n, D, ldd, nv);
+            const float *d = Dc + (int64_t)rows[k + q] * ldd;
+            SMLP_PREFETCH_ROW(rows, k + q, n, Dc, ldd, nv);
             const __m512 wk = _mm512_set1_ps(w[perm[k + q]]);
             __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
             acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
@@ -278,7 +388,7 @@ SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm
         _mm_storeu_ps(g + k, s4);
     }
     for (; k < n; k++) {
-        const float *d = D + (int64_t)rows[k] * ldd;
+        const float *d = Dc + (int64_t)rows[k] * ldd;
         const __m512 wk = _mm512_set1_ps(w[perm[k]]);
         __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
         acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
@@ -291,13 +401,14 @@ SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm
         const float s = _mm512_reduce_add_ps(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
-    for (int v = 0; v < nv - 1; v++) _mm512_storeu_ps(out + 16 * v, acc[v]);
-    _mm512_mask_storeu_ps(out + 16 * (nv - 1), tail, acc[nv - 1]);
+    for (int v = 0; v < nv - 1; v++) store512(acc[v], out, e, c + 16 * v, 0xFFFF);
+    store512(acc[nv - 1], out, e, c + 16 * (nv - 1), tail);
 }
 
 static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, int64_t n,
                                      const float *w, const float *D, int64_t ldd,
-                                     const float *x, int B, float scale, float *out, float *g)
+                                     const float *x, int B, float scale, float *out, float *g,
+                                     const smlp_epi_t *e)
 {
     for (int c = 0; c < B; c += 128) {
         const int width = (B - c < 128) ? (B - c) : 128;
@@ -305,17 +416,9 @@ static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, i
         const int rem = width - 16 * (nv - 1);
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
         const int a = c > 0;
-        const float *Dc = D + c;
-        switch (nv) {
-        case 8: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 8, tail); break;
-        case 7: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 7, tail); break;
-        case 6: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 6, tail); break;
-        case 5: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 5, tail); break;
-        case 4: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 4, tail); break;
-        case 3: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 3, tail); break;
-        case 2: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 2, tail); break;
-        default: bwd512_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 1, tail); break;
-        }
+#define SMLP_CALL(NV) bwd512_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, NV, tail)
+        SMLP_SWITCH8(nv, SMLP_CALL)
+#undef SMLP_CALL
     }
 }
 
@@ -330,44 +433,79 @@ SMLP_INLINE SMLP_T256 __m256i smlp_mask256(int rem)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane);
 }
 
+SMLP_INLINE SMLP_T256 __m256 keep256(const smlp_epi_t *e, int col)
+{
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i b = _mm256_add_epi32(_mm256_set1_epi32((int)(e->b0 + (uint32_t)col)), iota);
+    __m256i x = _mm256_xor_si256(_mm256_set1_epi32((int)e->rk),
+                                 _mm256_mullo_epi32(b, _mm256_set1_epi32((int)SMLP_GOLDEN32)));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x846CA68Bu));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    /* unsigned x >= thresh  <=>  max_u(x, thresh) == x */
+    const __m256i th = _mm256_set1_epi32((int)e->thresh);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_max_epu32(x, th), x));
+}
+
+SMLP_INLINE SMLP_T256 void store256(__m256 acc, float *out, const smlp_epi_t *e, int col,
+                                    __m256i m)
+{
+    if (!e) { _mm256_maskstore_ps(out + col, m, acc); return; }
+    const __m256 zero = _mm256_setzero_ps();
+    if (e->mode == SMLP_EPI_FWD) {
+        _mm256_maskstore_ps(out + col, m, acc);
+        __m256 a = acc;
+        if (e->kind == 1) a = _mm256_max_ps(a, zero);
+        else if (e->kind == 2)
+            a = _mm256_blendv_ps(a, _mm256_mul_ps(a, _mm256_set1_ps(e->slope)),
+                                 _mm256_cmp_ps(a, zero, _CMP_LT_OQ));
+        if (e->thresh) a = _mm256_and_ps(keep256(e, col), _mm256_mul_ps(a, _mm256_set1_ps(e->scale)));
+        _mm256_maskstore_ps(e->dst + col, m, a);
+    } else {
+        __m256 g = acc;
+        if (e->thresh) g = _mm256_and_ps(keep256(e, col), _mm256_mul_ps(g, _mm256_set1_ps(e->scale)));
+        const __m256 z = _mm256_maskload_ps(e->z + col, m);
+        if (e->kind == 1) g = _mm256_and_ps(_mm256_cmp_ps(z, zero, _CMP_GT_OQ), g);
+        else if (e->kind == 2)
+            g = _mm256_blendv_ps(g, _mm256_mul_ps(g, _mm256_set1_ps(e->slope)),
+                                 _mm256_cmp_ps(z, zero, _CMP_LT_OQ));
+        _mm256_maskstore_ps(e->dst + col, m, g);
+    }
+}
+
 SMLP_INLINE SMLP_T256 void spmm256_chunk(const int32_t *idx, const float *w,
         const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
-        float *out, const int nv, const __m256i tail)
+        float *out, const smlp_epi_t *e, int c, const int nv, const __m256i tail)
 {
     __m256 acc[8];
+    const float *Xc = X + c;
     for (int v = 0; v < nv; v++) acc[v] = _mm256_set1_ps(init);
     for (int64_t k = 0; k < n; k++) {
-        const float *x = X + (int64_t)idx[k] * ldx;
+        const float *x = Xc + (int64_t)idx[k] * ldx;
         const __m256 wk = _mm256_set1_ps(perm ? w[perm[k]] : w[k]);
         for (int v = 0; v < nv - 1; v++)
             acc[v] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + 8 * v), acc[v]);
         acc[nv - 1] = _mm256_fmadd_ps(wk, _mm256_maskload_ps(x + 8 * (nv - 1), tail),
                                       acc[nv - 1]);
     }
-    for (int v = 0; v < nv - 1; v++) _mm256_storeu_ps(out + 8 * v, acc[v]);
-    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+    const __m256i all = _mm256_set1_epi32(-1);
+    for (int v = 0; v < nv - 1; v++) store256(acc[v], out, e, c + 8 * v, all);
+    store256(acc[nv - 1], out, e, c + 8 * (nv - 1), tail);
 }
 
 static SMLP_T256 void spmm_row_avx2(const int32_t *idx, const float *w, const int32_t *perm,
                                     int64_t n, const float *X, int64_t ldx, int B,
-                                    float init, float *out)
+                                    float init, float *out, const smlp_epi_t *e)
 {
     for (int c = 0; c < B; c += 64) {
         const int width = (B - c < 64) ? (B - c) : 64;
         const int nv = (width + 7) / 8;
         const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
-        const float *Xc = X + c;
-        float *oc = out + c;
-        switch (nv) {
-        case 8: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 8, tail); break;
-        case 7: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 7, tail); break;
-        case 6: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 6, tail); break;
-        case 5: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 5, tail); break;
-        case 4: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 4, tail); break;
-        case 3: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 3, tail); break;
-        case 2: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 2, tail); break;
-        default: spmm256_chunk(idx, w, perm, n, Xc, ldx, init, oc, 1, tail); break;
-        }
+#define SMLP_CALL(NV) spmm256_chunk(idx, w, perm, n, X, ldx, init, out, e, c, NV, tail)
+        SMLP_SWITCH8(nv, SMLP_CALL)
+#undef SMLP_CALL
     }
 }
 
@@ -427,28 +565,25 @@ static SMLP_T256 void sddmm_row_avx2(const int32_t *idx, int64_t n, const float 
         const int nv = (width + 7) / 8;
         const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
         const int acc = c > 0;
-        switch (nv) {
-        case 8: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 8, tail); break;
-        case 7: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 7, tail); break;
-        case 6: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 6, tail); break;
-        case 5: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 5, tail); break;
-        case 4: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 4, tail); break;
-        case 3: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 3, tail); break;
-        case 2: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 2, tail); break;
-        default: sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, 1, tail); break;
-        }
+#define SMLP_CALL(NV) sddmm256_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, NV, tail)
+        SMLP_SWITCH8(nv, SMLP_CALL)
+#undef SMLP_CALL
     }
 }
+
+/* fused backward with AVX2: chunks of 32 floats (4 ymm accumulators + 4 ymm of x) */
 SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm, int64_t n,
         const float *w, const float *D, int64_t ldd, const float *x, float scale,
-        float *out, float *g, int accumulate, const int nv, const __m256i tail)
+        float *out, float *g, const smlp_epi_t *e, int c, int accumulate,
+        const int nv, const __m256i tail)
 {
     __m256 acc[4], xv[4];
+    const float *Dc = D + c;
     for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
-    for (int v = 0; v < nv - 1; v++) xv[v] = _mm256_loadu_ps(x + 8 * v);
-    xv[nv - 1] = _mm256_maskload_ps(x + 8 * (nv - 1), tail);
+    for (int v = 0; v < nv - 1; v++) xv[v] = _mm256_loadu_ps(x + c + 8 * v);
+    xv[nv - 1] = _mm256_maskload_ps(x + c + 8 * (nv - 1), tail);
     for (int64_t k = 0; k < n; k++) {
-        const float *d = D + (int64_t)rows[k] * ldd;
+        const float *d = Dc + (int64_t)rows[k] * ldd;
         const __m256 wk = _mm256_set1_ps(w[perm[k]]);
         __m256 dv = _mm256_maskload_ps(d + 8 * (nv - 1), tail);
         acc[nv - 1] = _mm256_fmadd_ps(wk, dv, acc[nv - 1]);
@@ -461,25 +596,26 @@ SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm
         const float s = smlp_hsum256(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
-    for (int v = 0; v < nv - 1; v++) _mm256_storeu_ps(out + 8 * v, acc[v]);
-    _mm256_maskstore_ps(out + 8 * (nv - 1), tail, acc[nv - 1]);
+    const __m256i all = _mm256_set1_epi32(-1);
+    for (int v = 0; v < nv - 1; v++) store256(acc[v], out, e, c + 8 * v, all);
+    store256(acc[nv - 1], out, e, c + 8 * (nv - 1), tail);
 }
 
 static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int64_t n,
                                    const float *w, const float *D, int64_t ldd,
-                                   const float *x, int B, float scale, float *out, float *g)
+                                   const float *x, int B, float scale, float *out, float *g,
+                                   const smlp_epi_t *e)
 {
     for (int c = 0; c < B; c += 32) {
         const int width = (B - c < 32) ? (B - c) : 32;
         const int nv = (width + 7) / 8;
         const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
         const int a = c > 0;
-        const float *Dc = D + c;
         switch (nv) {
-        case 4: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 4, tail); break;
-        case 3: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 3, tail); break;
-        case 2: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 2, tail); break;
-        default: bwd256_chunk(rows, perm, n, w, Dc, ldd, x + c, scale, out + c, g, a, 1, tail); break;
+        case 4: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 4, tail); break;
+        case 3: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 3, tail); break;
+        case 2: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 2, tail); break;
+        default: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 1, tail); break;
         }
     }
 }
@@ -489,11 +625,12 @@ static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int
 /* run-time dispatch                                                   */
 /* ------------------------------------------------------------------ */
 typedef void (*smlp_spmm_fn)(const int32_t *, const float *, const int32_t *, int64_t,
-                             const float *, int64_t, int, float, float *);
+                             const float *, int64_t, int, float, float *, const smlp_epi_t *);
 typedef void (*smlp_sddmm_fn)(const int32_t *, int64_t, const float *, int64_t,
                               const float *, int, float, float *);
 typedef void (*smlp_bwd_fn)(const int32_t *, const int32_t *, int64_t, const float *,
-                            const float *, int64_t, const float *, int, float, float *, float *);
+                            const float *, int64_t, const float *, int, float, float *, float *,
+                            const smlp_epi_t *);
 
 static smlp_spmm_fn smlp_spmm_row = spmm_row_scalar;
 static smlp_sddmm_fn smlp_sddmm_row = sddmm_row_scalar;
@@ -544,47 +681,8 @@ static int smlp_dispatch_init(int requested)
     return level;
 }
 
-/* bit pattern of a float (no aliasing games) */
-static inline uint32_t smlp_float_bits(float w)
-{
-    uint32_t u;
-    memcpy(&u, &w, sizeof u);
-    return u;
-}
-
 /* ------------------------------------------------------------------ */
-/* counter-based random numbers (dropout, no state, no array to fill)  */
-/* ------------------------------------------------------------------ */
-/* splitmix64 finaliser: 64-bit key of one (seed, step, layer, neuron) */
-static inline uint64_t smlp_mix64(uint64_t z)
-{
-    z += 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
-/* 32-bit avalanche hash (bijective), vectorisable */
-static inline uint32_t smlp_mix32(uint32_t x)
-{
-    x ^= x >> 16;
-    x *= 0x7FEB352Du;
-    x ^= x >> 15;
-    x *= 0x846CA68Bu;
-    x ^= x >> 16;
-    return x;
-}
-
-static inline uint32_t smlp_row_key(uint64_t key, int64_t neuron)
-{
-    return (uint32_t)smlp_mix64(key ^ ((uint64_t)neuron * 0xD1B54A32D192ED03ULL));
-}
-
-/* keep sample b of a row iff smlp_mix32(rk ^ (b * golden)) >= thresh */
-#define SMLP_DROP_HASH(rk, b) smlp_mix32((rk) ^ ((uint32_t)(b) * 0x9E3779B1u))
-
-/* ------------------------------------------------------------------ */
-/* activations                                                         */
+/* activations (generic elementwise epilogues)                          */
 /* ------------------------------------------------------------------ */
 enum {
     SMLP_ACT_IDENTITY = 0,
@@ -624,6 +722,30 @@ static inline void smlp_fill_act(smlp_act_t *p, int kind, float slope, const flo
     p->drop_scale = drop_rate > 0.0 ? (float)(1.0 / (1.0 - drop_rate)) : 1.0f;
     p->drop_key = drop_key;
     p->b_offset = b_offset;
+}
+
+/* the identity / ReLU / leaky family runs in registers (smlp_epi_t) */
+static inline int smlp_act_fusable(const smlp_act_t *p)
+{
+    return p->kind == SMLP_ACT_IDENTITY || p->kind == SMLP_ACT_RELU || p->kind == SMLP_ACT_LEAKY;
+}
+
+/* the in-register epilogue of neuron j for a fusable activation (returned
+ * by value, so that a prange body that assigns it keeps it thread-private) */
+static inline smlp_epi_t smlp_epi_make(const smlp_act_t *p, int mode, int64_t j,
+                                       const float *z, float *dst)
+{
+    smlp_epi_t e;
+    e.mode = mode;
+    e.kind = p->kind;
+    e.slope = p->slope;
+    e.thresh = p->drop_thresh;
+    e.scale = p->drop_scale;
+    e.rk = p->drop_thresh ? smlp_row_key(p->drop_key, j) : 0u;
+    e.b0 = (uint32_t)p->b_offset;
+    e.z = z;
+    e.dst = dst;
+    return e;
 }
 
 #if SMLP_X86 && !defined(__clang__)

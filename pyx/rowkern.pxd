@@ -2,22 +2,34 @@
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cdef extern from "rowkern.h" nogil:
+    int SMLP_EPI_FWD
+    int SMLP_EPI_BWD
+
+    ctypedef struct smlp_epi_t:
+        int mode
+        int kind
+        float slope
+        uint32_t thresh
+        float scale
+        uint32_t rk
+        uint32_t b0
+        const float* z
+        float* dst
+
     ctypedef void (*smlp_spmm_fn)(const int32_t*, const float*, const int32_t*, int64_t,
-                                  const float*, int64_t, int, float, float*) noexcept nogil
+                                  const float*, int64_t, int, float, float*,
+                                  const smlp_epi_t*) noexcept nogil
     ctypedef void (*smlp_sddmm_fn)(const int32_t*, int64_t, const float*, int64_t,
                                    const float*, int, float, float*) noexcept nogil
     ctypedef void (*smlp_bwd_fn)(const int32_t*, const int32_t*, int64_t, const float*,
                                  const float*, int64_t, const float*, int, float, float*,
-                                 float*) noexcept nogil
+                                 float*, const smlp_epi_t*) noexcept nogil
     smlp_bwd_fn smlp_bwd_row
     smlp_spmm_fn smlp_spmm_row
     smlp_sddmm_fn smlp_sddmm_row
     int smlp_simd_level
     int smlp_cpu_level()
     int smlp_dispatch_init(int requested)
-
-    void spmm_row_scalar(const int32_t* idx, const float* w, const int32_t* perm, int64_t n,
-                         const float* X, int64_t ldx, int B, float init, float* out)
 
     int SMLP_ACT_IDENTITY
     int SMLP_ACT_RELU
@@ -37,6 +49,9 @@ cdef extern from "rowkern.h" nogil:
 
     void smlp_fill_act(smlp_act_t* p, int kind, float slope, const float* srelu,
                        double drop_rate, uint64_t drop_key, int64_t b_offset)
+    int smlp_act_fusable(const smlp_act_t* p)
+    smlp_epi_t smlp_epi_make(const smlp_act_t* p, int mode, int64_t j, const float* z,
+                             float* dst)
     void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     void smlp_act_forward_row(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     void smlp_dropout_row(const smlp_act_t* p, int64_t j, float* a, int B)
