@@ -240,7 +240,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     const float[:, ::1] Z=None, int act=0, float slope=0.0,
                     const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
-                    float[::1] g_out=None, float[::1] bias_g_out=None, int n_threads=1):
+                    float[::1] g_out=None, float[::1] bias_g_out=None,
+                    bint accumulate=False, int n_threads=1):
     """The whole backward step of a layer in one pass over the transposed index.
 
     For every INPUT row i (prange):
@@ -252,7 +253,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     to exactly one input row, so it is updated right after its old value was
     used, by one thread.  Biases: g_b = scale * sum_b D[j, b], same rule.
     With ``g_out`` / ``bias_g_out`` the gradients are written there instead
-    (data and velocity untouched).  ``max_row``: the largest number of
+    (data and velocity untouched), or added to them with ``accumulate``
+    (micro-batches: pass scale = 1 / full batch).  ``max_row``: the largest number of
     weights of one input row (per-thread gradient buffer).  G may be Z.
     """
     cdef int64_t n_in = t_indptr.shape[0] - 1
@@ -323,7 +325,10 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 for b in range(B):
                     s = s + D[j, b]
                 if grad_only:
-                    bias_g_out[j] = s * scale
+                    if accumulate:
+                        bias_g_out[j] = bias_g_out[j] + s * scale
+                    else:
+                        bias_g_out[j] = s * scale
                 else:
                     _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay,
                             nesterov)
@@ -342,8 +347,12 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
                                  row, gbuf, NULL)
                 if grad_only:
-                    for q in range(n):
-                        gop[pp[k0 + q]] = gbuf[q]
+                    if accumulate:
+                        for q in range(n):
+                            gop[pp[k0 + q]] = gop[pp[k0 + q]] + gbuf[q]
+                    else:
+                        for q in range(n):
+                            gop[pp[k0 + q]] = gbuf[q]
                 else:
                     for q in range(n):
                         kk = pp[k0 + q]
@@ -366,20 +375,25 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
 
 def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
                 const float[:, ::1] X, const float[:, ::1] D, float[::1] g,
-                float[::1] bias_g, float scale, int n_threads=1):
+                float[::1] bias_g, float scale, bint accumulate=False, int n_threads=1):
     """Gradient at existing weights only (no update):
     g[k] = scale * sum_b X[indices[k], b] * D[j, b] for k in row j, and
     bias_g[j] = scale * sum_b D[j, b].  scale is 1/B for a batch mean.
+    With ``accumulate`` the gradients are added to g and bias_g (gradient
+    accumulation over micro-batches), through a per-thread block buffer.
     """
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
     cdef int64_t ldx = X.shape[1]
-    cdef int64_t j, k0, n, k
+    cdef int64_t j, k0, n, k, kb, nb
     cdef int b
     cdef float s
     cdef const float* xp
     cdef const int32_t* ip
     cdef float* gp
+    cdef float* gbuf
+    cdef int failed = 0
+    cdef int* failp = &failed
     cdef int chunk = _chunk(n_out, n_threads)
     if D.shape[0] != n_out or D.shape[1] != B:
         raise ValueError("weight_grad: D must be (n_out, B)")
@@ -390,19 +404,41 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     xp = &X[0, 0] if X.shape[0] > 0 and B > 0 else NULL
     ip = _ip(indices)
     gp = _wfp(g)
+    gbuf = NULL
     with nogil, parallel(num_threads=n_threads):
-        for j in prange(n_out, schedule="dynamic", chunksize=chunk):
-            k0 = indptr[j]
-            n = indptr[j + 1] - k0
-            if B > 0:
-                smlp_sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
-            else:
-                for k in range(k0, k0 + n):
-                    g[k] = 0.0
-            s = 0.0
-            for b in range(B):
-                s = s + D[j, b]
-            bias_g[j] = s * scale
+        gbuf = <float*>malloc(GBLOCK * sizeof(float))
+        if gbuf == NULL:
+            failp[0] = 1
+        else:
+            for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+                k0 = indptr[j]
+                n = indptr[j + 1] - k0
+                if B == 0:
+                    if not accumulate:
+                        for k in range(k0, k0 + n):
+                            g[k] = 0.0
+                elif not accumulate:
+                    smlp_sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
+                else:
+                    kb = k0
+                    while kb < k0 + n:
+                        nb = k0 + n - kb
+                        if nb > GBLOCK:
+                            nb = GBLOCK
+                        smlp_sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                        for k in range(nb):
+                            gp[kb + k] = gp[kb + k] + gbuf[k]
+                        kb = kb + nb
+                s = 0.0
+                for b in range(B):
+                    s = s + D[j, b]
+                if accumulate:
+                    bias_g[j] = bias_g[j] + s * scale
+                else:
+                    bias_g[j] = s * scale
+        free(gbuf)
+    if failed:
+        raise MemoryError("weight_grad: could not allocate a gradient buffer")
 
 
 cdef inline void _update(float* w, float* v, float g, float lr, float mu, float decay,

@@ -311,13 +311,13 @@ class SparseLayer:
                         srelu_grad: np.ndarray | None = None, dropout: float = 0.0,
                         key: int = 0, b_offset: int = 0, scale: float | None = None,
                         grads: tuple[np.ndarray, np.ndarray] | None = None,
-                        n_threads: int = 1) -> None:
+                        accumulate: bool = False, n_threads: int = 1) -> None:
         """:meth:`backward_input` and :meth:`update` in one pass over the
         transposed index (each D row is read once for both): G = W D (times
         f'(Z_in) and the dropout mask when Z_in is given; G may be Z_in), and
         the weights and biases updated with the batch-mean gradient.  With
-        ``grads=(g, bias_g)`` the gradients are written there instead and
-        nothing is updated."""
+        ``grads=(g, bias_g)`` the gradients are written there instead (added
+        to them with ``accumulate``) and nothing is updated."""
         kw = act_in.kernel_args() if act_in is not None else {}
         g_out, bias_g_out = grads if grads is not None else (None, None)
         spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G, self.data,
@@ -326,18 +326,22 @@ class SparseLayer:
                              decay, decay if bias_decay is None else bias_decay, nesterov,
                              self.max_in_degree, Z_in, srelu_grad=srelu_grad,
                              drop_rate=dropout, drop_key=key, b_offset=b_offset,
-                             g_out=g_out, bias_g_out=bias_g_out, n_threads=n_threads, **kw)
+                             g_out=g_out, bias_g_out=bias_g_out, accumulate=accumulate,
+                             n_threads=n_threads, **kw)
 
     def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
                  bias_g: np.ndarray | None = None, scale: float | None = None,
-                 n_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Gradient at existing weights only (batch mean), without updating."""
+                 accumulate: bool = False, n_threads: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Gradient at existing weights only (batch mean), without updating;
+        with ``accumulate`` added to the given ``g`` and ``bias_g``."""
         if g is None:
             g = np.empty(self.nnz, dtype=np.float32)
         if bias_g is None:
             bias_g = np.empty(self.n_out, dtype=np.float32)
         spmm.weight_grad(self.indptr, self.indices, X, D, g, bias_g,
-                         1.0 / X.shape[1] if scale is None else scale, n_threads=n_threads)
+                         1.0 / X.shape[1] if scale is None else scale, accumulate,
+                         n_threads=n_threads)
         return g, bias_g
 
     def apply_gradient(self, g: np.ndarray, bias_g: np.ndarray, lr: float, momentum: float,

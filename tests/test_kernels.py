@@ -287,3 +287,25 @@ def test_fused_backward_update_bit_identical_across_threads():
         out.append((G, layer.data.copy(), layer.velocity.copy(), layer.bias.copy()))
     for a, b in zip(*out):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("B", [7, 128])
+def test_gradient_accumulation_over_micro_batches(simd, rng, B):
+    """Two micro-batches accumulated with scale 1/B == one batch of B."""
+    layer = random_layer(rng, 60, 40, 0.2)
+    X = rng.standard_normal((60, 2 * B)).astype(np.float32)
+    D = rng.standard_normal((40, 2 * B)).astype(np.float32)
+    G = np.empty((60, 2 * B), np.float32)
+    g_full, bg_full = layer.gradient(X, D)
+    halves = [np.ascontiguousarray(a) for a in (X[:, :B], X[:, B:], D[:, :B], D[:, B:])]
+    for fused in (False, True):
+        g = np.zeros(layer.nnz, np.float32)
+        bg = np.zeros(layer.n_out, np.float32)
+        for Xh, Dh in ((halves[0], halves[2]), (halves[1], halves[3])):
+            if fused:
+                layer.backward_update(Xh, Dh, G[:, :B].copy(), 0, 0, 0, scale=1 / (2 * B),
+                                      grads=(g, bg), accumulate=True)
+            else:
+                layer.gradient(Xh, Dh, g, bg, scale=1 / (2 * B), accumulate=True)
+        np.testing.assert_allclose(g, g_full, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bg, bg_full, rtol=1e-5, atol=1e-6)
