@@ -3,12 +3,22 @@
 Counts what the engine will hold (all float32 / int32 unless noted):
   weights       per weight: index 4 + value 4 + momentum 4 + transposed
                 index 8 = 20 bytes; per neuron: bias, bias momentum, indptr
+  gradients     with micro-batches, a batch-mean gradient accumulator:
+                4 bytes per weight and per neuron
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
-  train batch   per hidden layer Z and A (n x B), the output logits, the
-                input batch; dropout masks are never stored
-  eval batch    two ping-pong blocks of the widest layer plus the input block
+  train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
+                every hidden layer plus two scratch blocks of the widest one;
+                plus the output logits and the input batch.  Dropout masks
+                are never stored.  With micro-batches, B is the micro-batch.
+  eval batch    two ping-pong blocks of the widest layer plus the input block;
+                when memory is tight (lean or micro-batches) the evaluation
+                block is no larger than the training block
   dataset       the training and test matrices (already loaded by then)
+
+:func:`plan` picks the cheapest way to run a batch that fits: 'fast'
+activations, else 'lean', else 'lean' with the largest micro-batch (a
+divisor of the batch) that fits.
 """
 
 from __future__ import annotations
@@ -22,39 +32,62 @@ from .layers import BYTES_PER_WEIGHT, expected_nnz
 
 GiB = 1024**3
 EVOLUTION_BYTES_PER_WEIGHT = 28  # new indices/data/velocity + positions + transposed index
+HEADROOM = 0.9                   # use at most this fraction of the available memory
 
 
 @dataclass
 class MemoryEstimate:
     weights: int
+    gradients: int
     evolution: int
     train_batch: int
     eval_batch: int
     dataset: int
     nnz: int
+    batch: int = 0
+    micro_batch: int = 0
+    activation_memory: str = "fast"
+    eval_block: int = 1024
 
     @property
     def total(self) -> int:
-        return self.weights + self.evolution + self.train_batch + self.eval_batch + self.dataset
+        return (self.weights + self.gradients + self.evolution + self.train_batch
+                + self.eval_batch + self.dataset)
 
     def lines(self) -> list[str]:
         def f(b: int) -> str:
-            return f"{b / GiB:8.3f} GiB"
-        return [f"weights + optimiser state ({self.nnz:,} weights): {f(self.weights)}",
-                f"topology evolution (transient)            : {f(self.evolution)}",
-                f"training batch activations                : {f(self.train_batch)}",
-                f"evaluation batch activations              : {f(self.eval_batch)}",
-                f"dataset                                   : {f(self.dataset)}",
-                f"total                                     : {f(self.total)}"]
+            return f"{b / GiB:9.3f} GiB"
+        mb = (f", micro-batches of {self.micro_batch}"
+              if self.micro_batch and self.micro_batch < self.batch else "")
+        return [f"weights + optimiser state ({self.nnz:,} weights)   : {f(self.weights)}",
+                f"gradient accumulators (micro-batches only)     : {f(self.gradients)}",
+                f"topology evolution (transient)                 : {f(self.evolution)}",
+                f"training activations (batch {self.batch}, {self.activation_memory}{mb})"
+                .ljust(47) + f": {f(self.train_batch)}",
+                f"evaluation activations                         : {f(self.eval_batch)}",
+                f"dataset                                        : {f(self.dataset)}",
+                f"total                                          : {f(self.total)}"]
 
 
-def train_batch_bytes(sizes: list[int], batch: int) -> int:
-    hidden = sum(sizes[1:-1])
-    return 4 * batch * (2 * hidden + sizes[-1] + sizes[0])
+def train_batch_bytes(sizes: list[int], batch: int, lean: bool = False) -> int:
+    """Activation bytes of one training (micro-)batch."""
+    hidden = sizes[1:-1]
+    per_sample = sizes[0] + sizes[-1]
+    if lean:
+        per_sample += sum(hidden) + 2 * max(hidden, default=0)
+    else:
+        per_sample += 2 * sum(hidden)
+    return 4 * batch * per_sample
+
+
+def eval_batch_bytes(sizes: list[int], block: int) -> int:
+    """Activation bytes of one inference block."""
+    return 4 * block * (2 * max(sizes[1:]) + sizes[0])
 
 
 def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 1024,
-             n_samples: int = 0, srelu: bool = False) -> MemoryEstimate:
+             n_samples: int = 0, srelu: bool = False, activation_memory: str = "fast",
+             micro_batch: int | None = None) -> MemoryEstimate:
     """Estimate the bytes a run needs.  ``n_samples`` counts train + test rows."""
     nnz_layers = [expected_nnz(a, b, epsilon) for a, b in zip(sizes[:-1], sizes[1:])]
     nnz = sum(nnz_layers)
@@ -62,10 +95,15 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     weights = BYTES_PER_WEIGHT * nnz + 16 * neurons + 8 * sum(sizes)
     if srelu:
         weights += 32 * sum(sizes[1:-1])
+    mb = batch if not micro_batch or micro_batch >= batch else micro_batch
+    gradients = 4 * (nnz + neurons) if mb < batch else 0
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
-    eval_b = 4 * eval_batch * (2 * max(sizes[1:]) + sizes[0])
-    return MemoryEstimate(weights, evolution, train_batch_bytes(sizes, batch), eval_b,
-                          4 * n_samples * sizes[0], nnz)
+    tight = activation_memory == "lean" or mb < batch
+    block = max(1, min(eval_batch, mb) if tight else eval_batch)
+    return MemoryEstimate(weights, gradients, evolution,
+                          train_batch_bytes(sizes, mb, activation_memory == "lean"),
+                          eval_batch_bytes(sizes, block), 4 * n_samples * sizes[0], nnz,
+                          batch, mb, activation_memory, block)
 
 
 def available_bytes() -> int:
@@ -73,24 +111,69 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def largest_batch(sizes: list[int], budget: int) -> int:
-    """The largest training batch whose activations fit in ``budget`` bytes."""
-    per_sample = train_batch_bytes(sizes, 1)
-    return max(0, budget // per_sample)
+def _divisors_desc(n: int) -> list[int]:
+    return [d for d in range(n, 0, -1) if n % d == 0]
+
+
+def plan(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 1024,
+         n_samples: int = 0, srelu: bool = False, activation_memory: str = "auto",
+         micro_batch: int | None = None, available: int | None = None,
+         already_loaded: bool = True) -> MemoryEstimate:
+    """The cheapest way to train a batch that fits in memory.
+
+    ``activation_memory`` 'auto' tries 'fast' then 'lean'; ``micro_batch``
+    None tries the whole batch then ever smaller divisors of it.  Raises
+    :class:`MemoryBudgetError` (with the largest batch that would fit) when
+    nothing fits.  ``already_loaded``: the dataset is in memory already, so
+    it is not counted against what is available."""
+    avail = available_bytes() if available is None else available
+    budget = HEADROOM * avail
+    modes = ["fast", "lean"] if activation_memory == "auto" else [activation_memory]
+    micro = _divisors_desc(batch) if micro_batch is None else [min(micro_batch, batch)]
+    last = None
+    for mode in modes:
+        for mb in micro:
+            est = estimate(sizes, epsilon, batch, eval_batch, n_samples, srelu, mode, mb)
+            last = est
+            if est.total - (est.dataset if already_loaded else 0) <= budget:
+                return est
+            if micro_batch is None and mode != modes[-1]:
+                break  # try the next (leaner) mode before cutting the batch
+    need = last.total - (last.dataset if already_loaded else 0)
+    fits = largest_batch(sizes, epsilon, eval_batch, n_samples, srelu, avail, already_loaded)
+    advice = (f"--batch-size {fits} would fit (lean activations, no micro-batches)"
+              if fits >= 1 else
+              "even a batch of 1 does not fit: lower --epsilon or the layer widths (--hidden)")
+    raise MemoryBudgetError(
+        f"this model needs about {need / GiB:.2f} GiB but only {avail / GiB:.2f} GiB is "
+        f"available:\n  " + "\n  ".join(last.lines()) + f"\n{advice}.")
+
+
+def largest_batch(sizes: list[int], epsilon: float, eval_batch: int = 1024,
+                  n_samples: int = 0, srelu: bool = False, available: int | None = None,
+                  already_loaded: bool = True, activation_memory: str = "lean") -> int:
+    """The largest training batch (no micro-batches) that fits."""
+    avail = available_bytes() if available is None else available
+    base = estimate(sizes, epsilon, 1, 1, n_samples, srelu, activation_memory)
+    fixed = base.total - base.train_batch - base.eval_batch - (
+        base.dataset if already_loaded else 0)
+    room = HEADROOM * avail - fixed
+    per_sample = (train_batch_bytes(sizes, 1, activation_memory == "lean")
+                  + eval_batch_bytes(sizes, 1))
+    return max(0, int(room // per_sample))
 
 
 def check_fits(est: MemoryEstimate, sizes: list[int], batch: int,
                available: int | None = None, already_loaded: bool = True) -> None:
-    """Raise MemoryBudgetError (with a suggested batch) when the estimate
-    does not fit in the available memory.  ``already_loaded``: the dataset
-    is in memory already, so it is not counted against what is available."""
+    """Raise MemoryBudgetError (with a suggested batch) when ``est`` does not
+    fit in the available memory."""
     avail = available_bytes() if available is None else available
     need = est.total - (est.dataset if already_loaded else 0)
-    if need <= 0.9 * avail:
+    if need <= HEADROOM * avail:
         return
-    fixed = need - est.train_batch
-    room = int(0.9 * avail) - fixed
-    suggestion = largest_batch(sizes, room) if room > 0 else 0
+    room = int(HEADROOM * avail) - (need - est.train_batch)
+    per_sample = train_batch_bytes(sizes, 1, est.activation_memory == "lean")
+    suggestion = max(0, room // per_sample) if room > 0 else 0
     advice = (f"a batch of at most {suggestion} would fit (--batch-size {suggestion})"
               if suggestion >= 1 else
               "even a batch of 1 does not fit: lower --epsilon or the layer widths (--hidden)")

@@ -40,6 +40,10 @@ class SparseMLP:
         Erdos-Renyi density parameter (a layer has about eps*(n_in+n_out) weights).
     activation : str
         Hidden activation, one of :data:`HIDDEN_ACTIVATIONS`.
+    activation_memory : str
+        'fast' keeps Z and A of every hidden layer during a training step;
+        'lean' keeps Z only (half the activation memory) and recomputes A
+        when the backward pass needs it.
     alpha : float, optional
         All-ReLU slope (required for 'allrelu'), leaky slope for 'leaky'.
     init : str
@@ -61,7 +65,8 @@ class SparseMLP:
                  output: str = "softmax", dropout: float = 0.0,
                  rng: np.random.Generator | None = None, n_threads: int | None = None,
                  layers: list[SparseLayer] | None = None,
-                 activations: list[Activation] | None = None) -> None:
+                 activations: list[Activation] | None = None,
+                 activation_memory: str = "fast") -> None:
         sizes = [int(s) for s in sizes]
         if len(sizes) < 2 or min(sizes) < 1:
             raise ConfigError(f"sizes must list at least 2 positive layer widths, got {sizes}")
@@ -74,7 +79,12 @@ class SparseMLP:
             raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        if activation_memory not in ("fast", "lean"):
+            raise ConfigError("activation_memory must be 'fast' or 'lean'")
         self.sizes = sizes
+        # 'fast': keep every hidden layer's Z and A during a step; 'lean': keep
+        # Z only and recompute A when the backward pass needs it
+        self.lean = activation_memory == "lean"
         self.epsilon = float(epsilon)
         self.activation = activation
         self.alpha = alpha
@@ -95,6 +105,7 @@ class SparseMLP:
         self.acts = activations
         self._train_bufs: dict | None = None
         self._eval_bufs: dict | None = None
+        self._grad_acc: dict | None = None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -134,7 +145,7 @@ class SparseMLP:
                 for a in self.acts]
         return SparseMLP(self.sizes, self.epsilon, self.activation, self.alpha, self.init,
                          self.output, self.dropout, n_threads=self.n_threads, layers=layers,
-                         activations=acts)
+                         activations=acts, activation_memory="lean" if self.lean else "fast")
 
     def __repr__(self) -> str:
         return (f"SparseMLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
@@ -142,16 +153,31 @@ class SparseMLP:
 
     # ------------------------------------------------------------------ buffers
     def _train_buffers(self, B: int) -> dict:
+        """Per-batch arrays: Z of every layer; A of every hidden layer
+        ('fast') or two scratch blocks of the widest hidden layer ('lean')."""
         bufs = self._train_bufs
-        if bufs is None or bufs["B"] != B:
+        if bufs is None or bufs["B"] != B or bufs["lean"] != self.lean:
+            self._train_bufs = None  # free the old arrays before allocating new ones
             L = self.n_layers
-            bufs = {"B": B,
+            hidden = self.sizes[1:L]
+            bufs = {"B": B, "lean": self.lean,
                     "Z": [np.empty((n, B), dtype=np.float32) for n in self.sizes[1:]],
-                    "A": [np.empty((n, B), dtype=np.float32) for n in self.sizes[1:L]],
                     "sg": [np.empty((n, 4), dtype=np.float32) if a.params is not None else None
-                           for n, a in zip(self.sizes[1:L], self.acts)]}
+                           for n, a in zip(hidden, self.acts)]}
+            if self.lean:
+                width = max(hidden, default=0)
+                bufs["T"] = [np.empty((width, B), dtype=np.float32) for _ in range(2)]
+            else:
+                bufs["A"] = [np.empty((n, B), dtype=np.float32) for n in hidden]
             self._train_bufs = bufs
         return bufs
+
+    def _activation_buffer(self, h: int) -> np.ndarray:
+        """Where hidden layer h's activations A go in the training step."""
+        bufs = self._train_bufs
+        if self.lean:
+            return bufs["T"][h % 2][: self.sizes[h + 1]]
+        return bufs["A"][h]
 
     def _eval_buffers(self, B: int) -> dict:
         bufs = self._eval_bufs
@@ -167,24 +193,27 @@ class SparseMLP:
         """Free the per-batch activation arrays (they are re-created on demand)."""
         self._train_bufs = None
         self._eval_bufs = None
+        self._grad_acc = None
 
     # ------------------------------------------------------------------ training
     def dropout_keys(self, seed: int, step: int) -> list[int]:
         """The dropout key of every hidden layer for one training step."""
         return [act_kernels.dropout_key(seed, step, h) for h in range(len(self.acts))]
 
-    def forward_train(self, Xb: np.ndarray, keys: list[int]) -> np.ndarray:
+    def forward_train(self, Xb: np.ndarray, keys: list[int], b_offset: int = 0) -> np.ndarray:
         """Training forward pass of a feature-major batch (n_0, B); returns
-        the output layer's logits (n_L, B) (a view of an internal buffer)."""
+        the output layer's logits (n_L, B) (a view of an internal buffer).
+        ``b_offset``: position of this block's first sample in its batch
+        (micro-batches draw the dropout bits of the full batch)."""
         B = Xb.shape[1]
         bufs = self._train_buffers(B)
         prev = Xb
         for li, layer in enumerate(self.layers):
             Z = bufs["Z"][li]
             if li < self.n_layers - 1:
-                A = bufs["A"][li]
+                A = self._activation_buffer(li)
                 layer.forward(prev, Z, A, act=self.acts[li], dropout=self.dropout,
-                              key=keys[li], n_threads=self.n_threads)
+                              key=keys[li], b_offset=b_offset, n_threads=self.n_threads)
                 prev = A
             else:
                 layer.forward(prev, Z, n_threads=self.n_threads)
@@ -197,9 +226,106 @@ class SparseMLP:
             return act_kernels.softmax_xent(logits, yb, True, n_threads=1)
         return act_kernels.sigmoid_mse(logits, yb, True, n_threads=1)
 
+    def _layer_input(self, h: int, keys: list[int], b_offset: int) -> np.ndarray:
+        """Hidden layer h's activations for the backward pass.  'lean' mode
+        recomputes them from Z (bit-identical: same kernel arithmetic, the
+        dropout bits regenerated from their key)."""
+        if not self.lean:
+            return self._train_bufs["A"][h]
+        A = self._activation_buffer(h)
+        act = self.acts[h]
+        act_kernels.activation_forward(self._train_bufs["Z"][h], A, drop_rate=self.dropout,
+                                       drop_key=keys[h], b_offset=b_offset,
+                                       n_threads=self.n_threads, **act.kernel_args())
+        return A
+
+    def _backprop(self, Xs: np.ndarray, keys: list[int], b_offset: int, scale: float,
+                  opt: tuple | None = None, acc: dict | None = None) -> None:
+        """Backpropagate the output delta left by :meth:`output_delta`, last
+        layer to first; each layer's delta sits in its own Z buffer.
+
+        ``opt = (lr, momentum, decay, nesterov)``: update the weights in place
+        (the delta below a layer is computed with its old weights, in the
+        same pass).  ``acc``: add the gradients (times ``scale``) to the
+        accumulators of :meth:`_accumulators` instead."""
+        bufs = self._train_bufs
+        lr, mu, decay, nesterov = opt if opt is not None else (0.0, 0.0, 0.0, False)
+        for li in range(self.n_layers - 1, -1, -1):
+            layer, D = self.layers[li], bufs["Z"][li]
+            grads = acc["grads"][li] if acc is not None else None
+            if li == 0:  # no gradient to the inputs
+                if acc is None:
+                    layer.update(Xs, D, lr, mu, decay, nesterov=nesterov, scale=scale,
+                                 n_threads=self.n_threads)
+                else:
+                    layer.gradient(Xs, D, *grads, scale=scale, accumulate=True,
+                                   n_threads=self.n_threads)
+                continue
+            h = li - 1
+            Zin, sg, act = bufs["Z"][h], bufs["sg"][h], self.acts[h]
+            A_in = self._layer_input(h, keys, b_offset)
+            # the delta of the layer below (written over its Z) and this
+            # layer's gradient, in one pass over its transposed index
+            layer.backward_update(A_in, D, Zin, lr, mu, decay, nesterov=nesterov, Z_in=Zin,
+                                  act_in=act, srelu_grad=sg, dropout=self.dropout,
+                                  key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
+                                  accumulate=acc is not None, n_threads=self.n_threads)
+            if sg is not None:  # SReLU parameters: same optimiser, no weight decay
+                g = sg.reshape(-1) * np.float32(scale)
+                if acc is None:
+                    spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1), g, lr,
+                                      mu, 0.0, nesterov, n_threads=1)
+                else:
+                    acc["sg"][h] += g.reshape(sg.shape)
+
+    def _accumulators(self) -> dict:
+        """Zeroed gradient accumulators (kept between calls)."""
+        acc = getattr(self, "_grad_acc", None)
+        if acc is None or [g.size for g, _ in acc["grads"]] != self.nnz_per_layer():
+            acc = {"grads": [(np.zeros(lay.nnz, np.float32), np.zeros(lay.n_out, np.float32))
+                             for lay in self.layers],
+                   "sg": [None if a.params is None else np.zeros_like(a.params)
+                          for a in self.acts]}
+            self._grad_acc = acc
+        else:
+            for g, bg in acc["grads"]:
+                g.fill(0.0)
+                bg.fill(0.0)
+            for s in acc["sg"]:
+                if s is not None:
+                    s.fill(0.0)
+        return acc
+
+    def _micro_batches(self, Xb: np.ndarray, micro_batch: int | None):
+        """(offset, size) of the micro-batches of a batch: equal blocks, the
+        micro-batch rounded down to a divisor of the batch size."""
+        B = Xb.shape[1]
+        mb = B if not micro_batch or micro_batch >= B else int(micro_batch)
+        while B % mb:
+            mb -= 1
+        return [(off, mb) for off in range(0, B, mb)]
+
+    def _accumulate(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
+                    micro_batch: int | None) -> tuple[float, int, dict]:
+        """Loss, correct predictions and accumulated batch-mean gradients of
+        one batch, micro-batch by micro-batch; nothing is updated."""
+        B = Xb.shape[1]
+        acc = self._accumulators()
+        loss = 0.0
+        correct = 0
+        blocks = self._micro_batches(Xb, micro_batch)
+        for off, m in blocks:
+            xs = Xb if m == B else np.ascontiguousarray(Xb[:, off:off + m])
+            logits = self.forward_train(xs, keys, b_offset=off)
+            lo, c = self.output_delta(logits, yb[off:off + m])
+            loss += lo
+            correct += c
+            self._backprop(xs, keys, off, 1.0 / B, acc=acc)
+        return loss, correct, acc
+
     def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,
-                   decay: float, keys: list[int], nesterov: bool = False
-                   ) -> tuple[float, int]:
+                   decay: float, keys: list[int], nesterov: bool = False,
+                   micro_batch: int | None = None) -> tuple[float, int]:
         """One mini-batch of momentum SGD (reference semantics).
 
         Parameters
@@ -212,61 +338,42 @@ class SparseMLP:
             v = momentum*v - lr*g;  w = w + v - decay*w.
         keys : list of int
             Dropout keys of this step (:meth:`dropout_keys`).
+        micro_batch : int, optional
+            Process the batch in blocks of this many samples (rounded down to
+            a divisor of B), accumulating the batch-mean gradient, then update
+            once: the same step as one block of B (up to float summation
+            order, dropout included) with activations of one block only.
 
         Returns
         -------
         (loss summed over the batch, number of correct predictions)
         """
         B = Xb.shape[1]
-        logits = self.forward_train(Xb, keys)
-        loss, correct = self.output_delta(logits, yb)
-        bufs = self._train_bufs
-        # last layer to first: each layer's delta D sits in its own Z buffer
-        for li in range(self.n_layers - 1, -1, -1):
-            layer, D = self.layers[li], bufs["Z"][li]
-            if li == 0:  # no gradient to the inputs
-                layer.update(Xb, D, lr, momentum, decay, nesterov=nesterov,
-                             n_threads=self.n_threads)
-                continue
-            # delta of the layer below, written over its pre-activations, and
-            # this layer's update, in one pass (old weights used for the delta)
-            Zin, sg, act = bufs["Z"][li - 1], bufs["sg"][li - 1], self.acts[li - 1]
-            layer.backward_update(bufs["A"][li - 1], D, Zin, lr, momentum, decay,
-                                  nesterov=nesterov, Z_in=Zin, act_in=act, srelu_grad=sg,
-                                  dropout=self.dropout, key=keys[li - 1],
-                                  n_threads=self.n_threads)
-            if sg is not None:  # SReLU parameters: same optimiser, no weight decay
-                g = sg.reshape(-1) * np.float32(1.0 / B)
-                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1), g, lr,
-                                  momentum, 0.0, nesterov, n_threads=1)
+        if not micro_batch or micro_batch >= B:
+            logits = self.forward_train(Xb, keys)
+            loss, correct = self.output_delta(logits, yb)
+            self._backprop(Xb, keys, 0, 1.0 / B, opt=(lr, momentum, decay, nesterov))
+            return loss, correct
+        loss, correct, acc = self._accumulate(Xb, yb, keys, micro_batch)
+        for layer, (g, bg) in zip(self.layers, acc["grads"]):
+            layer.apply_gradient(g, bg, lr, momentum, decay, nesterov=nesterov,
+                                 n_threads=self.n_threads)
+        for act, g in zip(self.acts, acc["sg"]):
+            if g is not None:
+                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
+                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
         return loss, correct
 
-    def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int]
+    def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
+                  micro_batch: int | None = None
                   ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]], list]:
         """Loss (batch mean) and gradients (batch mean) of every layer without
         updating anything: [(g (nnz,), bias_g (n_out,)), ...] and the SReLU
-        parameter gradients per hidden layer (or None)."""
-        B = Xb.shape[1]
-        logits = self.forward_train(Xb, keys)
-        loss, _ = self.output_delta(logits, yb)
-        bufs = self._train_bufs
-        grads: list = [None] * self.n_layers
-        sgs: list = [None] * (self.n_layers - 1)
-        for li in range(self.n_layers - 1, -1, -1):
-            layer, D = self.layers[li], bufs["Z"][li]
-            if li == 0:
-                grads[0] = layer.gradient(Xb, D, n_threads=self.n_threads)
-                continue
-            Zin, sg = bufs["Z"][li - 1], bufs["sg"][li - 1]
-            g = (np.empty(layer.nnz, np.float32), np.empty(layer.n_out, np.float32))
-            layer.backward_update(bufs["A"][li - 1], D, Zin, 0.0, 0.0, 0.0, Z_in=Zin,
-                                  act_in=self.acts[li - 1], srelu_grad=sg,
-                                  dropout=self.dropout, key=keys[li - 1], grads=g,
-                                  n_threads=self.n_threads)
-            grads[li] = g
-            if sg is not None:
-                sgs[li - 1] = sg / np.float32(B)
-        return loss / B, grads, sgs
+        parameter gradients per hidden layer (or None).  Copies."""
+        loss, _, acc = self._accumulate(Xb, yb, keys, micro_batch)
+        grads = [(g.copy(), bg.copy()) for g, bg in acc["grads"]]
+        sgs = [None if s is None else s.copy() for s in acc["sg"]]
+        return loss / Xb.shape[1], grads, sgs
 
     # ------------------------------------------------------------------ inference
     def _forward_eval(self, Xf: np.ndarray) -> np.ndarray:

@@ -1,0 +1,122 @@
+"""Memory-lean training: 'lean' activations, micro-batches, memory planning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sparse_mlp.activations import HIDDEN_ACTIVATIONS
+from sparse_mlp.model import SparseMLP
+
+
+def _model(activation, memory, seed=0):
+    rng = np.random.default_rng(seed)
+    return SparseMLP([30, 50, 40, 20, 4], epsilon=4, activation=activation, alpha=0.5,
+                     init="he_uniform", dropout=0.3, rng=rng, n_threads=1,
+                     activation_memory=memory)
+
+
+def _batches(n=5, B=32, d=30, c=4):
+    rng = np.random.default_rng(1)
+    return [(np.ascontiguousarray(rng.standard_normal((d, B)), dtype=np.float32),
+             rng.integers(0, c, B).astype(np.int32)) for _ in range(n)]
+
+
+def _train(model, batches, micro_batch=None):
+    losses = []
+    for step, (X, y) in enumerate(batches):
+        keys = model.dropout_keys(7, step)
+        losses.append(model.train_step(X, y, 0.05, 0.9, 2e-4, keys, micro_batch=micro_batch)[0])
+    return losses
+
+
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+def test_lean_activations_are_bit_identical_to_fast(activation):
+    fast, lean = _model(activation, "fast"), _model(activation, "lean")
+    batches = _batches()
+    assert _train(fast, batches) == _train(lean, batches)
+    for a, b in zip(fast.layers, lean.layers):
+        assert np.array_equal(a.data, b.data) and np.array_equal(a.velocity, b.velocity)
+        assert np.array_equal(a.bias, b.bias)
+    for a, b in zip(fast.acts, lean.acts):
+        if a.params is not None:
+            assert np.array_equal(a.params, b.params)
+
+
+@pytest.mark.parametrize("memory", ["fast", "lean"])
+@pytest.mark.parametrize("activation", ["allrelu", "srelu"])
+def test_micro_batches_equal_one_full_batch(activation, memory):
+    full, micro = _model(activation, "fast"), _model(activation, memory)
+    batches = _batches()
+    l_full = _train(full, batches)
+    l_micro = _train(micro, batches, micro_batch=8)
+    np.testing.assert_allclose(l_micro, l_full, rtol=1e-5)
+    for a, b in zip(full.layers, micro.layers):
+        np.testing.assert_allclose(b.data, a.data, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b.velocity, a.velocity, rtol=1e-3, atol=1e-6)
+    for a, b in zip(full.acts, micro.acts):
+        if a.params is not None:
+            np.testing.assert_allclose(b.params, a.params, rtol=1e-4, atol=1e-6)
+
+
+def test_micro_batch_rounds_to_a_divisor():
+    m = _model("relu", "lean")
+    X = np.zeros((30, 12), np.float32)
+    assert m._micro_batches(X, 5) == [(0, 4), (4, 4), (8, 4)]
+    assert m._micro_batches(X, None) == [(0, 12)]
+    assert m._micro_batches(X, 100) == [(0, 12)]
+
+
+def test_gradients_with_micro_batches_match(rng):
+    model = _model("allrelu", "lean")
+    X, y = _batches(1)[0]
+    keys = model.dropout_keys(3, 0)
+    l1, g1, _ = model.gradients(X, y, keys)
+    l2, g2, _ = model.gradients(X, y, keys, micro_batch=4)
+    assert l1 == pytest.approx(l2, rel=1e-6)
+    for (a, ab), (b, bb) in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(ab, bb, rtol=1e-4, atol=1e-7)
+
+
+def test_plan_prefers_fast_then_lean_then_micro_batches():
+    from sparse_mlp.memory import estimate, plan
+    sizes = [1000, 200_000, 200_000, 200_000, 200_000, 2]  # lean saves with >= 3 hidden
+    full_fast = estimate(sizes, 5, 128, activation_memory="fast").total
+    full_lean = estimate(sizes, 5, 128, activation_memory="lean").total
+    assert full_lean < full_fast
+    assert plan(sizes, 5, 128, available=int(2 * full_fast)).activation_memory == "fast"
+    p = plan(sizes, 5, 128, available=int((full_lean + full_fast) / 2 / 0.9))
+    assert (p.activation_memory, p.micro_batch) == ("lean", 128)
+    p = plan(sizes, 5, 128, available=int(0.6 * full_lean))
+    assert p.activation_memory == "lean" and p.micro_batch < 128 and 128 % p.micro_batch == 0
+    assert p.total <= 0.9 * 0.6 * full_lean
+
+
+def test_plan_refuses_with_the_largest_batch_that_fits():
+    from sparse_mlp.errors import MemoryBudgetError
+    from sparse_mlp.memory import estimate, largest_batch, plan
+    sizes = [1000, 100_000, 100_000, 2]
+    avail = estimate(sizes, 5, 1).weights * 2
+    with pytest.raises(MemoryBudgetError, match="--batch-size") as e:
+        plan(sizes, 5, 4096, micro_batch=4096, available=avail)
+    assert "GiB" in str(e.value)
+    fits = largest_batch(sizes, 5, available=avail)
+    assert fits >= 1
+    plan(sizes, 5, fits, micro_batch=fits, available=avail, activation_memory="lean")
+    with pytest.raises(MemoryBudgetError):
+        plan(sizes, 5, fits + 64, micro_batch=fits + 64, available=avail,
+             activation_memory="lean")
+
+
+def test_estimate_matches_what_a_model_allocates():
+    """The estimate of weights and activations is close to the real arrays."""
+    from sparse_mlp.memory import estimate
+    sizes = [300, 2000, 2000, 10]
+    m = SparseMLP(sizes, epsilon=10, activation="relu", rng=np.random.default_rng(0),
+                  n_threads=1)
+    est = estimate(sizes, 10, 64)
+    assert abs(m.nbytes - est.weights) / est.weights < 0.05
+    m.forward_train(np.zeros((300, 64), np.float32), m.dropout_keys(0, 0))
+    real = sum(a.nbytes for a in m._train_bufs["Z"] + m._train_bufs["A"]) + 300 * 64 * 4
+    assert abs(real - est.train_batch) / est.train_batch < 0.01
