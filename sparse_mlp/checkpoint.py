@@ -1,0 +1,700 @@
+"""HDF5 checkpoints: save, load and resume a run exactly.
+
+A checkpoint is a plain record of everything needed to continue a run bit
+for bit: the fully resolved configuration, the model (every layer's CSR
+arrays with momentum, biases, SReLU parameters), the loop's state (epoch,
+step, position inside the epoch, history, best accuracy) and every random
+stream's state.  N epochs straight and N/2 epochs + resume + N/2 epochs give
+identical weights, topology and metrics.
+
+File layout (schema version :data:`SCHEMA_VERSION`; "u8 JSON" is a uint8
+dataset holding UTF-8 JSON text; every dataset is chunked with a fletcher32
+checksum; strings in attributes are fixed-length ASCII)::
+
+    /                    attrs format="sparse_mlp.checkpoint", schema_version,
+                         sparse_mlp_version, created (UTC, ISO 8601)
+    /config              u8 JSON: the TrainConfig (absent in a model-only file)
+    /model               attrs sizes (int64), epsilon, activation, alpha (NaN: none),
+                         weight_init, output, dropout
+    /model/layers/<l>    l = 0 (input -> first hidden) ... L-1; attrs n_in, n_out,
+                         nnz, init; datasets indptr int64 (n_out+1), indices int32
+                         (nnz; input neuron of each weight, sorted per output
+                         neuron), data float32 (nnz), velocity float32 (nnz),
+                         bias float32 (n_out), bias_velocity float32 (n_out)
+    /model/activations/<h>  h = 0 ... L-2; attrs name, kind, slope; SReLU only:
+                         params float32 (n, 4) = (t_left, a_left, t_right,
+                         a_right) per neuron, velocity float32 (n, 4)
+    /state               attrs epoch (next epoch, 0-based), step, batch (batches of
+                         ``epoch`` already done: non-zero mid-epoch), epoch_loss_sum,
+                         epoch_correct, epoch_train_s, best_test_acc, best_epoch
+    /streams             u8 JSON: {seed, dropout_seed, init, evolution, shuffle}, each
+                         stream a numpy ``bit_generator.state`` dict (PCG64)
+    /history             one dataset per metrics column (int64 or float64, one
+                         entry per finished epoch; NaN: not evaluated), the
+                         column order in the u8 JSON dataset ``columns``
+    /extra               free-form: dict -> group, ndarray -> dataset, any other
+                         value -> u8 JSON dataset with attr json=1
+
+Reading one with plain h5py::
+
+    with h5py.File(path, "r") as f:
+        cfg = json.loads(f["config"][()].tobytes())
+        W0 = scipy.sparse.csc_matrix((f["model/layers/0/data"][()],
+                                      f["model/layers/0/indices"][()],
+                                      f["model/layers/0/indptr"][()]),
+                                     shape=(n_in, n_out))
+
+Crash safety: a checkpoint is written to a hidden temporary file in the
+target folder, flushed, fsynced, then renamed over the target (atomic on
+POSIX), and the folder is fsynced.  A process killed at any moment leaves
+either the previous file or the new one, never a mix.  A model holding NaN
+or inf is never written (:class:`~sparse_mlp.errors.DivergenceError`), so a
+diverged run cannot replace a good checkpoint.
+
+Integrity: besides fletcher32 on every dataset, files are written with
+HDF5 1.10 format bounds (``libver=("v110", "v110")``: readable by HDF5 >=
+1.10), whose superblock and object headers (where the attributes live)
+carry checksums of their own; JSON is never stored as variable-length
+strings, which live in HDF5's unchecked global heap.  Loading reads and so
+verifies everything, then checks the structure (shapes, sorted indices,
+finite values): a truncated, bit-flipped, foreign or other-version file
+raises :class:`~sparse_mlp.errors.CheckpointError` naming the file and the
+problem, never returns silently wrong weights.
+
+File locking: HDF5 locks files it opens (``flock``).  Some network
+filesystems (NFS without lockd, some Lustre or GPFS mounts) refuse locks,
+and HDF5 then fails with "unable to lock file".  Files here are opened with
+h5py's ``locking="best-effort"`` (lock where the filesystem supports it);
+a filesystem that still refuses is retried once without locking, with a
+warning.  ``SPARSE_MLP_HDF5_LOCKING=true|false|best-effort`` chooses the
+mode; HDF5's own ``HDF5_USE_FILE_LOCKING=FALSE`` switches locking off for
+every HDF5 program and takes precedence.  Checkpoints never need the lock
+for safety: each one is written once, under a unique temporary name, by
+one process, and only renamed when complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .activations import Activation
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, DivergenceError
+from .layers import SparseLayer
+from .model import SparseMLP
+from .training import RandomStreams, TrainState, nonfinite_parts
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+FORMAT = "sparse_mlp.checkpoint"
+LIBVER = ("v110", "v110")
+CHECKPOINT_DIR = "checkpoints"  # inside a run's output folder
+LOCKING_ENV = "SPARSE_MLP_HDF5_LOCKING"
+LAYER_ARRAYS = {"indptr": np.int64, "indices": np.int32, "data": np.float32,
+                "velocity": np.float32, "bias": np.float32, "bias_velocity": np.float32}
+_NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.h5$")
+_TMP = re.compile(r"^\.(.+)\.tmp-(.+)-(\d+)$")
+_unlocked_fallback = False  # set once a filesystem has refused HDF5 locks
+
+
+# ---------------------------------------------------------------------- HDF5 access
+def _locking_mode() -> bool | str:
+    mode = os.environ.get(LOCKING_ENV, "best-effort").strip().lower()
+    if mode in ("false", "0", "no", "off"):
+        return False
+    if mode in ("true", "1", "yes", "on"):
+        return True
+    if mode != "best-effort":
+        raise ConfigError(f"{LOCKING_ENV} must be true, false or best-effort, got {mode!r}")
+    return False if _unlocked_fallback else "best-effort"
+
+
+def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
+    """Open an HDF5 file with this package's locking policy (module docs).
+
+    Parameters
+    ----------
+    path : str or Path
+    mode : str
+        h5py mode: "r", "w", "a"...
+
+    Raises
+    ------
+    CheckpointError
+        When another process holds the file's lock.
+    OSError
+        Any other failure to open (the caller words it).
+    """
+    global _unlocked_fallback
+    locking = _locking_mode()
+    try:
+        return h5py.File(path, mode, locking=locking, libver=LIBVER)
+    except ValueError as exc:  # an HDF5 older than 1.10.7 / 1.12.1: no locking options
+        if "lock" not in str(exc).lower():
+            raise
+        return h5py.File(path, mode, libver=LIBVER)
+    except OSError as exc:
+        msg = str(exc).lower()
+        if "lock" not in msg or locking is False:
+            raise
+        if "errno = 11" in msg or "temporarily unavailable" in msg:
+            raise CheckpointError(
+                f"{path} is locked by another process that has it open (HDF5 file lock). "
+                f"Close that program, or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway."
+            ) from exc
+        log.warning("the filesystem of %s refuses HDF5 file locks (%s); continuing without "
+                    "locking. Set HDF5_USE_FILE_LOCKING=FALSE (or %s=false) to skip this "
+                    "attempt.", path, exc, LOCKING_ENV)
+        _unlocked_fallback = True
+        return h5py.File(path, mode, locking=False, libver=LIBVER)
+
+
+def _put_str(obj, name: str, value: str) -> None:
+    obj.attrs[name] = np.bytes_(value.encode("utf-8"))
+
+
+def _get_str(obj, name: str) -> str:
+    v = obj.attrs[name]
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot store a {type(o).__name__} in a checkpoint")
+
+
+def _put_json(group, name: str, obj: Any):
+    raw = json.dumps(obj, default=_json_default).encode("utf-8")
+    return group.create_dataset(name, data=np.frombuffer(raw, dtype=np.uint8),
+                                fletcher32=True)
+
+
+def _get_json(ds) -> Any:
+    return json.loads(ds[()].tobytes().decode("utf-8"))
+
+
+def _put_array(group, name: str, arr: np.ndarray, dtype=None):
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return group.create_dataset(name, data=arr, fletcher32=True)
+
+
+# ---------------------------------------------------------------------- writing
+def _write_model(g, model: SparseMLP) -> None:
+    g.attrs["sizes"] = np.asarray(model.sizes, dtype=np.int64)
+    g.attrs["epsilon"] = float(model.epsilon)
+    _put_str(g, "activation", model.activation)
+    g.attrs["alpha"] = float("nan") if model.alpha is None else float(model.alpha)
+    _put_str(g, "weight_init", model.init)
+    _put_str(g, "output", model.output)
+    g.attrs["dropout"] = float(model.dropout)
+    for li, layer in enumerate(model.layers):
+        lg = g.create_group(f"layers/{li}")
+        lg.attrs["n_in"], lg.attrs["n_out"], lg.attrs["nnz"] = layer.n_in, layer.n_out, layer.nnz
+        _put_str(lg, "init", layer.init)
+        for name, dtype in LAYER_ARRAYS.items():
+            _put_array(lg, name, getattr(layer, name), dtype)
+    for h, act in enumerate(model.acts):
+        ag = g.create_group(f"activations/{h}")
+        _put_str(ag, "name", act.name)
+        ag.attrs["kind"], ag.attrs["slope"] = int(act.kind), float(act.slope)
+        if act.params is not None:
+            _put_array(ag, "params", act.params, np.float32)
+            _put_array(ag, "velocity", act.velocity, np.float32)
+
+
+def _write_state(f, state: TrainState) -> None:
+    sg = f.create_group("state")
+    for fld in dataclasses.fields(TrainState):
+        if fld.name != "history":
+            sg.attrs[fld.name] = getattr(state, fld.name)
+    hg = f.create_group("history")
+    columns = list(dict.fromkeys(k for row in state.history for k in row))
+    _put_json(hg, "columns", columns)
+    for col in columns:
+        vals = [row.get(col) for row in state.history]
+        if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vals):
+            _put_array(hg, col, np.asarray(vals, dtype=np.int64))
+        elif all(v is None or isinstance(v, (int, float, np.number)) for v in vals):
+            _put_array(hg, col, np.asarray([np.nan if v is None else v for v in vals],
+                                           dtype=np.float64))
+        else:
+            _put_json(hg, col, vals).attrs["json"] = 1
+
+
+def _write_extra(g, extra: dict) -> None:
+    for key, value in extra.items():
+        if not isinstance(key, str) or not key or "/" in key or key == ".":
+            raise ConfigError(f"checkpoint extra keys must be non-empty strings without '/', "
+                              f"got {key!r}")
+        if isinstance(value, dict):
+            _write_extra(g.create_group(key), value)
+        elif isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+            ds = _put_array(g, key, value.reshape(-1) if value.ndim == 0 else value)
+            if value.ndim == 0:
+                ds.attrs["scalar"] = 1
+        else:
+            _put_json(g, key, value).attrs["json"] = 1
+
+
+def _streams_dict(streams: RandomStreams | dict | None) -> dict | None:
+    if streams is None or isinstance(streams, dict):
+        return streams
+    return {**streams.state(), "seed": streams.seed, "dropout_seed": streams.dropout_seed}
+
+
+def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseMLP,
+                    state: TrainState | None, streams: RandomStreams | dict | None,
+                    extra: dict | None = None) -> Path:
+    """Write a checkpoint atomically (module docs: layout, crash safety).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to create or replace.  Its folder is created if needed.
+    cfg : TrainConfig or None
+        The run's configuration (None: a model-only file, which loads and
+        predicts but cannot resume training).
+    model : SparseMLP
+    state : TrainState or None
+    streams : RandomStreams, dict or None
+        The random streams, or their state as :meth:`Trainer.streams_state`
+        returns it (mid-epoch: the shuffle stream before the permutation).
+    extra : dict, optional
+        Anything else to store (nested dicts, numeric arrays, JSON values);
+        :func:`load_checkpoint` returns it as ``Checkpoint.extra``.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    DivergenceError
+        The model holds NaN or inf (nothing is written).
+    CheckpointError
+        The file could not be written (disk full, no permission...); the
+        previous file at ``path``, if any, is untouched.
+    """
+    path = Path(path)
+    bad = nonfinite_parts(model)
+    if bad:
+        raise DivergenceError(f"not saving checkpoint {path}: NaN or inf in {', '.join(bad)}")
+    folder = path.parent
+    tmp = folder / f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open_h5(tmp, "w") as f:
+            f.attrs["format"] = np.bytes_(FORMAT.encode())
+            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            _put_str(f, "sparse_mlp_version", __version__)
+            _put_str(f, "created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            if cfg is not None:
+                _put_json(f, "config", cfg.to_dict())
+            _write_model(f.create_group("model"), model)
+            if state is not None:
+                _write_state(f, state)
+            streams_state = _streams_dict(streams)
+            if streams_state is not None:
+                _put_json(f, "streams", streams_state)
+            _write_extra(f.create_group("extra"), extra or {})
+            f.flush()
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(folder, directory=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {exc}. Free some disk space or choose "
+                f"another --out; any previous file at that path is untouched.") from exc
+        raise
+    return path
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some platforms cannot open folders; the rename is still atomic
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------- reading
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint.
+
+    Attributes
+    ----------
+    path : Path
+    cfg : TrainConfig or None
+        None for a model-only file.
+    model : SparseMLP
+        Ready to predict or to continue training.
+    state : TrainState or None
+    streams_state : dict or None
+        Every random stream's state (see :meth:`streams`).
+    extra : dict
+    schema_version : int
+    sparse_mlp_version : str
+        The version that wrote the file.
+    created : str
+        UTC time of writing, ISO 8601.
+    """
+
+    path: Path
+    cfg: TrainConfig | None
+    model: SparseMLP
+    state: TrainState | None
+    streams_state: dict | None
+    extra: dict = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+    sparse_mlp_version: str = ""
+    created: str = ""
+
+    def streams(self) -> RandomStreams:
+        """The run's random streams, restored to their saved state."""
+        if self.streams_state is None:
+            raise CheckpointError(f"{self.path} holds no random-stream state (a model-only "
+                                  f"file): it can predict but not resume training")
+        seed = self.streams_state.get("seed", self.cfg.seed if self.cfg else 0)
+        streams = RandomStreams(seed)
+        streams.set_state(self.streams_state)
+        streams.dropout_seed = int(self.streams_state.get("dropout_seed", seed))
+        return streams
+
+    @property
+    def resumable(self) -> bool:
+        return self.cfg is not None and self.state is not None and self.streams_state is not None
+
+
+def _read_model(g, n_threads: int | None) -> SparseMLP:
+    sizes = [int(s) for s in g.attrs["sizes"]]
+    alpha = float(g.attrs["alpha"])
+    layers = []
+    for li in range(len(sizes) - 1):
+        lg = g[f"layers/{li}"]
+        n_in, n_out, nnz = (int(lg.attrs[k]) for k in ("n_in", "n_out", "nnz"))
+        if (n_in, n_out) != (sizes[li], sizes[li + 1]):
+            raise ValueError(f"layer {li} is {n_in} x {n_out}, the sizes say "
+                             f"{sizes[li]} x {sizes[li + 1]}")
+        arr = {}
+        for name, dtype in LAYER_ARRAYS.items():
+            a = lg[name][()]
+            want = (n_out + 1,) if name == "indptr" else (n_out,) if "bias" in name else (nnz,)
+            if a.dtype != dtype or a.shape != want:
+                raise ValueError(f"layer {li} {name} is {a.dtype} {a.shape}, expected "
+                                 f"{np.dtype(dtype)} {want}")
+            arr[name] = a
+        if arr["indptr"][0] != 0 or arr["indptr"][-1] != nnz:
+            raise ValueError(f"layer {li} indptr does not span its {nnz} weights")
+        layers.append(SparseLayer(n_in, n_out, arr["indptr"], arr["indices"], arr["data"],
+                                  init=_get_str(lg, "init"), bias=arr["bias"],
+                                  velocity=arr["velocity"], bias_velocity=arr["bias_velocity"],
+                                  check=True))
+    acts = []
+    for h in range(len(sizes) - 2):
+        ag = g[f"activations/{h}"]
+        params = ag["params"][()] if "params" in ag else None
+        velocity = ag["velocity"][()] if "velocity" in ag else None
+        for a in (params, velocity):
+            if a is not None and (a.dtype != np.float32 or a.shape != (sizes[h + 1], 4)):
+                raise ValueError(f"activation {h} parameters are {a.dtype} {a.shape}")
+        acts.append(Activation(_get_str(ag, "name"), int(ag.attrs["kind"]),
+                               float(ag.attrs["slope"]), params, velocity))
+    model = SparseMLP(sizes, epsilon=float(g.attrs["epsilon"]),
+                      activation=_get_str(g, "activation"),
+                      alpha=None if np.isnan(alpha) else alpha,
+                      init=_get_str(g, "weight_init"), output=_get_str(g, "output"),
+                      dropout=float(g.attrs["dropout"]), n_threads=n_threads, layers=layers,
+                      activations=acts)
+    bad = nonfinite_parts(model)
+    if bad:
+        raise ValueError(f"NaN or inf in {', '.join(bad)}")
+    return model
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def _read_state(f) -> TrainState:
+    sg = f["state"]
+    names = {fld.name for fld in dataclasses.fields(TrainState)} - {"history"}
+    kw = {k: _py(sg.attrs[k]) for k in names if k in sg.attrs}
+    hg = f["history"]
+    columns = _get_json(hg["columns"])
+    cols = {c: (_get_json(hg[c]) if hg[c].attrs.get("json", 0) else hg[c][()].tolist())
+            for c in columns}
+    n = len(cols[columns[0]]) if columns else 0
+    history = [{c: cols[c][i] for c in columns} for i in range(n)]
+    return TrainState(history=history, **kw)
+
+
+def _read_extra(g) -> dict:
+    out: dict = {}
+    for key, item in g.items():
+        if isinstance(item, h5py.Group):
+            out[key] = _read_extra(item)
+        elif item.attrs.get("json", 0):
+            out[key] = _get_json(item)
+        else:
+            a = item[()]
+            out[key] = a.reshape(()) if item.attrs.get("scalar", 0) else a
+    return out
+
+
+def _check_header(f, path: Path) -> None:
+    if "format" not in f.attrs or _get_str(f, "format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is an HDF5 file but not a sparse_mlp checkpoint (its root has no "
+            f"format={FORMAT!r} attribute); give the path of a file written by sparse_mlp")
+    version = int(f.attrs.get("schema_version", -1))
+    if version != SCHEMA_VERSION:
+        writer = _get_str(f, "sparse_mlp_version") if "sparse_mlp_version" in f.attrs else "?"
+        raise CheckpointError(
+            f"{path} has checkpoint schema version {version} (written by sparse_mlp "
+            f"{writer}); this sparse_mlp {__version__} reads schema version {SCHEMA_VERSION} "
+            f"only. Load it with the sparse_mlp version that wrote it.")
+
+
+def load_checkpoint(path: str | Path, n_threads: int | None = None) -> Checkpoint:
+    """Load and verify a checkpoint.
+
+    Parameters
+    ----------
+    path : str or Path
+    n_threads : int, optional
+        Kernel threads of the loaded model (default: the cores available).
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        The file is missing, not HDF5, truncated, damaged (a checksum or
+        structure check fails), not a sparse_mlp checkpoint, or of another
+        schema version; the message names the file and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (or is not a file)")
+    if not h5py.is_hdf5(path):
+        raise CheckpointError(f"{path} is not an HDF5 file: it is damaged, empty, or not a "
+                              f"checkpoint")
+    try:
+        with open_h5(path, "r") as f:
+            _check_header(f, path)
+            cfg = TrainConfig.from_dict(_get_json(f["config"])) if "config" in f else None
+            model = _read_model(f["model"], n_threads)
+            state = _read_state(f) if "state" in f else None
+            streams = _get_json(f["streams"]) if "streams" in f else None
+            extra = _read_extra(f["extra"]) if "extra" in f else {}
+            return Checkpoint(path, cfg, model, state, streams, extra,
+                              int(f.attrs["schema_version"]),
+                              _get_str(f, "sparse_mlp_version"), _get_str(f, "created"))
+    except (CheckpointError, MemoryError):
+        raise
+    except Exception as exc:  # h5py raises OSError, KeyError, ValueError, TypeError...
+        raise CheckpointError(_describe_damage(path, exc)) from exc
+
+
+def _describe_damage(path: Path, exc: Exception) -> str:
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if "truncated" in low or "eof" in low:
+        what = "is truncated (the copy or the write did not finish)"
+    elif "checksum" in low or "filter" in low:
+        what = "is corrupt: a checksum does not match (the data changed after writing)"
+    else:
+        what = "is corrupt or incomplete"
+    return (f"{path} {what} [{type(exc).__name__}: {msg}]. Use another checkpoint "
+            f"(--resume auto picks the newest valid one).")
+
+
+def load(path: str | Path, n_threads: int | None = None) -> SparseMLP:
+    """A saved model, ready to predict.
+
+    Parameters
+    ----------
+    path : str or Path
+        A checkpoint file, a run's output folder or its ``checkpoints``
+        folder (the newest valid checkpoint there).
+    n_threads : int, optional
+
+    Returns
+    -------
+    SparseMLP
+    """
+    return load_checkpoint(resolve_checkpoint(path), n_threads=n_threads).model
+
+
+# ---------------------------------------------------------------------- a run's folder
+def checkpoint_name(epoch: int, step: int) -> str:
+    """File name of a run's checkpoint after ``epoch`` finished epochs and
+    ``step`` mini-batches: ``ckpt_e<epoch>_s<step>.h5``."""
+    return f"ckpt_e{int(epoch):06d}_s{int(step):010d}.h5"
+
+
+def list_checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoints of a run's checkpoint folder, oldest first (by step,
+    then epoch).  Temporary, corrupt and superseded files are left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_file():
+            found.append(((int(m.group(2)), int(m.group(1))), p))
+    return [p for _, p in sorted(found)]
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    if path.name != CHECKPOINT_DIR and (path / CHECKPOINT_DIR).is_dir():
+        return path / CHECKPOINT_DIR
+    return path
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file as given, or for a folder (a run's output folder or
+    its ``checkpoints`` folder) the newest checkpoint that loads."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    ck = latest_checkpoint(_checkpoint_folder(path), quarantine=False)
+    if ck is None:
+        raise CheckpointError(f"no valid checkpoint in {path} (looked for "
+                              f"{_checkpoint_folder(path)}/ckpt_*.h5)")
+    return ck.path
+
+
+def latest_checkpoint(folder: str | Path, n_threads: int | None = None,
+                      quarantine: bool = True) -> Checkpoint | None:
+    """The newest checkpoint of ``folder`` that loads, or None if it has none.
+
+    Damaged files are skipped with a warning and, with ``quarantine``,
+    renamed to ``<name>.corrupt`` so that nothing picks them again."""
+    for p in reversed(list_checkpoints(folder)):
+        try:
+            return load_checkpoint(p, n_threads=n_threads)
+        except CheckpointError as exc:
+            log.warning("skipping a damaged checkpoint: %s", exc)
+            if quarantine:
+                _rename_aside(p, "corrupt")
+    return None
+
+
+def _rename_aside(path: Path, suffix: str) -> Path:
+    target = path.with_name(f"{path.name}.{suffix}")
+    k = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.{suffix}{k}")
+        k += 1
+    os.replace(path, target)
+    return target
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class CheckpointDir:
+    """The checkpoints of one run: ``<out>/checkpoints/ckpt_e<E>_s<S>.h5``.
+
+    Parameters
+    ----------
+    folder : str or Path
+    keep : int
+        After each save, only the ``keep`` newest checkpoints stay.
+    """
+
+    def __init__(self, folder: str | Path, keep: int = 3) -> None:
+        if keep < 1:
+            raise ConfigError(f"keep must be at least 1, got {keep}")
+        self.folder = Path(folder)
+        self.keep = int(keep)
+        self.clean_temporary()
+
+    def list(self) -> list[Path]:
+        return list_checkpoints(self.folder)
+
+    def save(self, *, cfg: TrainConfig, model: SparseMLP, state: TrainState,
+             streams: RandomStreams | dict, extra: dict | None = None) -> Path:
+        """Save the state as the folder's newest checkpoint and delete the
+        ones beyond ``keep`` (only after the new one is safely renamed)."""
+        path = self.folder / checkpoint_name(state.epoch, state.step)
+        save_checkpoint(path, cfg=cfg, model=model, state=state, streams=streams, extra=extra)
+        for old in self.list()[:-self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def latest(self, n_threads: int | None = None) -> Checkpoint | None:
+        """The newest checkpoint that loads (damaged ones renamed aside)."""
+        return latest_checkpoint(self.folder, n_threads=n_threads)
+
+    def retire_after(self, step: int, epoch: int) -> list[Path]:
+        """Rename checkpoints newer than (step, epoch) to ``<name>.superseded``:
+        a run resumed from an older checkpoint must never pick them again."""
+        moved = []
+        for p in self.list():
+            m = _NAME.match(p.name)
+            if (int(m.group(2)), int(m.group(1))) > (step, epoch):
+                moved.append(_rename_aside(p, "superseded"))
+                log.warning("checkpoint %s is newer than the one this run resumes from; "
+                            "renamed to %s", p.name, moved[-1].name)
+        return moved
+
+    def clean_temporary(self) -> None:
+        """Delete temporary files left by killed writers on this host."""
+        if not self.folder.is_dir():
+            return
+        host = socket.gethostname()
+        for p in self.folder.iterdir():
+            m = _TMP.match(p.name)
+            if m and m.group(2) == host and not _pid_alive(int(m.group(3))):
+                log.info("removing %s, left by a writer that was killed", p.name)
+                p.unlink(missing_ok=True)
