@@ -1,0 +1,137 @@
+"""SparseMLPClassifier: scikit-learn's estimator checks and the API around them."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sparse_mlp import SparseMLPClassifier
+from sparse_mlp.errors import DivergenceError
+
+
+@parametrize_with_checks([SparseMLPClassifier(),
+                          SparseMLPClassifier(hidden_layer_sizes=(20, 10), growth="momentum",
+                                              alpha="auto", density_allocation="erk",
+                                              max_iter=30)])
+def test_sklearn_check_estimator(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X, y = load_digits(return_X_y=True)
+    return X[:900].astype(np.float32), y[:900], X[900:1300].astype(np.float32), y[900:1300]
+
+
+def test_learns_digits(digits):
+    X, y, Xt, yt = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(200,), epsilon=10, max_iter=25,
+                              random_state=0).fit(X, y)
+    assert clf.score(Xt, yt) > 0.9
+    assert clf.n_iter_ == 25 and len(clf.loss_curve_) == 25
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]
+    assert list(clf.classes_) == list(range(10))
+
+
+def test_coefs_are_sparse_copies(digits):
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(50, 30), max_iter=3, random_state=0).fit(X, y)
+    coefs = clf.coefs_
+    assert [c.shape for c in coefs] == [(64, 50), (50, 30), (30, 10)]
+    assert all(sp.issparse(c) for c in coefs)
+    assert [c.nnz for c in coefs] == clf.model_.nnz_per_layer()
+    assert coefs[0].nnz < 64 * 50
+    coefs[0].data[:] = 0.0                         # a copy: the model is untouched
+    assert np.abs(clf.model_.layers[0].data).sum() > 0
+    assert [b.shape for b in clf.intercepts_] == [(50,), (30,), (10,)]
+
+
+def test_sparse_input_matches_dense(digits):
+    """Only each batch is densified: the same numbers train the same network."""
+    X, y, Xt, _ = digits
+    X = StandardScaler().fit_transform(X).astype(np.float32)
+    X[np.abs(X) < 0.3] = 0.0
+    kw = dict(hidden_layer_sizes=(40,), max_iter=4, random_state=3, standardize=False)
+    dense = SparseMLPClassifier(**kw).fit(X, y)
+    sparse = SparseMLPClassifier(**kw).fit(sp.csr_matrix(X), y)
+    np.testing.assert_array_equal(dense.predict_proba(X), sparse.predict_proba(sp.csc_matrix(X)))
+    # with standardisation (statistics from sparse sums): the same up to rounding
+    a = SparseMLPClassifier(hidden_layer_sizes=(40,), max_iter=4, random_state=3).fit(X, y)
+    b = SparseMLPClassifier(hidden_layer_sizes=(40,), max_iter=4, random_state=3).fit(
+        sp.csr_matrix(X), y)
+    np.testing.assert_allclose(a.mean_, b.mean_, atol=1e-6)
+    np.testing.assert_allclose(a.predict_proba(Xt), b.predict_proba(sp.csr_matrix(Xt)),
+                               atol=1e-3)
+
+
+def test_pipeline_gridsearch_cross_val(digits):
+    X, y, _, _ = digits
+    pipe = make_pipeline(StandardScaler(), SparseMLPClassifier(max_iter=5, random_state=0))
+    scores = cross_val_score(pipe, X[:400], y[:400], cv=3)
+    assert scores.shape == (3,) and scores.min() > 0.5
+    gs = GridSearchCV(SparseMLPClassifier(max_iter=5, random_state=0),
+                      {"alpha": [0.1, "auto"], "growth": ["random", "gradient"]}, cv=2)
+    gs.fit(X[:300], y[:300])
+    assert set(gs.best_params_) == {"alpha", "growth"}
+    assert gs.best_estimator_.n_iter_ == 5
+
+
+def test_partial_fit(digits):
+    X, y, Xt, yt = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(100,), random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X[:100], y[:100])
+    nnz = None
+    for i in range(24):                           # 3 passes over 8 chunks
+        s = slice(100 * (i % 8), 100 * (i % 8 + 1))
+        clf.partial_fit(X[s], y[s], classes=np.arange(10))
+        nnz = nnz or clf.model_.nnz
+        assert clf.model_.nnz == nnz              # SET keeps nnz between calls
+    assert clf.n_iter_ == 24
+    assert clf.score(Xt, yt) > 0.7
+    with pytest.raises(ValueError, match="not in the classes"):
+        clf.partial_fit(X[:10], np.full(10, 11))
+    with pytest.raises(ValueError, match="features"):
+        clf.partial_fit(X[:10, :5], y[:10])
+
+
+def test_alpha_auto_and_options(digits):
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(alpha="auto", max_iter=2, random_state=0).fit(X, y)
+    from sparse_mlp.alpha import auto_alpha
+    assert clf.alpha_ == auto_alpha(X)
+    assert clf.model_.acts[0].slope == -clf.alpha_
+    relu = SparseMLPClassifier(activation="relu", max_iter=1, random_state=0).fit(X, y)
+    assert relu.alpha_ is None
+    for kw in (dict(growth="gradient"), dict(growth="momentum", growth_init="init"),
+               dict(density_allocation="erk", hidden_layer_sizes=(64, 10)),
+               dict(importance_pruning=True, ip_start=0, ip_every=1)):
+        c = SparseMLPClassifier(max_iter=3, random_state=0, **kw).fit(X, y)
+        assert c.score(X, y) > 0.5, kw
+
+
+def test_thread_count_and_pickle(digits):
+    X, y, Xt, _ = digits
+    kw = dict(hidden_layer_sizes=(60, 30), max_iter=2, random_state=1, growth="gradient",
+              batch_size=128)
+    a = SparseMLPClassifier(n_threads=1, **kw).fit(X, y)
+    b = SparseMLPClassifier(n_threads=2, **kw).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(Xt), b.predict_proba(Xt))
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(a.predict_proba(Xt), c.predict_proba(Xt))
+
+
+def test_divergence_is_reported():
+    X, y = make_blobs(200, random_state=0)
+    clf = SparseMLPClassifier(learning_rate=50.0, standardize=False, max_iter=50,
+                              random_state=0)
+    with pytest.raises(DivergenceError, match="learning_rate"):
+        clf.fit(X * 1e3, y)
