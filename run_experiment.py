@@ -18,6 +18,8 @@ import sys
 
 from sparse_mlp.errors import ConfigError, SparseMLPError
 
+PREEMPTED_EXIT_CODE = 75  # sparse_mlp.training.PREEMPTED_EXIT_CODE (EX_TEMPFAIL)
+
 PRESET_HELP = """presets (--dataset NAME; paper Table 7, all: momentum 0.9, weight decay 2e-4,
 dropout 0.3, zeta 0.3, 500 epochs, All-ReLU, IP from epoch 200 every 10 at the 20th pct):
   leukemia      54675-27500-27500-18     eps 10  lr 0.005  batch 5    normal      alpha 0.75
@@ -32,7 +34,9 @@ dropout 0.3, zeta 0.3, 500 epochs, All-ReLU, IP from epoch 200 every 10 at the 2
   a file path   the fashionmnist recipe, 100 epochs
 
 exit status: 0 done, 2 bad input or settings (the message says what to change),
-3 training diverged, 130 interrupted."""
+3 training diverged (the last good checkpoint is kept), 75 preempted: SIGTERM or
+SIGUSR1 stopped the run after a batch and a checkpoint (continue it exactly with
+--resume auto --out DIR), 130 interrupted."""
 
 
 def _int_list(text: str) -> list[int]:
@@ -54,13 +58,23 @@ def _float_list(text: str) -> list[float]:
             f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _alpha_value(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or 'auto', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run_experiment.py", description=__doc__.split("\n\n")[0],
         epilog=PRESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", default="digits",
+    d.add_argument("--dataset",
                    help="paper dataset (leukemia, higgs, madelon, fashionmnist, cifar10), "
                         "'synthetic', 'digits', or a path to .npz/.csv/.tsv/libsvm "
                         "(default: digits)")
@@ -82,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights per layer")
     a.add_argument("--activation", choices=["relu", "allrelu", "leaky", "srelu", "tanh",
                                             "sigmoid"], help="hidden activation (preset: allrelu)")
-    a.add_argument("--alpha", type=float, help="All-ReLU slope (sign alternates by layer); "
+    a.add_argument("--alpha", type=_alpha_value, help="All-ReLU slope (sign alternates by "
+                   "layer), or 'auto': chosen from the input skewness (sparse_mlp/alpha.py); "
                    "leaky: negative slope (default 0.01)")
     a.add_argument("--output", choices=["softmax", "sigmoid"],
                    help="output + loss: softmax+cross-entropy (default) or sigmoid+MSE")
@@ -127,6 +142,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one log line per epoch (automatic when not a terminal)")
     r.add_argument("--quiet", action="store_true", help="warnings and the result only")
+
+    c = p.add_argument_group("checkpoints and faults")
+    c.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="checkpoint every N epochs into OUT/checkpoints, and after the last "
+                        "(default: every 10 minutes of training and after the last epoch; "
+                        "0: none)")
+    c.add_argument("--keep-checkpoints", type=int, metavar="K",
+                   help="keep the K newest checkpoints (default 3)")
+    c.add_argument("--resume", metavar="PATH|auto",
+                   help="continue a run exactly: from a checkpoint file, a run folder, or "
+                        "'auto' = the newest valid checkpoint in --out (a new run if there is "
+                        "none yet, so one command line serves every requeue). The saved "
+                        "settings apply; only --epochs, --lr, --threads, --eval-every, "
+                        "--eval-batch-size, --out, --data-dir, --post-prune and these "
+                        "checkpoint flags may change")
+    c.add_argument("--save-topology", action="store_true", default=None,
+                   help="store every epoch's connectivity in OUT/topology.h5 (about 1-1.5 "
+                        "bytes per weight and epoch; read it with "
+                        "sparse_mlp.topology_log.load_topology)")
+    c.add_argument("--evaluate", metavar="CHECKPOINT",
+                   help="evaluate a saved model (a checkpoint file or a run folder) on "
+                        "--dataset (default: the one it was trained on); prints the "
+                        "accuracy and writes JSON (to --out, else beside the checkpoint)")
+
+    b = p.add_argument_group("beyond the paper (defaults: the paper's SET and ER)")
+    b.add_argument("--growth", choices=["random", "gradient", "momentum"],
+                   help="regrowth after SET's removal: random (SET, default), gradient "
+                        "(RigL: largest |gradient| at empty positions) or momentum (sparse "
+                        "momentum: largest |momentum|, regrowth redistributed over layers by "
+                        "their mean |momentum|)")
+    b.add_argument("--growth-batches", type=int, help="probe mini-batches per evolution step "
+                   "for gradient/momentum growth (default 1 / 10)")
+    b.add_argument("--growth-init", choices=["zero", "init"], help="values of weights grown "
+                   "by gradient/momentum: zero (default, as RigL) or the init distribution")
+    b.add_argument("--growth-candidates", type=float, help="search only C x (weights to "
+                   "regrow) random empty positions per layer instead of all of them "
+                   "(for layers too large to scan)")
+    b.add_argument("--density-allocation", choices=["er", "erk"], help="er: eps*(n_in+n_out) "
+                   "weights per layer (paper, default); erk: RigL's ERK split of the same "
+                   "budget, capped layers' excess handed to the others")
+    b.add_argument("--erk-power", type=float, help="erk: density ~ ((n_in+n_out)/(n_in*n_out))"
+                   "**power (default 1; 0 = uniform density)")
 
     x = p.add_argument_group("reproduce the paper")
     x.add_argument("--reproduce", choices=["table2"],
@@ -182,13 +239,22 @@ def config_from_args(args: argparse.Namespace):
                "zeta": "zeta", "importance_pruning": "importance_pruning",
                "ip_start": "ip_start", "ip_every": "ip_every", "ip_percentile": "ip_percentile",
                "post_prune": "post_prune", "seed": "seed", "threads": "threads",
-               "eval_every": "eval_every", "eval_batch_size": "eval_batch_size", "out": "out"}
+               "eval_every": "eval_every", "eval_batch_size": "eval_batch_size", "out": "out",
+               "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
+               "save_topology": "save_topology"}
     changes = {field: getattr(args, flag) for flag, field in mapping.items()
                if getattr(args, flag) is not None}
     if args.n_samples is not None:
         changes["n_train"] = args.n_samples
     if args.no_evolution:
         changes["evolution"] = False
+    if changes.get("alpha") == "auto":  # resolved from the training data at run start
+        del changes["alpha"]
+        changes["alpha_auto"] = True
+    changes.update({f: getattr(args, f) for f in ("growth", "growth_batches", "growth_init",
+                                                   "growth_candidates", "density_allocation",
+                                                   "erk_power")
+                    if getattr(args, f) is not None})
     activation = changes.get("activation", cfg.activation)
     if activation not in ("allrelu", "leaky") and "alpha" not in changes:
         changes["alpha"] = None  # the preset's All-ReLU slope does not apply
@@ -221,28 +287,82 @@ def _reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explicit_settings(args: argparse.Namespace, cfg, dataset_given: bool) -> dict:
+    """The configuration fields the user set on the command line: on
+    --resume they are checked against (or change) the checkpoint's."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(cfg)} - {"dataset", "preset"}
+    given = {n: getattr(cfg, n) for n in names if getattr(args, n, None) is not None}
+    if dataset_given:
+        given["dataset"] = cfg.dataset
+    if args.n_samples is not None:
+        given["n_train"] = cfg.n_train
+    if args.no_evolution:
+        given["evolution"] = False
+    if args.alpha == "auto":
+        given.pop("alpha", None)
+        given["alpha_auto"] = True
+    return given
+
+
+EVALUATE_FLAGS = ("data_dir", "n_train", "n_test", "n_features", "n_classes", "label_column",
+                  "test_fraction", "seed", "threads", "eval_batch_size")
+
+
+def _evaluate(args: argparse.Namespace, dataset_given: bool) -> int:
+    from sparse_mlp.experiment import evaluate_checkpoint
+
+    skip = {"evaluate", "dataset", "out", "quiet", "no_progress", "seeds", *EVALUATE_FLAGS}
+    other = sorted(k for k, v in vars(args).items() if v is not None and k not in skip)
+    if other:
+        raise ConfigError("--evaluate takes --dataset, --out and the data flags ("
+                          + ", ".join("--" + f.replace("_", "-") for f in EVALUATE_FLAGS)
+                          + "); got " + ", ".join("--" + o.replace("_", "-") for o in other))
+    res = evaluate_checkpoint(args.evaluate, dataset=args.dataset if dataset_given else None,
+                              overrides={k: getattr(args, k) for k in EVALUATE_FLAGS
+                                         if getattr(args, k) is not None}, out=args.out)
+    print(f"{res['checkpoint']} ({res['architecture']}, {res['nnz']:,} weights, "
+          f"{res['epochs_trained']} epochs) on {res['dataset']}: test accuracy "
+          f"{100 * res['test_acc']:.2f}% (loss {res['test_loss']:.4f}, {res['n_test']} "
+          f"samples), training set {100 * res['train_acc']:.2f}% (loss "
+          f"{res['train_loss']:.4f})")
+    print(f"written: {res['json']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    dataset_given = args.dataset is not None
+    args.dataset = args.dataset or "digits"
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout)
     try:
         if args.reproduce:
             return _reproduce(args)
+        if args.evaluate:
+            return _evaluate(args, dataset_given)
         cfg = config_from_args(args)
         from sparse_mlp.experiment import run
 
-        if not args.quiet:
+        if not args.quiet and not args.resume:
             print(f"sparse_mlp: {cfg.dataset} (preset {cfg.preset}), hidden "
                   f"{','.join(map(str, cfg.hidden))}, eps {cfg.epsilon}, {cfg.activation}"
-                  f"{f' alpha {cfg.alpha}' if cfg.alpha is not None else ''}"
-                  f"{', importance pruning' if cfg.importance_pruning else ''}, "
+                  f"{' alpha auto' if cfg.alpha_auto else ''}"
+                  f"{f' alpha {cfg.alpha}' if cfg.alpha is not None and not cfg.alpha_auto else ''}"
+                  f"{', importance pruning' if cfg.importance_pruning else ''}"
+                  f"{f', {cfg.growth} growth' if cfg.growth != 'random' else ''}"
+                  f"{f', {cfg.density_allocation}' if cfg.density_allocation != 'er' else ''}, "
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}",
                   flush=True)
-        summary = run(cfg, progress=False if args.no_progress else None)
+        overrides = _explicit_settings(args, cfg, dataset_given) if args.resume else None
+        summary = run(cfg, progress=False if args.no_progress else None, resume=args.resume,
+                      overrides=overrides)
     except SparseMLPError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        preempted = exc.exit_code == PREEMPTED_EXIT_CODE
+        print(f"{'preempted' if preempted else 'error'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -256,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
               f"test accuracy {100 * row['test_acc']:.2f}%, nnz {row['nnz']:,}")
     print(f"results: {summary['out']}/ (config.json, metrics.csv, summary.json, "
           f"learning_curves.png)")
+    if summary.get("checkpoint"):
+        print(f"model: {summary['checkpoint']} (sparse_mlp.load, --evaluate, --resume)")
     return 0
 
 

@@ -19,6 +19,8 @@ _LAZY = {
     "SparseMLP": "sparse_mlp.model",
     "TrainConfig": "sparse_mlp.config",
     "load_dataset": "sparse_mlp.datasets",
+    "load": "sparse_mlp.checkpoint",
+    "SparseMLPClassifier": "sparse_mlp.estimator",
 }
 
 

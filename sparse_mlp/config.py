@@ -17,6 +17,10 @@ from .errors import ConfigError
 from .layers import INITS
 
 DECAY_MODES = ("paper", "decoupled")
+# beyond the paper (sparse_mlp/growth.py)
+GROWTH_MODES = ("random", "gradient", "momentum")
+GROWTH_INITS = ("zero", "init")
+DENSITY_ALLOCATIONS = ("er", "erk")
 
 
 @dataclass
@@ -62,6 +66,19 @@ class TrainConfig:
     eval_batch_size: int = 1024
     out: str | None = None             # output folder (default: runs/<dataset>_<time>)
     preset: str | None = None          # the preset these values started from
+    checkpoint_every: int | None = None  # epochs between checkpoints in <out>/checkpoints;
+    #                                    None: every 10 minutes and after the last epoch; 0: off
+    keep_checkpoints: int = 3          # newest checkpoints kept (older ones are deleted)
+    save_topology: bool = False        # every epoch's connectivity to <out>/topology.h5
+    # --- beyond the paper (sparse_mlp/growth.py, sparse_mlp/alpha.py) -----
+    growth: str = "random"             # regrowth: random (SET, paper) | gradient (RigL-style)
+    #                                    | momentum (sparse momentum, layer redistribution)
+    growth_batches: int | None = None  # probe mini-batches for the gradient (None: 1 / 10)
+    growth_init: str = "zero"          # gradient/momentum growth: new weights 0 | init draws
+    growth_candidates: float | None = None  # None: search all empty positions; c: c x regrowth
+    density_allocation: str = "er"     # er (paper: eps per layer) | erk (RigL, fixed budget)
+    erk_power: float = 1.0             # erk: density ~ ((n_in+n_out)/(n_in*n_out))**power
+    alpha_auto: bool = False           # --alpha auto: alpha from the input skewness at run start
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,5 +148,28 @@ class TrainConfig:
             problems.append(f"--eval-every must be at least 1, got {self.eval_every}")
         if self.eval_batch_size < 1:
             problems.append("--eval-batch-size must be at least 1")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            problems.append(f"--checkpoint-every must be 0 (off) or a number of epochs, "
+                            f"got {self.checkpoint_every}")
+        if self.keep_checkpoints < 1:
+            problems.append(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
+        # beyond the paper
+        if self.growth not in GROWTH_MODES:
+            problems.append(f"--growth must be one of {', '.join(GROWTH_MODES)}")
+        if self.growth_init not in GROWTH_INITS:
+            problems.append(f"--growth-init must be one of {', '.join(GROWTH_INITS)}")
+        if self.growth_batches is not None and self.growth_batches < 1:
+            problems.append(f"--growth-batches must be at least 1, got {self.growth_batches}")
+        if self.growth_candidates is not None and self.growth_candidates < 1:
+            problems.append(f"--growth-candidates must be at least 1 (times the weights to "
+                            f"regrow), got {self.growth_candidates}")
+        if self.density_allocation not in DENSITY_ALLOCATIONS:
+            problems.append(f"--density-allocation must be one of "
+                            f"{', '.join(DENSITY_ALLOCATIONS)}")
+        if not self.erk_power >= 0:
+            problems.append(f"--erk-power must be non-negative, got {self.erk_power}")
+        if self.alpha_auto and self.activation != "allrelu":
+            problems.append("--alpha auto chooses the All-ReLU slope: it needs "
+                            "--activation allrelu")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

@@ -4,31 +4,47 @@ Each epoch, in this order:
   1. shuffle the training set (the run's shuffle stream);
   2. mini-batches of exactly B samples (the tail is dropped, as the
      reference does): gather -> forward -> backward -> momentum update;
-  3. finite check (a diverged run stops with a clear message);
+     a non-finite batch loss stops the run at once (divergence), and a
+     stop request (SIGTERM / SIGUSR1, see :func:`stop_on_signals`) stops it
+     after the current batch with a checkpoint;
+  3. finite check of every weight (a diverged run stops with a clear message);
   4. test-set evaluation (every ``eval_every`` epochs and the last);
   5. topology evolution, after every epoch except the last, on every weight
      matrix except the last: Importance Pruning first when the schedule
      says so (e % ip_every == 0 and e > ip_start), then the SET step;
-  6. one metrics row: to the history, the CSV, the log / progress bar.
+  6. one metrics row: to the history, the CSV, the log / progress bar;
+  7. a checkpoint when one is due (:meth:`Trainer.checkpoint_due`), or when
+     a stop was requested during steps 3-6.
 
 Training loss and accuracy are running means over the epoch's mini-batches
 (with dropout, i.e. what is optimised); the reference code instead runs a
 second, dropout-free pass over the training set.
+
+Exact resume: everything the loop reads is in :class:`TrainState` (epoch,
+step, batch within the epoch and the epoch's running sums, history, best),
+in the model (weights, momentum, SReLU parameters) and in the random
+streams.  A checkpoint taken in the middle of an epoch stores the shuffle
+stream as it was *before* that epoch's permutation (:meth:`Trainer.streams_state`),
+so the resumed run draws the same permutation and skips the batches done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .config import TrainConfig
-from .errors import ConfigError, DivergenceError
+from .errors import ConfigError, DivergenceError, SparseMLPError
 from .evolution import importance_prune, set_step
 from .kernels import spmm
 from .model import SparseMLP
@@ -37,6 +53,32 @@ log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "nnz",
                   "train_s", "test_s", "evolution_s")
+TIMING_COLUMNS = ("train_s", "test_s", "evolution_s")
+
+# --checkpoint-every unset: a checkpoint at the end of the first epoch that
+# finishes this many seconds after the previous one (and after the last epoch)
+AUTO_CHECKPOINT_SECONDS = 600.0
+
+# exit status of a run stopped by SIGTERM / SIGUSR1 after saving a checkpoint:
+# EX_TEMPFAIL of sysexits.h, "temporary failure, try again" (--resume auto)
+PREEMPTED_EXIT_CODE = 75
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class PreemptedError(SparseMLPError):
+    """The run stopped on request (SIGTERM / SIGUSR1) after saving a checkpoint.
+
+    Attributes
+    ----------
+    checkpoint : pathlib.Path or None
+        The checkpoint written before stopping.
+    """
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+    def __init__(self, message: str, checkpoint: Path | None = None) -> None:
+        super().__init__(message)
+        self.checkpoint = checkpoint
 
 
 class RandomStreams:
@@ -58,6 +100,7 @@ class RandomStreams:
         self.dropout_seed = self.seed
 
     def state(self) -> dict:
+        """Every stream's bit-generator state (plain dicts, JSON-serialisable)."""
         return {name: getattr(self, name).bit_generator.state for name in self.NAMES}
 
     def set_state(self, state: dict) -> None:
@@ -74,11 +117,70 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     best_test_acc: float = -1.0
     best_epoch: int = -1
+    # inside epoch ``epoch`` (non-zero only in a checkpoint taken mid-epoch)
+    batch: int = 0                      # mini-batches of this epoch already done
+    epoch_loss_sum: float = 0.0         # their summed loss ...
+    epoch_correct: int = 0              # ... correct predictions ...
+    epoch_train_s: float = 0.0          # ... and training seconds
 
 
 def ip_due(cfg: TrainConfig, epoch: int) -> bool:
     """Importance Pruning at the end of ``epoch`` (reference schedule)."""
     return (cfg.importance_pruning and epoch > cfg.ip_start and epoch % cfg.ip_every == 0)
+
+
+class StopRequest:
+    """A request to stop after the current mini-batch (and checkpoint).
+
+    Set by the signal handlers of :func:`stop_on_signals`, or by hand
+    (:meth:`request`).  The handler only records the signal: everything
+    else (logging, saving) happens in the loop, between batches.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        if self.signum is None:
+            return "none"
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        if self.signum is None:
+            self.signum = int(signum)
+
+    def _handler(self, signum: int, frame) -> None:
+        self.request(signum)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest, names: tuple[str, ...] = STOP_SIGNALS
+                    ) -> Iterator[StopRequest]:
+    """Turn SIGTERM and SIGUSR1 (what SLURM sends before a time limit) into a
+    stop request for the duration of the block; the previous handlers come
+    back afterwards.  Outside the main thread (where Python cannot install
+    handlers) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {}
+    for name in names:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, stop._handler)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class Trainer:
@@ -93,12 +195,23 @@ class Trainer:
     streams : RandomStreams
     on_epoch : callable, optional
         Called with each metrics row (dict) after it is complete.
+    state : TrainState, optional
+        Continue from this state (a checkpoint's) instead of the start.
+    on_checkpoint : callable, optional
+        ``on_checkpoint(trainer, reason) -> path or None`` writes a
+        checkpoint of the trainer's current state; ``reason`` is
+        "scheduled", "final" or "preempted".  Without it no checkpoint is
+        written (and a stop request stops without one).
+    stop : StopRequest, optional
+        Polled after every mini-batch and at the end of every epoch.
     """
 
     def __init__(self, cfg: TrainConfig, model: SparseMLP, X_train: np.ndarray,
                  y_train: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
                  streams: RandomStreams, on_epoch: Callable[[dict], None] | None = None,
-                 state: TrainState | None = None) -> None:
+                 state: TrainState | None = None,
+                 on_checkpoint: Callable[[Trainer, str], Path | None] | None = None,
+                 stop: StopRequest | None = None) -> None:
         if X_train.shape[0] < cfg.batch_size:
             raise ConfigError(
                 f"--batch-size {cfg.batch_size} is larger than the training set "
@@ -111,48 +224,83 @@ class Trainer:
         self.y_test = np.ascontiguousarray(y_test, dtype=np.int32)
         self.streams = streams
         self.on_epoch = on_epoch
+        self.on_checkpoint = on_checkpoint
+        self.stop = stop
         self.state = state or TrainState()
+        if self.state.batch > self.n_batches:
+            raise ConfigError(
+                f"the saved state is at batch {self.state.batch} of epoch "
+                f"{self.state.epoch + 1}, but the training set has only {self.n_batches} "
+                f"batches of {cfg.batch_size}: the data or --batch-size differ from the run's")
         self._xb = np.empty((model.sizes[0], cfg.batch_size), dtype=np.float32)
+        # the shuffle stream before the current epoch's permutation (mid-epoch checkpoints)
+        self._epoch_shuffle_state = streams.shuffle.bit_generator.state
+        self._last_checkpoint_time = time.perf_counter()
 
     @property
     def n_batches(self) -> int:
         return self.X_train.shape[0] // self.cfg.batch_size
 
+    def streams_state(self) -> dict:
+        """The random streams as a checkpoint must store them: mid-epoch, the
+        shuffle stream as it was before this epoch's permutation."""
+        state = self.streams.state()
+        if self.state.batch > 0:
+            state["shuffle"] = self._epoch_shuffle_state
+        return {**state, "seed": self.streams.seed, "dropout_seed": self.streams.dropout_seed}
+
     # ------------------------------------------------------------------ pieces
     def train_epoch(self) -> tuple[float, float, float]:
-        """Steps 1-2: one pass over the shuffled training set.
-        Returns (mean loss, accuracy, seconds)."""
-        cfg, model = self.cfg, self.model
+        """Steps 1-2: one pass over the shuffled training set (or the rest of
+        it, after a mid-epoch checkpoint).  Returns (mean loss, accuracy,
+        seconds); raises :class:`PreemptedError` on a stop request and
+        :class:`DivergenceError` on a non-finite batch loss."""
+        cfg, model, st = self.cfg, self.model, self.state
         B = cfg.batch_size
         t0 = time.perf_counter()
+        self._epoch_shuffle_state = self.streams.shuffle.bit_generator.state
         order = self.streams.shuffle.permutation(self.X_train.shape[0])
-        loss_sum = 0.0
-        correct = 0
         xb = self._xb
-        for b in range(self.n_batches):
+        for b in range(st.batch, self.n_batches):
             idx = order[b * B:(b + 1) * B]
             spmm.gather_columns(self.X_train, idx, xb, n_threads=model.n_threads)
-            keys = model.dropout_keys(self.streams.dropout_seed, self.state.step)
+            keys = model.dropout_keys(self.streams.dropout_seed, st.step)
             loss, c = model.train_step(xb, self.y_train[idx], cfg.lr, cfg.momentum, cfg.decay,
                                        keys, nesterov=cfg.nesterov)
-            loss_sum += loss
-            correct += c
-            self.state.step += 1
+            st.epoch_loss_sum += loss
+            st.epoch_correct += c
+            st.step += 1
+            st.batch = b + 1
+            if not math.isfinite(loss):
+                self.diverged(st.epoch, loss, xb, batch=b)
+            if self.stop is not None and self.stop.requested:
+                st.epoch_train_s += time.perf_counter() - t0
+                self.preempt()
         n = self.n_batches * B
-        return loss_sum / n, correct / n, time.perf_counter() - t0
+        seconds = st.epoch_train_s + time.perf_counter() - t0
+        return st.epoch_loss_sum / n, st.epoch_correct / n, seconds
 
     def check_finite(self, epoch: int, loss: float) -> None:
         """Step 3: stop a diverged run with a message that says what to do."""
-        bad = [i for i, lay in enumerate(self.model.layers)
-               if not (np.isfinite(lay.data).all() and np.isfinite(lay.bias).all())]
-        if math.isfinite(loss) and not bad:
+        if math.isfinite(loss) and not nonfinite_parts(self.model):
             return
-        where = (f"; non-finite weights in layer(s) {', '.join(str(i + 1) for i in bad)} "
-                 f"(1 = input -> first hidden)") if bad else ""
+        self.diverged(epoch, loss)
+
+    def diverged(self, epoch: int, loss: float, xb: np.ndarray | None = None,
+                 batch: int | None = None) -> None:
+        """Raise :class:`DivergenceError` naming the epoch (and batch), the
+        layers whose weights (or, when those are finite, activations) hold
+        NaN or inf, and what to change."""
+        where = f"epoch {epoch + 1}" + (f", batch {batch + 1}/{self.n_batches}"
+                                        if batch is not None else "")
+        found = nonfinite_parts(self.model)
+        if not found and xb is not None:
+            found = nonfinite_activation(self.model, xb)
+        what = f"; NaN or inf in {', '.join(found)}" if found else ""
         raise DivergenceError(
-            f"training diverged in epoch {epoch}: the training loss is {loss}{where}. "
-            f"Lower the learning rate (--lr, now {self.cfg.lr}) or the initial weight scale "
-            f"(--weight-init), or check the input data for extreme values.")
+            f"training diverged in {where} (step {self.state.step}): the training loss is "
+            f"{loss}{what}. Lower the learning rate (--lr, now {self.cfg.lr}) or the initial "
+            f"weight scale (--weight-init), or check the input data for extreme values.")
 
     def evaluate(self) -> tuple[float, float, float]:
         """Step 4: (test loss, test accuracy, seconds)."""
@@ -173,13 +321,59 @@ class Trainer:
                                                    n_threads=model.n_threads)
                 log.debug("epoch %d: importance pruning removed %d weights (%d neurons)",
                           epoch, n_removed, int(dead.sum()))
-            if cfg.evolution:
+            if cfg.evolution and cfg.growth == "random":
                 set_step(layer, cfg.zeta, self.streams.evolution, n_threads=model.n_threads)
+        if cfg.evolution and cfg.growth != "random":
+            # beyond the paper: SET's removal, then regrowth where |gradient| (or its
+            # momentum) is largest, probed on a few extra mini-batches (growth.py)
+            from .growth import evolve_with_growth
+            evolve_with_growth(model, self.X_train, self.y_train, self.streams.evolution,
+                               zeta=cfg.zeta, growth=cfg.growth, batch_size=cfg.batch_size,
+                               growth_batches=cfg.growth_batches, growth_init=cfg.growth_init,
+                               candidates=cfg.growth_candidates,
+                               dropout_seed=self.streams.dropout_seed, step=self.state.step,
+                               momentum=cfg.momentum)
         return time.perf_counter() - t0
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Step 7: a checkpoint at the end of ``epoch``?  After the last epoch,
+        every ``checkpoint_every`` epochs, or (``checkpoint_every`` unset)
+        when :data:`AUTO_CHECKPOINT_SECONDS` have passed since the last one;
+        never with ``checkpoint_every`` = 0."""
+        every = self.cfg.checkpoint_every
+        if every == 0:
+            return False
+        if epoch == self.cfg.epochs - 1:
+            return True
+        if every is None:
+            return time.perf_counter() - self._last_checkpoint_time >= AUTO_CHECKPOINT_SECONDS
+        return (epoch + 1) % every == 0
+
+    def checkpoint(self, reason: str) -> Path | None:
+        """Write a checkpoint of the current state through ``on_checkpoint``."""
+        if self.on_checkpoint is None:
+            return None
+        path = self.on_checkpoint(self, reason)
+        self._last_checkpoint_time = time.perf_counter()
+        return path
+
+    def preempt(self) -> None:
+        """Checkpoint the current state and raise :class:`PreemptedError`."""
+        st = self.state
+        t0 = time.perf_counter()
+        where = (f"after batch {st.batch}/{self.n_batches} of epoch {st.epoch + 1}"
+                 if st.batch else f"at the end of epoch {st.epoch}")
+        log.warning("received %s: stopping %s (step %d), saving a checkpoint",
+                    self.stop.name, where, st.step)
+        path = self.checkpoint("preempted")
+        saved = (f"saved checkpoint {path} in {time.perf_counter() - t0:.2f}s"
+                 if path is not None else "no checkpoint writer was given, nothing saved")
+        raise PreemptedError(f"received {self.stop.name}: stopped {where} (step {st.step}); "
+                             f"{saved}", checkpoint=path)
 
     # ------------------------------------------------------------------ loop
     def run(self, progress: bool | None = None) -> TrainState:
-        """Train from ``state.epoch`` to ``cfg.epochs``."""
+        """Train from ``state.epoch`` (and ``state.batch``) to ``cfg.epochs``."""
         cfg, st = self.cfg, self.state
         if progress is None:
             progress = sys.stderr.isatty()
@@ -205,6 +399,7 @@ class Trainer:
                        "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s}
                 st.history.append(row)
                 st.epoch = epoch + 1
+                st.batch, st.epoch_loss_sum, st.epoch_correct, st.epoch_train_s = 0, 0.0, 0, 0.0
                 if self.on_epoch is not None:
                     self.on_epoch(row)
                 msg = (f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} "
@@ -220,7 +415,48 @@ class Trainer:
                     log.debug(msg)
                 else:
                     log.info(msg)
+                if self.stop is not None and self.stop.requested and not last:
+                    self.preempt()
+                if self.checkpoint_due(epoch):
+                    self.checkpoint("final" if last else "scheduled")
         finally:
             if bar is not None:
                 bar.close()
         return st
+
+
+def nonfinite_parts(model: SparseMLP) -> list[str]:
+    """The parts of the model that hold NaN or inf, described for the user
+    (empty when everything is finite); layers numbered from 1 = input ->
+    first hidden."""
+    names = {"data": "weights", "bias": "biases", "velocity": "weight momentum",
+             "bias_velocity": "bias momentum"}
+    found = []
+    for i, lay in enumerate(model.layers):
+        bad = [what for name, what in names.items()
+               if not np.isfinite(getattr(lay, name)).all()]
+        if bad:
+            found.append(f"the {' and '.join(bad)} of layer {i + 1} "
+                         f"({lay.n_in} -> {lay.n_out} neurons)")
+    for h, act in enumerate(model.acts):
+        if any(a is not None and not np.isfinite(a).all() for a in (act.params, act.velocity)):
+            found.append(f"the SReLU parameters of hidden layer {h + 1}")
+    return found
+
+
+def nonfinite_activation(model: SparseMLP, xb: np.ndarray) -> list[str]:
+    """Forward one feature-major batch (no dropout) and name the first layer
+    whose outputs are NaN or inf (empty when none is)."""
+    if not np.isfinite(xb).all():
+        return ["the input batch (the data itself holds NaN or inf)"]
+    prev = xb
+    for li, layer in enumerate(model.layers):
+        out = np.empty((layer.n_out, xb.shape[1]), dtype=np.float32)
+        act = model.acts[li] if li < model.n_layers - 1 else None
+        layer.forward(prev, out, out if act is not None else None, act=act,
+                      n_threads=model.n_threads)
+        if not np.isfinite(out).all():
+            return [f"the outputs of layer {li + 1} ({layer.n_in} -> {layer.n_out} neurons: "
+                    f"finite weights, but the activations overflow float32)"]
+        prev = out
+    return []
