@@ -182,11 +182,15 @@ static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, 
 #ifndef SMLP_PF
 #define SMLP_PF 6
 #endif
+#ifndef SMLP_PF_STEP
+#define SMLP_PF_STEP 1
+#endif
 #define SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv)                                   \
     do {                                                                           \
-        if ((k) + SMLP_PF < (n)) {                                                 \
+        if (SMLP_PF > 0 && (k) + SMLP_PF < (n)) {                                  \
             const char *pf_ = (const char *)((X) + (int64_t)(idx)[(k) + SMLP_PF] * (ldx)); \
-            for (int v_ = 0; v_ < (nv); v_++) _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0); \
+            for (int v_ = 0; v_ < (nv); v_ += SMLP_PF_STEP)                        \
+                _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0);                          \
         }                                                                          \
     } while (0)
 
@@ -237,26 +241,37 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
     }
 }
 
+/* Accumulators are named variables a0..a7 (an array of vectors is not
+ * reliably kept in registers by gcc: it spilled all eight to the stack on
+ * every weight).  SMLP_V8(M) expands M(0) .. M(7); each use is guarded by a
+ * comparison with the literal nv, which the compiler folds away. */
+#define SMLP_V8(M) M(0) M(1) M(2) M(3) M(4) M(5) M(6) M(7)
+
+/* load vector v of a row: full, or masked when it is the chunk's last */
+#define SMLP_LD512(ptr, v) ((v) == nv - 1 ? _mm512_maskz_loadu_ps(tail, (ptr) + 16 * (v)) \
+                                          : _mm512_loadu_ps((ptr) + 16 * (v)))
+
 /* one chunk of `nv` vectors (nv is a literal at every call site, so the
  * accumulators live in registers); the last vector is masked by `tail`. */
 SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
         const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
         float *out, const smlp_epi_t *e, int c, const int nv, const __mmask16 tail)
 {
-    __m512 acc[8];
     const float *Xc = X + c;
-    for (int v = 0; v < nv; v++) acc[v] = _mm512_set1_ps(init);
+    const __m512 a_init = _mm512_set1_ps(init);
+    __m512 a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init;
+    __m512 a4 = a_init, a5 = a_init, a6 = a_init, a7 = a_init;
     for (int64_t k = 0; k < n; k++) {
         const float *x = Xc + (int64_t)idx[k] * ldx;
         SMLP_PREFETCH_ROW(idx, k, n, Xc, ldx, nv);
         const __m512 wk = _mm512_set1_ps(perm ? w[perm[k]] : w[k]);
-        for (int v = 0; v < nv - 1; v++)
-            acc[v] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(x + 16 * v), acc[v]);
-        acc[nv - 1] = _mm512_fmadd_ps(wk, _mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)),
-                                      acc[nv - 1]);
+#define SMLP_FMA(v) if ((v) < nv) a##v = _mm512_fmadd_ps(wk, SMLP_LD512(x, v), a##v);
+        SMLP_V8(SMLP_FMA)
+#undef SMLP_FMA
     }
-    for (int v = 0; v < nv - 1; v++) store512(acc[v], out, e, c + 16 * v, 0xFFFF);
-    store512(acc[nv - 1], out, e, c + 16 * (nv - 1), tail);
+#define SMLP_ST(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF);
+    SMLP_V8(SMLP_ST)
+#undef SMLP_ST
 }
 
 #define SMLP_SWITCH8(nv, CALL)                                                     \
@@ -299,13 +314,19 @@ SMLP_INLINE SMLP_T512 __m128 smlp_reduce4_512(__m512 p0, __m512 p1, __m512 p2, _
     return _mm_add_ps(_mm256_castps256_ps128(f), _mm256_extractf128_ps(f, 1));
 }
 
-SMLP_INLINE SMLP_T512 __m512 sddmm512_dot(const float *x, const __m512 *dv, const int nv,
-                                         const __mmask16 tail)
-{
-    __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + 16 * (nv - 1)), dv[nv - 1]);
-    for (int v = 0; v < nv - 1; v++) p = _mm512_fmadd_ps(_mm512_loadu_ps(x + 16 * v), dv[v], p);
-    return p;
-}
+/* <x, d> as a vector of partial sums, d held in named registers d0..d7 */
+#define SMLP_DOT512(x, out)                                                        \
+    do {                                                                           \
+        __m512 p_ = _mm512_mul_ps(SMLP_LD512(x, 0), d0);                           \
+        if (1 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 1), d1, p_);                \
+        if (2 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 2), d2, p_);                \
+        if (3 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 3), d3, p_);                \
+        if (4 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 4), d4, p_);                \
+        if (5 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 5), d5, p_);                \
+        if (6 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 6), d6, p_);                \
+        if (7 < nv) p_ = _mm512_fmadd_ps(SMLP_LD512(x, 7), d7, p_);                \
+        (out) = p_;                                                                \
+    } while (0)
 
 /* g[k] (+)= scale * <X[idx_k, chunk], d[chunk]>; `accumulate` for chunks after the first.
  * Four weights at a time: four independent FMA chains, then one combined
@@ -314,9 +335,10 @@ SMLP_INLINE SMLP_T512 void sddmm512_chunk(const int32_t *idx, int64_t n, const f
         int64_t ldx, const float *d, float scale, float *g, int accumulate,
         const int nv, const __mmask16 tail)
 {
-    __m512 dv[8];
-    for (int v = 0; v < nv - 1; v++) dv[v] = _mm512_loadu_ps(d + 16 * v);
-    dv[nv - 1] = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
+    const __m512 zero = _mm512_setzero_ps();
+#define SMLP_DLOAD(v) const __m512 d##v = (v) < nv ? SMLP_LD512(d, v) : zero;
+    SMLP_V8(SMLP_DLOAD)
+#undef SMLP_DLOAD
     const __m128 sc = _mm_set1_ps(scale);
     int64_t k = 0;
     for (; k + 4 <= n; k += 4) {
@@ -324,16 +346,18 @@ SMLP_INLINE SMLP_T512 void sddmm512_chunk(const int32_t *idx, int64_t n, const f
         SMLP_PREFETCH_ROW(idx, k + 1, n, X, ldx, nv);
         SMLP_PREFETCH_ROW(idx, k + 2, n, X, ldx, nv);
         SMLP_PREFETCH_ROW(idx, k + 3, n, X, ldx, nv);
-        const __m512 p0 = sddmm512_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
-        const __m512 p1 = sddmm512_dot(X + (int64_t)idx[k + 1] * ldx, dv, nv, tail);
-        const __m512 p2 = sddmm512_dot(X + (int64_t)idx[k + 2] * ldx, dv, nv, tail);
-        const __m512 p3 = sddmm512_dot(X + (int64_t)idx[k + 3] * ldx, dv, nv, tail);
+        __m512 p0, p1, p2, p3;
+        SMLP_DOT512(X + (int64_t)idx[k] * ldx, p0);
+        SMLP_DOT512(X + (int64_t)idx[k + 1] * ldx, p1);
+        SMLP_DOT512(X + (int64_t)idx[k + 2] * ldx, p2);
+        SMLP_DOT512(X + (int64_t)idx[k + 3] * ldx, p3);
         __m128 s4 = _mm_mul_ps(smlp_reduce4_512(p0, p1, p2, p3), sc);
         if (accumulate) s4 = _mm_add_ps(_mm_loadu_ps(g + k), s4);
         _mm_storeu_ps(g + k, s4);
     }
     for (; k < n; k++) {
-        const __m512 p = sddmm512_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
+        __m512 p;
+        SMLP_DOT512(X + (int64_t)idx[k] * ldx, p);
         const float s = _mm512_reduce_add_ps(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
@@ -355,54 +379,67 @@ static SMLP_T512 void sddmm_row_avx512(const int32_t *idx, int64_t n, const floa
     }
 }
 
-/* fused backward, one chunk of nv vectors; g accumulates over chunks */
+/* fused backward, one chunk of nv vectors; g accumulates over chunks.
+ * Registers: a0..a7 accumulate the gradient to the inputs, x0..x7 hold the
+ * input row A[i, chunk]; each D row is loaded once for both products. */
 SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm, int64_t n,
         const float *w, const float *D, int64_t ldd, const float *x, float scale,
         float *out, float *g, const smlp_epi_t *e, int c, int accumulate,
         const int nv, const __mmask16 tail)
 {
-    __m512 acc[8], xv[8];
     const float *Dc = D + c;
-    for (int v = 0; v < nv; v++) acc[v] = _mm512_setzero_ps();
-    for (int v = 0; v < nv - 1; v++) xv[v] = _mm512_loadu_ps(x + c + 16 * v);
-    xv[nv - 1] = _mm512_maskz_loadu_ps(tail, x + c + 16 * (nv - 1));
+    const float *xc = x + c;
+    const __m512 zero = _mm512_setzero_ps();
+    __m512 a0 = zero, a1 = zero, a2 = zero, a3 = zero, a4 = zero, a5 = zero, a6 = zero,
+           a7 = zero;
+#define SMLP_XLOAD(v) const __m512 x##v = (v) < nv ? SMLP_LD512(xc, v) : zero;
+    SMLP_V8(SMLP_XLOAD)
+#undef SMLP_XLOAD
+    /* one weight: a += w_k * D[j_k]; p = <x, D[j_k]> (vector of partial sums) */
+#define SMLP_BWD_W(kk, p)                                                          \
+    do {                                                                           \
+        const float *d_ = Dc + (int64_t)rows[kk] * ldd;                           \
+        const __m512 wk_ = _mm512_set1_ps(w[perm[kk]]);                            \
+        __m512 dv_ = SMLP_LD512(d_, 0);                                            \
+        a0 = _mm512_fmadd_ps(wk_, dv_, a0);                                        \
+        __m512 q_ = _mm512_mul_ps(x0, dv_);                                        \
+        SMLP_BWD_V(1) SMLP_BWD_V(2) SMLP_BWD_V(3) SMLP_BWD_V(4)                    \
+        SMLP_BWD_V(5) SMLP_BWD_V(6) SMLP_BWD_V(7)                                  \
+        p = q_;                                                                    \
+    } while (0)
+#define SMLP_BWD_V(v)                                                              \
+    if ((v) < nv) {                                                                \
+        dv_ = SMLP_LD512(d_, v);                                                   \
+        a##v = _mm512_fmadd_ps(wk_, dv_, a##v);                                    \
+        q_ = _mm512_fmadd_ps(x##v, dv_, q_);                                       \
+    }
     const __m128 sc = _mm_set1_ps(scale);
     int64_t k = 0;
     for (; k + 4 <= n; k += 4) {
-        __m512 p[4];
-        for (int q = 0; q < 4; q++) {
-            const float *d = Dc + (int64_t)rows[k + q] * ldd;
-            SMLP_PREFETCH_ROW(rows, k + q, n, Dc, ldd, nv);
-            const __m512 wk = _mm512_set1_ps(w[perm[k + q]]);
-            __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
-            acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
-            p[q] = _mm512_mul_ps(xv[nv - 1], dv);
-            for (int v = 0; v < nv - 1; v++) {
-                dv = _mm512_loadu_ps(d + 16 * v);
-                acc[v] = _mm512_fmadd_ps(wk, dv, acc[v]);
-                p[q] = _mm512_fmadd_ps(xv[v], dv, p[q]);
-            }
-        }
-        __m128 s4 = _mm_mul_ps(smlp_reduce4_512(p[0], p[1], p[2], p[3]), sc);
+        SMLP_PREFETCH_ROW(rows, k, n, Dc, ldd, nv);
+        SMLP_PREFETCH_ROW(rows, k + 1, n, Dc, ldd, nv);
+        SMLP_PREFETCH_ROW(rows, k + 2, n, Dc, ldd, nv);
+        SMLP_PREFETCH_ROW(rows, k + 3, n, Dc, ldd, nv);
+        __m512 p0, p1, p2, p3;
+        SMLP_BWD_W(k, p0);
+        SMLP_BWD_W(k + 1, p1);
+        SMLP_BWD_W(k + 2, p2);
+        SMLP_BWD_W(k + 3, p3);
+        __m128 s4 = _mm_mul_ps(smlp_reduce4_512(p0, p1, p2, p3), sc);
         if (accumulate) s4 = _mm_add_ps(_mm_loadu_ps(g + k), s4);
         _mm_storeu_ps(g + k, s4);
     }
     for (; k < n; k++) {
-        const float *d = Dc + (int64_t)rows[k] * ldd;
-        const __m512 wk = _mm512_set1_ps(w[perm[k]]);
-        __m512 dv = _mm512_maskz_loadu_ps(tail, d + 16 * (nv - 1));
-        acc[nv - 1] = _mm512_fmadd_ps(wk, dv, acc[nv - 1]);
-        __m512 p = _mm512_mul_ps(xv[nv - 1], dv);
-        for (int v = 0; v < nv - 1; v++) {
-            dv = _mm512_loadu_ps(d + 16 * v);
-            acc[v] = _mm512_fmadd_ps(wk, dv, acc[v]);
-            p = _mm512_fmadd_ps(xv[v], dv, p);
-        }
+        __m512 p;
+        SMLP_BWD_W(k, p);
         const float s = _mm512_reduce_add_ps(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
-    for (int v = 0; v < nv - 1; v++) store512(acc[v], out, e, c + 16 * v, 0xFFFF);
-    store512(acc[nv - 1], out, e, c + 16 * (nv - 1), tail);
+#undef SMLP_BWD_W
+#undef SMLP_BWD_V
+#define SMLP_ST(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF);
+    SMLP_V8(SMLP_ST)
+#undef SMLP_ST
 }
 
 static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, int64_t n,
@@ -475,24 +512,28 @@ SMLP_INLINE SMLP_T256 void store256(__m256 acc, float *out, const smlp_epi_t *e,
     }
 }
 
+#define SMLP_LD256(ptr, v) ((v) == nv - 1 ? _mm256_maskload_ps((ptr) + 8 * (v), tail)    \
+                                          : _mm256_loadu_ps((ptr) + 8 * (v)))
+
 SMLP_INLINE SMLP_T256 void spmm256_chunk(const int32_t *idx, const float *w,
         const int32_t *perm, int64_t n, const float *X, int64_t ldx, float init,
         float *out, const smlp_epi_t *e, int c, const int nv, const __m256i tail)
 {
-    __m256 acc[8];
     const float *Xc = X + c;
-    for (int v = 0; v < nv; v++) acc[v] = _mm256_set1_ps(init);
+    const __m256 a_init = _mm256_set1_ps(init);
+    __m256 a0 = a_init, a1 = a_init, a2 = a_init, a3 = a_init;
+    __m256 a4 = a_init, a5 = a_init, a6 = a_init, a7 = a_init;
     for (int64_t k = 0; k < n; k++) {
         const float *x = Xc + (int64_t)idx[k] * ldx;
         const __m256 wk = _mm256_set1_ps(perm ? w[perm[k]] : w[k]);
-        for (int v = 0; v < nv - 1; v++)
-            acc[v] = _mm256_fmadd_ps(wk, _mm256_loadu_ps(x + 8 * v), acc[v]);
-        acc[nv - 1] = _mm256_fmadd_ps(wk, _mm256_maskload_ps(x + 8 * (nv - 1), tail),
-                                      acc[nv - 1]);
+#define SMLP_FMA(v) if ((v) < nv) a##v = _mm256_fmadd_ps(wk, SMLP_LD256(x, v), a##v);
+        SMLP_V8(SMLP_FMA)
+#undef SMLP_FMA
     }
     const __m256i all = _mm256_set1_epi32(-1);
-    for (int v = 0; v < nv - 1; v++) store256(acc[v], out, e, c + 8 * v, all);
-    store256(acc[nv - 1], out, e, c + 8 * (nv - 1), tail);
+#define SMLP_ST(v) if ((v) < nv) store256(a##v, out, e, c + 8 * (v), (v) == nv - 1 ? tail : all);
+    SMLP_V8(SMLP_ST)
+#undef SMLP_ST
 }
 
 static SMLP_T256 void spmm_row_avx2(const int32_t *idx, const float *w, const int32_t *perm,
@@ -521,28 +562,35 @@ SMLP_INLINE SMLP_T256 float smlp_hsum256(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-SMLP_INLINE SMLP_T256 __m256 sddmm256_dot(const float *x, const __m256 *dv, const int nv,
-                                         const __m256i tail)
-{
-    __m256 p = _mm256_mul_ps(_mm256_maskload_ps(x + 8 * (nv - 1), tail), dv[nv - 1]);
-    for (int v = 0; v < nv - 1; v++) p = _mm256_fmadd_ps(_mm256_loadu_ps(x + 8 * v), dv[v], p);
-    return p;
-}
+#define SMLP_DOT256(x, out)                                                        \
+    do {                                                                           \
+        __m256 p_ = _mm256_mul_ps(SMLP_LD256(x, 0), d0);                           \
+        if (1 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 1), d1, p_);                \
+        if (2 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 2), d2, p_);                \
+        if (3 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 3), d3, p_);                \
+        if (4 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 4), d4, p_);                \
+        if (5 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 5), d5, p_);                \
+        if (6 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 6), d6, p_);                \
+        if (7 < nv) p_ = _mm256_fmadd_ps(SMLP_LD256(x, 7), d7, p_);                \
+        (out) = p_;                                                                \
+    } while (0)
 
 SMLP_INLINE SMLP_T256 void sddmm256_chunk(const int32_t *idx, int64_t n, const float *X,
         int64_t ldx, const float *d, float scale, float *g, int accumulate,
         const int nv, const __m256i tail)
 {
-    __m256 dv[8];
-    for (int v = 0; v < nv - 1; v++) dv[v] = _mm256_loadu_ps(d + 8 * v);
-    dv[nv - 1] = _mm256_maskload_ps(d + 8 * (nv - 1), tail);
+    const __m256 zero = _mm256_setzero_ps();
+#define SMLP_DLOAD(v) const __m256 d##v = (v) < nv ? SMLP_LD256(d, v) : zero;
+    SMLP_V8(SMLP_DLOAD)
+#undef SMLP_DLOAD
     const __m128 sc = _mm_set1_ps(scale);
     int64_t k = 0;
     for (; k + 4 <= n; k += 4) {
-        const __m256 p0 = sddmm256_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail);
-        const __m256 p1 = sddmm256_dot(X + (int64_t)idx[k + 1] * ldx, dv, nv, tail);
-        const __m256 p2 = sddmm256_dot(X + (int64_t)idx[k + 2] * ldx, dv, nv, tail);
-        const __m256 p3 = sddmm256_dot(X + (int64_t)idx[k + 3] * ldx, dv, nv, tail);
+        __m256 p0, p1, p2, p3;
+        SMLP_DOT256(X + (int64_t)idx[k] * ldx, p0);
+        SMLP_DOT256(X + (int64_t)idx[k + 1] * ldx, p1);
+        SMLP_DOT256(X + (int64_t)idx[k + 2] * ldx, p2);
+        SMLP_DOT256(X + (int64_t)idx[k + 3] * ldx, p3);
         const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(p0, p1), _mm256_hadd_ps(p2, p3));
         __m128 s4 = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h),
                                           _mm256_extractf128_ps(h, 1)), sc);
@@ -550,8 +598,9 @@ SMLP_INLINE SMLP_T256 void sddmm256_chunk(const int32_t *idx, int64_t n, const f
         _mm_storeu_ps(g + k, s4);
     }
     for (; k < n; k++) {
-        const float s = smlp_hsum256(sddmm256_dot(X + (int64_t)idx[k] * ldx, dv, nv, tail))
-                        * scale;
+        __m256 p;
+        SMLP_DOT256(X + (int64_t)idx[k] * ldx, p);
+        const float s = smlp_hsum256(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
 }
@@ -577,28 +626,36 @@ SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm
         float *out, float *g, const smlp_epi_t *e, int c, int accumulate,
         const int nv, const __m256i tail)
 {
-    __m256 acc[4], xv[4];
     const float *Dc = D + c;
-    for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
-    for (int v = 0; v < nv - 1; v++) xv[v] = _mm256_loadu_ps(x + c + 8 * v);
-    xv[nv - 1] = _mm256_maskload_ps(x + c + 8 * (nv - 1), tail);
+    const float *xc = x + c;
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+    const __m256 x0 = SMLP_LD256(xc, 0);
+    const __m256 x1 = 1 < nv ? SMLP_LD256(xc, 1) : zero;
+    const __m256 x2 = 2 < nv ? SMLP_LD256(xc, 2) : zero;
+    const __m256 x3 = 3 < nv ? SMLP_LD256(xc, 3) : zero;
     for (int64_t k = 0; k < n; k++) {
         const float *d = Dc + (int64_t)rows[k] * ldd;
         const __m256 wk = _mm256_set1_ps(w[perm[k]]);
-        __m256 dv = _mm256_maskload_ps(d + 8 * (nv - 1), tail);
-        acc[nv - 1] = _mm256_fmadd_ps(wk, dv, acc[nv - 1]);
-        __m256 p = _mm256_mul_ps(xv[nv - 1], dv);
-        for (int v = 0; v < nv - 1; v++) {
-            dv = _mm256_loadu_ps(d + 8 * v);
-            acc[v] = _mm256_fmadd_ps(wk, dv, acc[v]);
-            p = _mm256_fmadd_ps(xv[v], dv, p);
+        __m256 dv = SMLP_LD256(d, 0);
+        a0 = _mm256_fmadd_ps(wk, dv, a0);
+        __m256 p = _mm256_mul_ps(x0, dv);
+#define SMLP_BWD_V(v)                                                              \
+        if ((v) < nv) {                                                            \
+            dv = SMLP_LD256(d, v);                                                 \
+            a##v = _mm256_fmadd_ps(wk, dv, a##v);                                  \
+            p = _mm256_fmadd_ps(x##v, dv, p);                                      \
         }
+        SMLP_BWD_V(1) SMLP_BWD_V(2) SMLP_BWD_V(3)
+#undef SMLP_BWD_V
         const float s = smlp_hsum256(p) * scale;
         g[k] = accumulate ? g[k] + s : s;
     }
     const __m256i all = _mm256_set1_epi32(-1);
-    for (int v = 0; v < nv - 1; v++) store256(acc[v], out, e, c + 8 * v, all);
-    store256(acc[nv - 1], out, e, c + 8 * (nv - 1), tail);
+    store256(a0, out, e, c, nv == 1 ? tail : all);
+    if (1 < nv) store256(a1, out, e, c + 8, nv == 2 ? tail : all);
+    if (2 < nv) store256(a2, out, e, c + 16, nv == 3 ? tail : all);
+    if (3 < nv) store256(a3, out, e, c + 24, tail);
 }
 
 static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int64_t n,
