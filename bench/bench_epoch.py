@@ -62,10 +62,17 @@ def make_trainer(shape: str, threads: int, fraction: float, seed: int = 0) -> Tr
     return Trainer(cfg, model, X, y, X[:256], y[:256], streams)
 
 
+def fresh_epoch(tr: Trainer) -> None:
+    """Reset the mid-epoch bookkeeping that Trainer.run resets between epochs."""
+    st = tr.state
+    st.batch, st.epoch_loss_sum, st.epoch_correct, st.epoch_train_s = 0, 0.0, 0, 0.0
+
+
 def time_engine(tr: Trainer, repeat: int, fraction: float) -> dict:
     best_train = best_total = float("inf")
     evo = 0.0
     for e in range(repeat + 1):  # the first epoch warms caches and allocators
+        fresh_epoch(tr)
         _, _, train_s = tr.train_epoch()
         t0 = time.perf_counter()
         tr.evolve(e)
@@ -115,6 +122,7 @@ class PhaseTimer:
 
 
 def profile_epoch(tr: Trainer, fraction: float) -> dict:
+    fresh_epoch(tr)
     with PhaseTimer() as pt:
         t0 = time.perf_counter()
         tr.train_epoch()
