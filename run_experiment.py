@@ -143,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress bar: one log line per epoch (automatic when not a terminal)")
     r.add_argument("--quiet", action="store_true", help="warnings and the result only")
 
+    m = p.add_argument_group("memory (large models)")
+    m.add_argument("--activation-memory", choices=["auto", "fast", "lean"],
+                   help="fast: keep Z and A of every hidden layer during a step; lean: Z only, "
+                        "A recomputed in the backward pass (same results, about half the "
+                        "activation memory with 3+ hidden layers); auto (default): fast if "
+                        "it fits")
+    m.add_argument("--micro-batch", type=int,
+                   help="process each batch in blocks of this many samples and accumulate the "
+                        "gradient (same update; rounded down to a divisor of the batch); "
+                        "default: the whole batch if it fits, else the largest block that does")
+    m.add_argument("--dry-run", action="store_true", default=None,
+                   help="print the memory estimate (weights, optimiser state, activations, "
+                        "dataset), the largest batch that fits and the plan, then exit")
+
     c = p.add_argument_group("checkpoints and faults")
     c.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="checkpoint every N epochs into OUT/checkpoints, and after the last "
@@ -241,7 +255,8 @@ def config_from_args(args: argparse.Namespace):
                "post_prune": "post_prune", "seed": "seed", "threads": "threads",
                "eval_every": "eval_every", "eval_batch_size": "eval_batch_size", "out": "out",
                "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
-               "save_topology": "save_topology"}
+               "save_topology": "save_topology", "activation_memory": "activation_memory",
+               "micro_batch": "micro_batch"}
     changes = {field: getattr(args, flag) for flag, field in mapping.items()
                if getattr(args, flag) is not None}
     if args.n_samples is not None:
@@ -345,8 +360,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.evaluate:
             return _evaluate(args, dataset_given)
         cfg = config_from_args(args)
-        from sparse_mlp.experiment import run
+        from sparse_mlp.experiment import dry_run, run
 
+        if args.dry_run:
+            print(dry_run(cfg))
+            return 0
         if not args.quiet and not args.resume:
             print(f"sparse_mlp: {cfg.dataset} (preset {cfg.preset}), hidden "
                   f"{','.join(map(str, cfg.hidden))}, eps {cfg.epsilon}, {cfg.activation}"

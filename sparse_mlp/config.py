@@ -70,6 +70,10 @@ class TrainConfig:
     #                                    None: every 10 minutes and after the last epoch; 0: off
     keep_checkpoints: int = 3          # newest checkpoints kept (older ones are deleted)
     save_topology: bool = False        # every epoch's connectivity to <out>/topology.h5
+    activation_memory: str = "auto"    # fast: Z and A per hidden layer; lean: Z only (A
+    #                                    recomputed in backprop); auto: fast if it fits
+    micro_batch: int | None = None     # blocks of a batch, gradients accumulated (None: the
+    #                                    whole batch if it fits, else the largest that does)
     # --- beyond the paper (sparse_mlp/growth.py, sparse_mlp/alpha.py) -----
     growth: str = "random"             # regrowth: random (SET, paper) | gradient (RigL-style)
     #                                    | momentum (sparse momentum, layer redistribution)
@@ -151,6 +155,10 @@ class TrainConfig:
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             problems.append(f"--checkpoint-every must be 0 (off) or a number of epochs, "
                             f"got {self.checkpoint_every}")
+        if self.activation_memory not in ("auto", "fast", "lean"):
+            problems.append("--activation-memory must be auto, fast or lean")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            problems.append(f"--micro-batch must be at least 1, got {self.micro_batch}")
         if self.keep_checkpoints < 1:
             problems.append(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
         # beyond the paper

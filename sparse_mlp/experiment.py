@@ -47,12 +47,12 @@ from .checkpoint import (
     resolve_checkpoint,
 )
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, DivergenceError
+from .errors import CheckpointError, ConfigError, DivergenceError, MemoryBudgetError
 from .evolution import importance_prune
 from .growth import initial_layers
 from .kernels import build_info, default_threads
 from .layers import MAX_NNZ, expected_nnz
-from .memory import check_fits, estimate
+from .memory import GiB, MemoryEstimate, available_bytes, estimate, largest_batch, plan
 from .model import SparseMLP
 from .report import MetricsCSV, plot_learning_curves, write_json
 from .topology_log import TOPOLOGY_FILE, TopologyLog
@@ -114,20 +114,91 @@ def versions() -> dict[str, Any]:
             "machine": platform.machine(), "platform": platform.platform()}
 
 
+# shapes of the named datasets (features, classes, train + test rows), for
+# --dry-run without loading them; synthetic follows its flags
+KNOWN_SHAPES = {"madelon": (500, 2, 2600), "higgs": (28, 2, 155_000),
+                "fashionmnist": (784, 10, 70_000), "cifar10": (3072, 10, 60_000),
+                "leukemia": (54_675, 18, 2096), "digits": (64, 10, 1797)}
+
+
+def dataset_shape(cfg: TrainConfig) -> tuple[int, int, int] | None:
+    """(features, classes, samples) of a configuration's data without
+    loading it, or None when only loading tells (a user's file)."""
+    name = cfg.dataset.lower().replace("-", "").replace("_", "")
+    if name == "synthetic":
+        from .datasets import (
+            SYNTHETIC_N_CLASSES,
+            SYNTHETIC_N_FEATURES,
+            SYNTHETIC_N_SAMPLES,
+            SYNTHETIC_TEST_FRACTION,
+        )
+        n_train = cfg.n_train or int(round(SYNTHETIC_N_SAMPLES * (1 - SYNTHETIC_TEST_FRACTION)))
+        n_test = cfg.n_test or int(round(SYNTHETIC_N_SAMPLES * SYNTHETIC_TEST_FRACTION))
+        return (cfg.n_features or SYNTHETIC_N_FEATURES, cfg.n_classes or SYNTHETIC_N_CLASSES,
+                n_train + n_test)
+    return KNOWN_SHAPES.get(name)
+
+
+def plan_memory(cfg: TrainConfig, n_features: int, n_classes: int, n_samples: int,
+                available: int | None = None) -> tuple[TrainConfig, MemoryEstimate]:
+    """Decide how a batch is held (fast/lean activations, micro-batches,
+    evaluation block) so that the run fits in memory, before anything is
+    allocated; refuses with the largest batch that fits when nothing does.
+    Returns the configuration with those choices resolved."""
+    sizes = [n_features, *cfg.hidden, n_classes]
+    est = plan(sizes, cfg.epsilon, cfg.batch_size, cfg.eval_batch_size, n_samples,
+               srelu=cfg.activation == "srelu", activation_memory=cfg.activation_memory,
+               micro_batch=cfg.micro_batch, available=available)
+    micro = est.micro_batch if est.micro_batch < cfg.batch_size else None
+    return cfg.replace(activation_memory=est.activation_memory, micro_batch=micro,
+                       eval_batch_size=est.eval_block), est
+
+
 def build_model(cfg: TrainConfig, n_features: int, n_classes: int, streams: RandomStreams,
                 n_samples: int = 0) -> SparseMLP:
-    """Check the memory estimate, then draw the sparse network."""
+    """Check the memory plan, then draw the sparse network."""
     sizes = [n_features, *cfg.hidden, n_classes]
-    est = estimate(sizes, cfg.epsilon, cfg.batch_size, cfg.eval_batch_size, n_samples,
-                   srelu=cfg.activation == "srelu")
-    check_fits(est, sizes, cfg.batch_size)
+    if cfg.activation_memory == "auto":
+        cfg, _ = plan_memory(cfg, n_features, n_classes, n_samples)
+    else:
+        plan(sizes, cfg.epsilon, cfg.batch_size, cfg.eval_batch_size, n_samples,
+             srelu=cfg.activation == "srelu", activation_memory=cfg.activation_memory,
+             micro_batch=cfg.micro_batch or cfg.batch_size)
     # --density-allocation erk draws the layers here (growth.py); None: SparseMLP's ER
     layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
                             cfg.density_allocation, cfg.erk_power)
     return SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation, alpha=cfg.alpha,
                      init=cfg.weight_init, output=cfg.output, dropout=cfg.dropout,
                      rng=streams.init, n_threads=cfg.threads or default_threads(),
-                     layers=layers)
+                     layers=layers, activation_memory=cfg.activation_memory)
+
+
+def dry_run(cfg: TrainConfig) -> str:
+    """The memory plan of a configuration, as text (nothing is allocated)."""
+    shape = dataset_shape(cfg)
+    if shape is None:
+        data = load_data(cfg)
+        shape = (data.n_features, data.n_classes, data.X_train.shape[0] + data.X_test.shape[0])
+    n_features, n_classes, n_samples = shape
+    sizes = [n_features, *cfg.hidden, n_classes]
+    srelu = cfg.activation == "srelu"
+    lines = [f"model {'-'.join(map(str, sizes))}, epsilon {cfg.epsilon}, batch "
+             f"{cfg.batch_size}; dataset {n_samples:,} samples x {n_features:,} features; "
+             f"available memory {available_bytes() / GiB:.2f} GiB"]
+    for mode in ("fast", "lean"):
+        est = estimate(sizes, cfg.epsilon, cfg.batch_size, cfg.eval_batch_size, n_samples,
+                       srelu, mode)
+        fits = largest_batch(sizes, cfg.epsilon, cfg.eval_batch_size, n_samples, srelu,
+                             activation_memory=mode, already_loaded=False)
+        lines.append(f"{mode} activations, whole batch: {est.total / GiB:.2f} GiB; largest "
+                     f"batch that fits: {fits:,}")
+    try:
+        _, est = plan_memory(cfg, n_features, n_classes, n_samples)
+        lines.append("plan:")
+        lines += ["  " + ln for ln in est.lines()]
+    except MemoryBudgetError as exc:
+        lines.append(f"plan: does not fit. {exc}")
+    return "\n".join(lines)
 
 
 def post_training_pruning(model: SparseMLP, X_test, y_test, percentiles, batch_size: int
@@ -330,6 +401,10 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
     if ckpt is not None:
         check_same_data(ckpt, data, fingerprint)
     cfg = resolve_alpha(cfg, data.X_train)  # --alpha auto (alpha.py), before config.json
+    if ckpt is None:  # how a batch is held in memory, decided before anything is allocated
+        model_plan = plan_memory(cfg, data.n_features, data.n_classes,
+                                 data.X_train.shape[0] + data.X_test.shape[0])
+        cfg = model_plan[0]
     threads = cfg.threads or default_threads()
     cfg = cfg.replace(threads=threads)
     out = resolve_out_dir(cfg)
@@ -347,7 +422,10 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
         model = build_model(cfg, data.n_features, data.n_classes, streams,
                             data.X_train.shape[0] + data.X_test.shape[0])
         state = TrainState()
-        info = {"init_s": time.perf_counter() - t0, "nnz_per_layer_start": model.nnz_per_layer(),
+        info = {"init_s": time.perf_counter() - t0,
+                "activation_memory": model_plan[1].activation_memory,
+                "micro_batch": cfg.micro_batch or cfg.batch_size,
+                "nnz_per_layer_start": model.nnz_per_layer(),
                 "data_fingerprint": fingerprint, "wall_s": 0.0, "sessions": []}
         log.info("model %s: %s weights (%s per layer), init %.2fs, %d threads",
                  "-".join(map(str, model.sizes)), f"{model.nnz:,}", info["nnz_per_layer_start"],
@@ -355,6 +433,7 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
     else:
         model, streams, state = ckpt.model, ckpt.streams(), ckpt.state
         model.n_threads = threads
+        model.lean = cfg.activation_memory == "lean"
         info = dict(ckpt.extra.get("run", {}))
         # a checkpoint written outside run() (Trainer, estimator) lacks the run's record
         info.setdefault("init_s", 0.0)

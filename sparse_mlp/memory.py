@@ -13,7 +13,8 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 are never stored.  With micro-batches, B is the micro-batch.
   eval batch    two ping-pong blocks of the widest layer plus the input block;
                 when memory is tight (lean or micro-batches) the evaluation
-                block is no larger than the training block
+                block is no larger than the training block, and likewise when
+                a block of --eval-batch-size samples would take over 1 GiB
   dataset       the training and test matrices (already loaded by then)
 
 :func:`plan` picks the cheapest way to run a batch that fits: 'fast'
@@ -33,6 +34,7 @@ from .layers import BYTES_PER_WEIGHT, expected_nnz
 GiB = 1024**3
 EVOLUTION_BYTES_PER_WEIGHT = 28  # new indices/data/velocity + positions + transposed index
 HEADROOM = 0.9                   # use at most this fraction of the available memory
+EVAL_BLOCK_BYTES = GiB           # larger evaluation blocks shrink to the training block
 
 
 @dataclass
@@ -98,7 +100,8 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     mb = batch if not micro_batch or micro_batch >= batch else micro_batch
     gradients = 4 * (nnz + neurons) if mb < batch else 0
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
-    tight = activation_memory == "lean" or mb < batch
+    tight = (activation_memory == "lean" or mb < batch
+             or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)
     block = max(1, min(eval_batch, mb) if tight else eval_batch)
     return MemoryEstimate(weights, gradients, evolution,
                           train_batch_bytes(sizes, mb, activation_memory == "lean"),

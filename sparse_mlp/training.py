@@ -266,7 +266,7 @@ class Trainer:
             spmm.gather_columns(self.X_train, idx, xb, n_threads=model.n_threads)
             keys = model.dropout_keys(self.streams.dropout_seed, st.step)
             loss, c = model.train_step(xb, self.y_train[idx], cfg.lr, cfg.momentum, cfg.decay,
-                                       keys, nesterov=cfg.nesterov)
+                                       keys, nesterov=cfg.nesterov, micro_batch=cfg.micro_batch)
             st.epoch_loss_sum += loss
             st.epoch_correct += c
             st.step += 1

@@ -120,3 +120,27 @@ def test_estimate_matches_what_a_model_allocates():
     m.forward_train(np.zeros((300, 64), np.float32), m.dropout_keys(0, 0))
     real = sum(a.nbytes for a in m._train_bufs["Z"] + m._train_bufs["A"]) + 300 * 64 * 4
     assert abs(real - est.train_batch) / est.train_batch < 0.01
+
+
+def test_cli_dry_run_prints_the_plan_without_allocating(capsys):
+    import run_experiment
+    rc = run_experiment.main(["--dataset", "synthetic", "--hidden",
+                              ",".join(["5000000"] * 10), "--epsilon", "1", "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "65536-5000000" in out and "largest batch that fits" in out
+    assert "weights + optimiser state (100,0" in out
+
+
+def test_run_with_micro_batches_and_lean_memory(tmp_path):
+    """A whole run with forced lean activations and micro-batches learns."""
+    import json
+
+    import run_experiment
+    rc = run_experiment.main(["--hidden", "64,64,64", "--epochs", "3", "--threads", "1",
+                              "--activation-memory", "lean", "--micro-batch", "8",
+                              "--out", str(tmp_path / "r"), "--no-progress", "--quiet"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["activation_memory"] == "lean" and cfg["micro_batch"] == 8
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["best_test_acc"] > 0.5
