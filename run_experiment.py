@@ -19,6 +19,8 @@ import sys
 from sparse_mlp.errors import ConfigError, SparseMLPError
 
 PREEMPTED_EXIT_CODE = 75  # sparse_mlp.training.PREEMPTED_EXIT_CODE (EX_TEMPFAIL)
+# the "parallel (MPI)" flags, named as their TrainConfig fields
+PARALLEL_FLAGS = ("parallel", "phase1_epochs", "warmup_epochs", "mpi_wait", "mpi_chunk_bytes")
 
 PRESET_HELP = """presets (--dataset NAME; paper Table 7, all: momentum 0.9, weight decay 2e-4,
 dropout 0.3, zeta 0.3, 500 epochs, All-ReLU, IP from epoch 200 every 10 at the 20th pct):
@@ -101,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "leaky: negative slope (default 0.01)")
     a.add_argument("--output", choices=["softmax", "sigmoid"],
                    help="output + loss: softmax+cross-entropy (default) or sigmoid+MSE")
-    a.add_argument("--weight-init", choices=["normal", "xavier", "he_uniform"],
-                   help="initial values: normal N(0,1)/10, xavier or he_uniform")
+    a.add_argument("--weight-init", choices=["normal", "xavier", "he_uniform", "xavier_sparse",
+                                             "he_uniform_sparse"],
+                   help="initial values: normal N(0,1)/10, xavier or he_uniform (the paper's, "
+                        "scaled by the dense fan-in/out); *_sparse: scaled by the expected "
+                        "fan-in/out of the sparse layer (for very wide layers, not the paper's)")
 
     o = p.add_argument_group("optimisation (reference momentum SGD; defaults: the preset)")
     o.add_argument("--epochs", type=int, help="epochs (paper: 500)")
@@ -171,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "settings apply; only --epochs, --lr, --threads, --eval-every, "
                         "--eval-batch-size, --out, --data-dir, --post-prune and these "
                         "checkpoint flags may change")
+    c.add_argument("--diagnostics", action="store_true", default=None,
+                   help="per epoch: gradient flow on a fixed training batch (no dropout, no "
+                        "update), nnz per layer, connections per input, into "
+                        "OUT/diagnostics.json (training itself is unchanged)")
     c.add_argument("--save-topology", action="store_true", default=None,
                    help="store every epoch's connectivity in OUT/topology.h5 (about 1-1.5 "
                         "bytes per weight and epoch; read it with "
@@ -199,13 +208,54 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--erk-power", type=float, help="erk: density ~ ((n_in+n_out)/(n_in*n_out))"
                    "**power (default 1; 0 = uniform density)")
 
+    mp = p.add_argument_group(
+        "parallel (MPI)", "start with `mpiexec -n K+1 python run_experiment.py --parallel "
+        "wasap ...`: rank 0 is the parameter server, ranks 1..K the workers (sparse_mlp/"
+        "parallel). Threads per rank default to the node's cores / its ranks")
+    mp.add_argument("--parallel", choices=["wasap", "wassp"],
+                    help="WASAP-SGD (phase 1 asynchronous) or WASSP-SGD (phase 1 synchronous, "
+                         "lr x K after a warm-up), then local training and averaging")
+    mp.add_argument("--phase1-epochs", type=int, metavar="TAU1",
+                    help="epochs of phase 1 (parameter server); the rest of --epochs is "
+                         "phase 2 (each worker trains and evolves alone, then the models are "
+                         "averaged). Default: 70%% of --epochs, as the authors' code")
+    mp.add_argument("--warmup-epochs", type=float,
+                    help="wassp: epochs over which the lr rises linearly from --lr to K x --lr "
+                         "(default 5, Goyal et al. 2017)")
+    mp.add_argument("--mpi-wait", choices=["auto", "spin", "sleep"],
+                    help="how a rank waits for messages: spin (lowest latency, one busy core "
+                         "each), sleep (polls with a back-off: for ranks that share cores), "
+                         "auto (default: sleep when a node's ranks x threads exceed its cores)")
+    mp.add_argument("--mpi-chunk-bytes", type=int, metavar="N",
+                    help="largest single MPI message (default 2^30); larger arrays are sent "
+                         "in pieces, so no message reaches the 2^31 limit")
+
     x = p.add_argument_group("reproduce the paper")
-    x.add_argument("--reproduce", choices=["table2"],
-                   help="table2: the sparse rows of Table 2 (ReLU / All-ReLU, with and "
-                        "without Importance Pruning) for --dataset, over --seeds seeds, next "
-                        "to the paper's numbers; resumes finished runs")
+    x.add_argument("--reproduce", choices=["table2", "table3", "table4", "table6"],
+                   help="table2: every row of Table 2 for --dataset (SET-MLP ReLU / All-ReLU, "
+                        "with and without Importance Pruning, and the dense MLP with both), "
+                        "over --seeds seeds, next to the paper's numbers, with the figures "
+                        "(default --out results/DATASET_table2); table6: post-training "
+                        "Importance Pruning at the 5th-25th percentiles of Table 2's All-ReLU "
+                        "models (same default --out: it prunes those runs, training the "
+                        "missing ones); table3: the parallel rows (WASAP/WASSP-SGD, needs "
+                        "mpiexec); table4: the extreme-scale rows on synthetic data (default "
+                        "2 epochs; --dry-run: memory plans only). Finished runs are reused, "
+                        "unfinished ones continue from their checkpoints")
     x.add_argument("--seeds", type=int, default=5, help="seeds per row for --reproduce "
                    "(default 5)")
+    x.add_argument("--synthetic-shape", action="store_true", default=None,
+                   help="table2/table6: synthetic data of the dataset's shape (features, "
+                        "classes, train/test sizes) instead of its files: timing only")
+    x.add_argument("--rows", type=lambda t: [r for r in t.replace(" ", "").split(",") if r],
+                   help="table2: run only these rows (relu, relu_ip, allrelu, allrelu_ip, "
+                        "dense_relu, dense_allrelu), e.g. for a SLURM array task; the table is "
+                        "written from every finished run found")
+    x.add_argument("--only-seed", type=int, metavar="K",
+                   help="table2: run only seed K (0-based) of the selected rows")
+    x.add_argument("--width-scale", type=float,
+                   help="table4: multiply every hidden width by this (try the pipeline on a "
+                        "small machine; not the paper's sizes)")
     return p
 
 
@@ -256,6 +306,7 @@ def config_from_args(args: argparse.Namespace):
                "eval_every": "eval_every", "eval_batch_size": "eval_batch_size", "out": "out",
                "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
                "save_topology": "save_topology", "activation_memory": "activation_memory",
+               "diagnostics": "diagnostics",
                "micro_batch": "micro_batch"}
     changes = {field: getattr(args, flag) for flag, field in mapping.items()
                if getattr(args, flag) is not None}
@@ -270,6 +321,7 @@ def config_from_args(args: argparse.Namespace):
                                                    "growth_candidates", "density_allocation",
                                                    "erk_power")
                     if getattr(args, f) is not None})
+    changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
     activation = changes.get("activation", cfg.activation)
     if activation not in ("allrelu", "leaky") and "alpha" not in changes:
         changes["alpha"] = None  # the preset's All-ReLU slope does not apply
@@ -279,26 +331,64 @@ def config_from_args(args: argparse.Namespace):
     return cfg
 
 
-def _reproduce(args: argparse.Namespace) -> int:
-    from sparse_mlp.reproduce import reproduce_table2
+# the flags each --reproduce table takes besides --dataset, --seeds, --out
+REPRODUCE_FLAGS = {
+    "table2": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
+               "synthetic_shape", "rows", "only_seed"},
+    "table6": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
+               "synthetic_shape"},
+    "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
+    "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run"},
+}
 
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from sparse_mlp import reproduce as rep
+
+    table = args.reproduce
     if args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
-    allowed = {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size"}
     given = {k: v for k, v in vars(args).items()
              if v is not None and k not in {"dataset", "reproduce", "seeds", "out",
                                              "no_progress", "quiet"}}
-    extra = sorted(set(given) - allowed)
+    extra = sorted(set(given) - REPRODUCE_FLAGS[table])
     if extra:
-        raise ConfigError("--reproduce uses the paper's settings; it only takes --dataset, "
-                          "--data-dir, --epochs, --seeds, --threads, --out (got "
-                          + ", ".join("--" + e.replace("_", "-") for e in extra) + ")")
-    overrides = {k: v for k, v in given.items() if k in allowed and k != "epochs"}
-    out = args.out or f"results/{args.dataset}_table2"
-    text = reproduce_table2(args.dataset, seeds=args.seeds, epochs=args.epochs, out=out,
-                            overrides=overrides, progress=False)
-    print(text)
-    print(f"written: {out}/table2.md, {out}/table2.csv (one folder per row and seed)")
+        raise ConfigError(f"--reproduce {table} uses the paper's settings; besides --dataset, "
+                          f"--seeds and --out it only takes "
+                          + ", ".join("--" + f.replace("_", "-")
+                                      for f in sorted(REPRODUCE_FLAGS[table]))
+                          + " (got " + ", ".join("--" + e.replace("_", "-") for e in extra)
+                          + ")")
+    overrides = {k: v for k, v in given.items()
+                 if k in {"data_dir", "threads", "eval_every", "eval_batch_size"}}
+    synthetic = bool(args.synthetic_shape)
+    tag = f"{args.dataset}{'_synthetic' if synthetic else ''}"
+    if table == "table2":
+        out = args.out or f"results/{tag}_table2"
+        text = rep.reproduce_table2(args.dataset, seeds=args.seeds, epochs=args.epochs, out=out,
+                                    overrides=overrides, synthetic=synthetic, rows=args.rows,
+                                    only_seed=args.only_seed)
+        files = "table2.md, table2.csv, fig_*.png (one folder per row and seed)"
+    elif table == "table6":
+        out = args.out or f"results/{tag}_table2"
+        text = rep.reproduce_table6(args.dataset, seeds=args.seeds, epochs=args.epochs,
+                                    out=out, overrides=overrides, synthetic=synthetic)
+        files = "table6.md, table6.csv"
+    elif table == "table3":
+        out = args.out or f"results/{tag}_table3"
+        text = rep.reproduce_table3(args.dataset, seeds=args.seeds, epochs=args.epochs,
+                                    out=out, overrides=overrides, synthetic=synthetic,
+                                    sequential_from=f"results/{tag}_table2")
+        files = "table3.md, table3.csv"
+    else:
+        out = args.out or "results/table4"
+        text = rep.reproduce_table4(out, epochs=args.epochs or rep.TABLE4_EPOCHS,
+                                    threads=args.threads, width_scale=args.width_scale or 1.0,
+                                    n_features=args.n_features, dry_run=bool(args.dry_run))
+        files = "table4.md, table4.csv (one folder per architecture)"
+    if text:  # (under MPI only rank 0 has the table)
+        print(text)
+        print(f"written: {out}/ {files}")
     return 0
 
 
@@ -346,6 +436,16 @@ def _evaluate(args: argparse.Namespace, dataset_given: bool) -> int:
     return 0
 
 
+def _mpi_rank() -> int:
+    """This process's MPI rank (--parallel); 0 when mpi4py is missing (the
+    parallel runner then explains how to install it)."""
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        return 0
+    return MPI.COMM_WORLD.Get_rank()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -365,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             print(dry_run(cfg))
             return 0
-        if not args.quiet and not args.resume:
+        rank = _mpi_rank() if cfg.parallel else 0  # --parallel: only rank 0 reports
+        if rank:
+            logging.getLogger().setLevel(logging.WARNING)
+        if not args.quiet and not args.resume and not rank:
             print(f"sparse_mlp: {cfg.dataset} (preset {cfg.preset}), hidden "
                   f"{','.join(map(str, cfg.hidden))}, eps {cfg.epsilon}, {cfg.activation}"
                   f"{' alpha auto' if cfg.alpha_auto else ''}"
@@ -376,9 +479,19 @@ def main(argv: list[str] | None = None) -> int:
                   f"{cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, seed {cfg.seed}",
                   flush=True)
         overrides = _explicit_settings(args, cfg, dataset_given) if args.resume else None
-        summary = run(cfg, progress=False if args.no_progress else None, resume=args.resume,
-                      overrides=overrides)
+        if cfg.parallel:
+            from sparse_mlp.parallel import run_parallel
+
+            summary = run_parallel(cfg, progress=False if args.no_progress else None,
+                                   resume=args.resume, overrides=overrides)
+            if summary is None:  # a worker rank: rank 0 reports
+                return 0
+        else:
+            summary = run(cfg, progress=False if args.no_progress else None,
+                          resume=args.resume, overrides=overrides)
     except SparseMLPError as exc:
+        if getattr(exc, "quiet", False):  # a --parallel worker told to stop: rank 0 reports
+            return exc.exit_code
         preempted = exc.exit_code == PREEMPTED_EXIT_CODE
         print(f"{'preempted' if preempted else 'error'}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -82,7 +82,7 @@ def set_step(layer: SparseLayer, zeta: float, rng: np.random.Generator,
         return EvolutionStats(nnz, 0, 0)
 
     pos = _regrow_positions(layer, (key_neg, key_pos), n_kept, n_new, rng, n_threads)
-    values = init_values(layer.init, n_new, layer.n_in, layer.n_out, rng)
+    values = init_values(layer.init, n_new, layer.n_in, layer.n_out, rng, density=layer.density)
     rows = pos // layer.n_in
     cols = (pos - rows * layer.n_in).astype(np.int32)
     new_counts = np.bincount(rows, minlength=layer.n_out)

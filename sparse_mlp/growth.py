@@ -365,7 +365,8 @@ def gradient_evolution(layers: Sequence[SparseLayer], probe: GradientProbe, zeta
         if growth_init == "zero":
             vals = np.zeros(pos.size, dtype=np.float32)
         else:
-            vals = init_values(layer.init, pos.size, layer.n_in, layer.n_out, rng)
+            vals = init_values(layer.init, pos.size, layer.n_in, layer.n_out, rng,
+                               density=layer.density)
         rows = pos // layer.n_in
         cols = (pos - rows * layer.n_in).astype(np.int32)
         new_counts = np.bincount(rows, minlength=layer.n_out)

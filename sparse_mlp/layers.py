@@ -32,7 +32,7 @@ from .activations import Activation
 from .errors import ConfigError
 from .kernels import spmm, topology
 
-INITS = ("normal", "xavier", "he_uniform")
+INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
 BYTES_PER_WEIGHT = 20  # indices 4 + data 4 + velocity 4 + t_rows 4 + t_perm 4
 MAX_NNZ = 2**31 - 1  # int32 indices and t_perm
 
@@ -48,20 +48,27 @@ def expected_nnz(n_in: int, n_out: int, epsilon: float) -> int:
 
 
 def init_values(init: str, n: int, n_in: int, n_out: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, density: float = 1.0) -> np.ndarray:
     """Draw ``n`` float32 weight values from a layer's init distribution.
 
     normal: N(0, 1) / 10;  xavier: U(+-sqrt(6 / (n_in + n_out)));
-    he_uniform: U(+-sqrt(6 / n_in)).
+    he_uniform: U(+-sqrt(6 / n_in))  (the paper's; fan-in and fan-out of the
+    dense matrix).  xavier_sparse / he_uniform_sparse (not the paper's): the
+    same with the expected fan-in and fan-out of the sparse layer,
+    ``density * n_in`` and ``density * n_out``, so the signal keeps its scale
+    through very wide, very sparse layers.
     """
     if init == "normal":
         v = rng.standard_normal(n, dtype=np.float32)
         v *= np.float32(0.1)
         return v
-    if init == "xavier":
-        limit = math.sqrt(6.0 / (n_in + n_out))
-    elif init == "he_uniform":
-        limit = math.sqrt(6.0 / n_in)
+    fan_in, fan_out = float(n_in), float(n_out)
+    if init.endswith("_sparse"):
+        fan_in, fan_out = max(1.0, density * n_in), max(1.0, density * n_out)
+    if init in ("xavier", "xavier_sparse"):
+        limit = math.sqrt(6.0 / (fan_in + fan_out))
+    elif init in ("he_uniform", "he_uniform_sparse"):
+        limit = math.sqrt(6.0 / fan_in)
     else:
         raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
     v = rng.random(n, dtype=np.float32)
@@ -171,7 +178,8 @@ class SparseLayer:
         if epsilon <= 0:
             raise ConfigError(f"epsilon must be positive, got {epsilon}")
         pos = er_positions(n_in, n_out, epsilon, rng)
-        values = init_values(init, pos.size, n_in, n_out, rng)
+        values = init_values(init, pos.size, n_in, n_out, rng,
+                             density=pos.size / (float(n_in) * n_out))
         return cls.from_positions(n_in, n_out, pos, values, init)
 
     @classmethod

@@ -51,9 +51,17 @@ from .model import SparseMLP
 
 log = logging.getLogger(__name__)
 
+# a progress line at most this often inside an epoch (only long epochs show one)
+PROGRESS_SECONDS = 60.0
+
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "nnz",
                   "train_s", "test_s", "evolution_s")
 TIMING_COLUMNS = ("train_s", "test_s", "evolution_s")
+# cfg.diagnostics: extra keys of every metrics row (Trainer.gradient_flow and
+# Trainer.connectivity; drawn by figures.py)
+DIAGNOSTIC_KEYS = ("grad_flow", "grad_flow_layers", "nnz_layers", "in_degree")
+# ... the gradient flow is measured on this many training samples (a multiple of B)
+GRAD_FLOW_SAMPLES = 256
 
 # --checkpoint-every unset: a checkpoint at the end of the first epoch that
 # finishes this many seconds after the previous one (and after the last epoch)
@@ -261,6 +269,7 @@ class Trainer:
         self._epoch_shuffle_state = self.streams.shuffle.bit_generator.state
         order = self.streams.shuffle.permutation(self.X_train.shape[0])
         xb = self._xb
+        last_log, first = t0, st.batch
         for b in range(st.batch, self.n_batches):
             idx = order[b * B:(b + 1) * B]
             spmm.gather_columns(self.X_train, idx, xb, n_threads=model.n_threads)
@@ -276,6 +285,14 @@ class Trainer:
             if self.stop is not None and self.stop.requested:
                 st.epoch_train_s += time.perf_counter() - t0
                 self.preempt()
+            now = time.perf_counter()
+            if now - last_log >= PROGRESS_SECONDS and b + 1 < self.n_batches:
+                last_log = now  # long epochs (large models): a line every minute
+                per_batch = (now - t0) / (b + 1 - first)
+                log.info("epoch %d: batch %d/%d, running loss %.4f, %.2fs per batch, "
+                         "epoch ends in about %.0fs", st.epoch + 1, b + 1, self.n_batches,
+                         st.epoch_loss_sum / ((b + 1) * B), per_batch,
+                         per_batch * (self.n_batches - b - 1))
         n = self.n_batches * B
         seconds = st.epoch_train_s + time.perf_counter() - t0
         return st.epoch_loss_sum / n, st.epoch_correct / n, seconds
@@ -335,6 +352,40 @@ class Trainer:
                                momentum=cfg.momentum)
         return time.perf_counter() - t0
 
+    def gradient_flow(self) -> dict:
+        """Diagnostics: the gradient flow (paper Figure 5), the squared L2 norm
+        of the loss gradient w.r.t. every weight and bias (and SReLU
+        parameter), in total and per layer, on a fixed set of
+        :data:`GRAD_FLOW_SAMPLES` training samples (evenly spaced rows),
+        without dropout and without updating anything.  It reads no random
+        stream and changes no weight, so training goes on exactly as without
+        it; its time is in no timing column."""
+        model, B = self.model, self.cfg.batch_size
+        if getattr(self, "_gf_batch", None) is None:
+            n = min(self.n_batches, max(1, GRAD_FLOW_SAMPLES // B)) * B
+            rows = np.linspace(0, self.X_train.shape[0] - 1, n).round().astype(np.int64)
+            xg = np.empty((model.sizes[0], n), dtype=np.float32)
+            spmm.gather_columns(self.X_train, rows, xg, n_threads=model.n_threads)
+            self._gf_batch = (xg, np.ascontiguousarray(self.y_train[rows]))
+        xg, yg = self._gf_batch
+        rate, model.dropout = model.dropout, 0.0
+        try:
+            _, grads, sgs = model.gradients(xg, yg, model.dropout_keys(0, 0), micro_batch=B)
+        finally:
+            model.dropout = rate
+        per_layer = [float(np.dot(g, g)) + float(np.dot(bg, bg)) for g, bg in grads]
+        extra = sum(float(np.dot(s.ravel(), s.ravel())) for s in sgs if s is not None)
+        return {"grad_flow": float(sum(per_layer) + extra), "grad_flow_layers": per_layer}
+
+    def connectivity(self) -> dict:
+        """Diagnostics: nnz of every layer and, for a sparse model, the number
+        of connections of every input neuron (the input layer's in-degree)."""
+        first = self.model.layers[0]
+        out = {"nnz_layers": self.model.nnz_per_layer()}
+        if hasattr(first, "t_indptr"):
+            out["in_degree"] = np.diff(first.t_indptr).astype(np.int64).tolist()
+        return out
+
     def checkpoint_due(self, epoch: int) -> bool:
         """Step 7: a checkpoint at the end of ``epoch``?  After the last epoch,
         every ``checkpoint_every`` epochs, or (``checkpoint_every`` unset)
@@ -393,10 +444,14 @@ class Trainer:
                     test_loss, test_acc, test_s = self.evaluate()
                     if test_acc > st.best_test_acc:
                         st.best_test_acc, st.best_epoch = test_acc, epoch
+                # cfg.diagnostics: gradient flow of the trained weights, before evolution
+                diag = self.gradient_flow() if cfg.diagnostics else {}
                 evolution_s = 0.0 if last else self.evolve(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc, "nnz": self.model.nnz,
                        "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s}
+                if cfg.diagnostics:  # ... and the connectivity after it
+                    row.update(diag, **self.connectivity())
                 st.history.append(row)
                 st.epoch = epoch + 1
                 st.batch, st.epoch_loss_sum, st.epoch_correct, st.epoch_train_s = 0, 0.0, 0, 0.0

@@ -226,3 +226,18 @@ def test_huge_layer_initialises_in_seconds(rng):
     layer = SparseLayer.erdos_renyi(65536, 5_000_000, 1, "normal", rng)
     assert time.perf_counter() - t < 30  # ~1 s here; generous for slow CI machines
     assert abs(layer.nnz - 5_065_536) < 10_000
+
+
+def test_sparse_aware_init_scales_with_the_expected_fan_in(rng):
+    """he_uniform_sparse: limit sqrt(6 / (density * n_in)); the paper's inits
+    keep the dense fan-in."""
+    layer = SparseLayer.erdos_renyi(20000, 2000, 10, "he_uniform_sparse", rng)
+    expected_fan_in = layer.density * 20000
+    lim = math.sqrt(6 / expected_fan_in)
+    assert np.abs(layer.data).max() <= lim and np.abs(layer.data).max() > 0.98 * lim
+    dense = SparseLayer.erdos_renyi(20000, 2000, 10, "he_uniform", rng)
+    assert np.abs(dense.data).max() <= math.sqrt(6 / 20000)
+    # SET regrowth draws from the same (sparse-aware) distribution
+    layer.data[:] = 0.0
+    set_step(layer, 0.3, rng)
+    assert np.abs(layer.data).max() > 0.5 * lim
