@@ -14,7 +14,8 @@ Counts what the engine will hold (all float32 / int32 unless noted):
   eval batch    two ping-pong blocks of the widest layer plus the input block;
                 when memory is tight (lean or micro-batches) the evaluation
                 block is no larger than the training block, and likewise when
-                a block of --eval-batch-size samples would take over 1 GiB
+                a block of --eval-batch-size samples would take over 1 GiB;
+                'lean' runs never hold training and evaluation blocks at once
   dataset       the training and test matrices (already loaded by then)
 
 :func:`plan` picks the cheapest way to run a batch that fits: 'fast'
@@ -53,8 +54,10 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return (self.weights + self.gradients + self.evolution + self.train_batch
-                + self.eval_batch + self.dataset)
+        # 'lean' runs free the training blocks before evaluating and back
+        activations = (max(self.train_batch, self.eval_batch) if self.activation_memory == "lean"
+                       else self.train_batch + self.eval_batch)
+        return self.weights + self.gradients + self.evolution + activations + self.dataset
 
     def lines(self) -> list[str]:
         def f(b: int) -> str:
@@ -66,7 +69,8 @@ class MemoryEstimate:
                 f"topology evolution (transient)                 : {f(self.evolution)}",
                 f"training activations (batch {self.batch}, {self.activation_memory}{mb})"
                 .ljust(47) + f": {f(self.train_batch)}",
-                f"evaluation activations                         : {f(self.eval_batch)}",
+                f"evaluation activations{' (not at once with training)' if self.activation_memory == 'lean' else ''}"
+                .ljust(47) + f": {f(self.eval_batch)}",
                 f"dataset                                        : {f(self.dataset)}",
                 f"total                                          : {f(self.total)}"]
 
@@ -157,12 +161,13 @@ def largest_batch(sizes: list[int], epsilon: float, eval_batch: int = 1024,
                   already_loaded: bool = True, activation_memory: str = "lean") -> int:
     """The largest training batch (no micro-batches) that fits."""
     avail = available_bytes() if available is None else available
+    lean = activation_memory == "lean"
     base = estimate(sizes, epsilon, 1, 1, n_samples, srelu, activation_memory)
-    fixed = base.total - base.train_batch - base.eval_batch - (
-        base.dataset if already_loaded else 0)
+    fixed = (base.weights + base.gradients + base.evolution
+             + (0 if already_loaded else base.dataset))
     room = HEADROOM * avail - fixed
-    per_sample = (train_batch_bytes(sizes, 1, activation_memory == "lean")
-                  + eval_batch_bytes(sizes, 1))
+    per_sample = (max if lean else (lambda a, b: a + b))(
+        train_batch_bytes(sizes, 1, lean), eval_batch_bytes(sizes, 1))
     return max(0, int(room // per_sample))
 
 

@@ -322,8 +322,13 @@ class Trainer:
     def evaluate(self) -> tuple[float, float, float]:
         """Step 4: (test loss, test accuracy, seconds)."""
         t0 = time.perf_counter()
+        tight = self.cfg.activation_memory == "lean"
+        if tight:  # large models: training and evaluation blocks never coexist
+            self.model.release_buffers()
         loss, acc = self.model.evaluate(self.X_test, self.y_test,
                                         batch_size=self.cfg.eval_batch_size)
+        if tight:
+            self.model.release_buffers()
         return loss, acc, time.perf_counter() - t0
 
     def evolve(self, epoch: int) -> float:
