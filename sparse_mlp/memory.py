@@ -62,6 +62,7 @@ class MemoryEstimate:
     def lines(self) -> list[str]:
         def f(b: int) -> str:
             return f"{b / GiB:9.3f} GiB"
+        not_at_once = " (not with training)" if self.activation_memory == "lean" else ""
         mb = (f", micro-batches of {self.micro_batch}"
               if self.micro_batch and self.micro_batch < self.batch else "")
         return [f"weights + optimiser state ({self.nnz:,} weights)   : {f(self.weights)}",
@@ -69,8 +70,8 @@ class MemoryEstimate:
                 f"topology evolution (transient)                 : {f(self.evolution)}",
                 f"training activations (batch {self.batch}, {self.activation_memory}{mb})"
                 .ljust(47) + f": {f(self.train_batch)}",
-                f"evaluation activations{' (not at once with training)' if self.activation_memory == 'lean' else ''}"
-                .ljust(47) + f": {f(self.eval_batch)}",
+                (f"evaluation activations{not_at_once}".ljust(47)
+                 + f": {f(self.eval_batch)}"),
                 f"dataset                                        : {f(self.dataset)}",
                 f"total                                          : {f(self.total)}"]
 
