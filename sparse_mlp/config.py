@@ -70,6 +70,8 @@ class TrainConfig:
     #                                    None: every 10 minutes and after the last epoch; 0: off
     keep_checkpoints: int = 3          # newest checkpoints kept (older ones are deleted)
     save_topology: bool = False        # every epoch's connectivity to <out>/topology.h5
+    diagnostics: bool = False          # per epoch: gradient flow on a fixed batch, nnz per
+    #                                    layer, connections per input (diagnostics.json)
     activation_memory: str = "auto"    # fast: Z and A per hidden layer; lean: Z only (A
     #                                    recomputed in backprop); auto: fast if it fits
     micro_batch: int | None = None     # blocks of a batch, gradients accumulated (None: the
@@ -83,6 +85,14 @@ class TrainConfig:
     density_allocation: str = "er"     # er (paper: eps per layer) | erk (RigL, fixed budget)
     erk_power: float = 1.0             # erk: density ~ ((n_in+n_out)/(n_in*n_out))**power
     alpha_auto: bool = False           # --alpha auto: alpha from the input skewness at run start
+    # --- parallel training over MPI (sparse_mlp/parallel; mpiexec -n K+1) --
+    parallel: str | None = None        # None: sequential | wasap | wassp (paper Algorithm 1)
+    phase1_epochs: int | None = None   # tau1: epochs of phase 1 (PS), then local training +
+    #                                    averaging until --epochs (None: 70%, as the authors)
+    warmup_epochs: float = 5.0         # wassp: lr ramps linearly from lr to K*lr (Goyal et al.)
+    mpi_wait: str = "auto"             # how ranks wait: spin | sleep | auto (sleep when the
+    #                                    node's ranks x threads exceed its cores)
+    mpi_chunk_bytes: int = 2**30       # largest single MPI message; bigger arrays go in chunks
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,5 +189,17 @@ class TrainConfig:
         if self.alpha_auto and self.activation != "allrelu":
             problems.append("--alpha auto chooses the All-ReLU slope: it needs "
                             "--activation allrelu")
+        # parallel (MPI)
+        if self.parallel is not None and self.parallel not in ("wasap", "wassp"):
+            problems.append(f"--parallel must be wasap or wassp, got {self.parallel!r}")
+        if self.phase1_epochs is not None and not 0 <= self.phase1_epochs <= self.epochs:
+            problems.append(f"--phase1-epochs must be between 0 and --epochs ({self.epochs}), "
+                            f"got {self.phase1_epochs}")
+        if not self.warmup_epochs >= 0:
+            problems.append(f"--warmup-epochs must be non-negative, got {self.warmup_epochs}")
+        if self.mpi_wait not in ("auto", "spin", "sleep"):
+            problems.append("--mpi-wait must be auto, spin or sleep")
+        if self.mpi_chunk_bytes < 1:
+            problems.append(f"--mpi-chunk-bytes must be positive, got {self.mpi_chunk_bytes}")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))

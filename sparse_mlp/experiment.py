@@ -8,6 +8,8 @@ output folder:
                        (of the whole run, over all its sessions)
   post_pruning.csv     Table 6 rows, when --post-prune is given
   learning_curves.png  loss, accuracy and nnz over epochs
+  diagnostics.json     with cfg.diagnostics: per epoch the gradient flow, nnz per
+                       layer and connections per input (sparse_mlp.figures)
   checkpoints/         ckpt_e<epochs done>_s<steps done>.h5, the newest
                        --keep-checkpoints of them (sparse_mlp.checkpoint)
   topology.h5          every epoch's connectivity, with --save-topology
@@ -57,6 +59,7 @@ from .model import SparseMLP
 from .report import MetricsCSV, plot_learning_curves, write_json
 from .topology_log import TOPOLOGY_FILE, TopologyLog
 from .training import (
+    DIAGNOSTIC_KEYS,
     METRIC_COLUMNS,
     PreemptedError,
     RandomStreams,
@@ -393,6 +396,13 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
     if ckpt is not None:
         out_given = cfg.out if str(resume) == "auto" else (overrides or {}).get("out")
         cfg = resumed_config(ckpt, overrides, out=out_given)
+    if cfg.parallel:  # WASAP / WASSP run over MPI: sparse_mlp.parallel.run_parallel
+        par = ckpt.extra.get("parallel", {}) if ckpt is not None else {}
+        ranks = f"{int(par['workers']) + 1}" if "workers" in par else "K+1"
+        raise ConfigError(
+            f"--parallel {cfg.parallel}{f' (the run of {ckpt.path})' if ckpt else ''} trains "
+            f"over MPI: start it with `mpiexec -n {ranks} python run_experiment.py --parallel "
+            f"{cfg.parallel} ...` (sparse_mlp.parallel.run_parallel from Python)")
     # 2. the data, and what cannot work with it, refused before any allocation
     if data is None:
         data = load_data(cfg)
@@ -536,6 +546,9 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
         "versions": versions(),
         "out": str(out),
     }
+    if cfg.diagnostics:  # per-epoch gradient flow, nnz per layer, inputs' connections
+        write_json(out / "diagnostics.json",
+                   {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})
     write_json(out / "summary.json", summary)
     try:
         plot_learning_curves(hist, out / "learning_curves.png",

@@ -1,0 +1,679 @@
+"""DenseMLP: the fully connected twin of SparseMLP, for Table 2's dense rows.
+
+The paper compares every SET-MLP with a dense MLP of the same shape (run in
+Keras there).  Here the dense rows run in this engine, so every row of a
+table comes from one tool on one machine: the products are BLAS calls
+through NumPy/SciPy (``W @ X``, ``W.T @ D``, ``D @ X.T``), everything else
+is the sparse engine's own code:
+
+  layout      feature-major batches (neurons, B) float32, as SparseMLP
+  activations the same C epilogues (``_activation.activation_forward`` /
+              ``activation_backward``): ReLU, All-ReLU, leaky, tanh,
+              sigmoid, SReLU
+  dropout     the same counter-based hash of (seed, step, layer, neuron,
+              sample), inverted scaling: with the same keys a dense layer
+              drops exactly the neurons a sparse one does
+  loss        ``softmax_xent`` / ``sigmoid_mse`` (delta = y_pred - y_true)
+  optimiser   ``_spmm.apply_update``: v = mu*v - lr*g; w = w + v - decay*w,
+              for weights and biases (reference semantics)
+
+so the :class:`~sparse_mlp.training.Trainer` trains a DenseMLP unchanged
+(with ``evolution`` and ``importance_pruning`` off), and a fully connected
+SparseMLP with the same weights computes the same steps up to float
+summation order (``tests/test_reproduce.py``).
+
+Memory: per weight 4 bytes each for the value, its momentum and its
+gradient.  :func:`dense_estimate` counts that (plus activations and data)
+before anything is allocated and :func:`check_dense_fits` refuses a model
+that would not fit with :class:`~sparse_mlp.errors.MemoryBudgetError` --
+Leukemia's dense 54675-27500-27500-18 MLP (2.26e9 weights, ~25 GiB) is a
+"memory error" here as it was in the paper.
+
+:func:`run_dense` is the dense twin of :func:`sparse_mlp.experiment.run`:
+the same files in the run folder (config.json, metrics.csv, summary.json,
+learning_curves.png, diagnostics.json with ``cfg.diagnostics``), the same
+summary keys, SIGTERM/SIGUSR1 -> checkpoint -> :class:`PreemptedError`, and
+exact resume from ``<out>/checkpoints/dense_*.npz`` (a plain NumPy archive:
+weights, momentum, loop state, random streams).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activation
+from .config import TrainConfig
+from .errors import CheckpointError, ConfigError, MemoryBudgetError
+from .kernels import activation as act_kernels
+from .kernels import default_threads, spmm
+from .layers import INITS, init_values
+from .memory import HEADROOM, GiB, available_bytes
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_DENSE_WEIGHT = 12  # value 4 + momentum 4 + gradient 4
+CHECKPOINT_PREFIX = "dense_"
+
+
+# --------------------------------------------------------------------------- threads
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Limit the BLAS library's threads to ``n`` inside the block (threadpoolctl,
+    installed with scikit-learn); without threadpoolctl the BLAS default applies."""
+    if n is None:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        log.warning("threadpoolctl is missing: BLAS uses its default thread count, not %d", n)
+        yield
+        return
+    with threadpool_limits(limits=int(n), user_api="blas"):
+        yield
+
+
+# --------------------------------------------------------------------------- memory
+@dataclass
+class DenseEstimate:
+    """Bytes a dense run needs (see :func:`dense_estimate`)."""
+
+    n_weights: int
+    weights: int
+    train_batch: int
+    eval_batch: int
+    dataset: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.train_batch + self.eval_batch + self.dataset
+
+    def lines(self) -> list[str]:
+        def f(b: int) -> str:
+            return f"{b / GiB:9.3f} GiB"
+        return [f"weights, momentum, gradient ({self.n_weights:,} weights) : {f(self.weights)}",
+                f"training activations                           : {f(self.train_batch)}",
+                f"evaluation activations                         : {f(self.eval_batch)}",
+                f"dataset                                        : {f(self.dataset)}",
+                f"total                                          : {f(self.total)}"]
+
+
+def dense_weights(sizes: list[int]) -> int:
+    """Number of weights of a fully connected MLP, biases not counted (the
+    paper's dense counts include them: Madelon 280,800 + 902 = 281,702)."""
+    return int(sum(int(a) * int(b) for a, b in zip(sizes[:-1], sizes[1:])))
+
+
+def dense_estimate(sizes: list[int], batch: int, eval_batch: int = 1024,
+                   n_samples: int = 0, micro_batch: int | None = None) -> DenseEstimate:
+    """Estimate the bytes of a dense run: per weight value, momentum and
+    gradient (plus a second gradient block with micro-batches); per neuron
+    bias, momentum, gradient; per training sample Z, A and the delta of
+    every hidden layer, the input and the logits; per evaluation sample two
+    blocks of the widest layer and the input; the dataset (train + test)."""
+    sizes = [int(s) for s in sizes]
+    n_w = dense_weights(sizes)
+    per_weight = BYTES_PER_DENSE_WEIGHT + (4 if micro_batch and micro_batch < batch else 0)
+    weights = per_weight * n_w + 12 * sum(sizes[1:])
+    mb = batch if not micro_batch or micro_batch >= batch else micro_batch
+    train = 4 * mb * (sizes[0] + sizes[-1] + 3 * sum(sizes[1:-1]))
+    block = max(1, eval_batch)
+    evals = 4 * block * (2 * max(sizes[1:]) + sizes[0])
+    return DenseEstimate(n_w, weights, train, evals, 4 * n_samples * sizes[0])
+
+
+def check_dense_fits(sizes: list[int], batch: int, eval_batch: int = 1024,
+                     n_samples: int = 0, available: int | None = None,
+                     already_loaded: bool = True) -> DenseEstimate:
+    """Refuse a dense model that would not fit in memory, before allocating
+    it; returns the estimate when it fits."""
+    est = dense_estimate(sizes, batch, eval_batch, n_samples)
+    avail = available_bytes() if available is None else int(available)
+    need = est.total - (est.dataset if already_loaded else 0)
+    if need > HEADROOM * avail:
+        arch = "-".join(map(str, sizes))
+        raise MemoryBudgetError(
+            f"memory error: the dense {arch} MLP has {est.n_weights:,} weights and needs about "
+            f"{need / GiB:.2f} GiB (value, momentum and gradient of every weight: "
+            f"{BYTES_PER_DENSE_WEIGHT} bytes each), but only {avail / GiB:.2f} GiB is "
+            f"available; it is not trained (the paper's dense run of this shape failed with a "
+            f"memory error too):\n  " + "\n  ".join(est.lines()))
+    return est
+
+
+# --------------------------------------------------------------------------- layer
+class DenseLayer:
+    """One fully connected weight matrix, stored as W^T: ``W`` (n_out, n_in)
+    float32 C-contiguous (row j: the incoming weights of output neuron j, the
+    order of a sparse layer's CSR-by-output rows); ``data`` and ``velocity``
+    are its flat (n_out * n_in,) views, ``bias`` and ``bias_velocity`` (n_out,).
+    """
+
+    def __init__(self, n_in: int, n_out: int, W: np.ndarray, init: str = "xavier",
+                 bias: np.ndarray | None = None, velocity: np.ndarray | None = None,
+                 bias_velocity: np.ndarray | None = None) -> None:
+        self.n_in, self.n_out, self.init = int(n_in), int(n_out), init
+        W = np.ascontiguousarray(W, dtype=np.float32)
+        if W.shape != (self.n_out, self.n_in):
+            raise ConfigError(f"W must have shape (n_out, n_in) = ({n_out}, {n_in}), "
+                              f"got {W.shape}")
+        self.W = W
+        self.data = W.reshape(-1)
+        self.velocity = (np.zeros_like(self.data) if velocity is None else
+                         np.ascontiguousarray(velocity, dtype=np.float32).reshape(-1))
+        self.bias = (np.zeros(self.n_out, np.float32) if bias is None else
+                     np.ascontiguousarray(bias, dtype=np.float32).copy())
+        self.bias_velocity = (np.zeros(self.n_out, np.float32) if bias_velocity is None else
+                              np.ascontiguousarray(bias_velocity, dtype=np.float32).copy())
+        if self.velocity.shape != self.data.shape or self.bias.shape != (self.n_out,) \
+                or self.bias_velocity.shape != (self.n_out,):
+            raise ConfigError("velocity, bias and bias_velocity must match W")
+
+    @classmethod
+    def random(cls, n_in: int, n_out: int, init: str, rng: np.random.Generator) -> DenseLayer:
+        """Every connection present, values from ``init`` (layers.init_values)."""
+        W = init_values(init, int(n_in) * int(n_out), n_in, n_out, rng).reshape(n_out, n_in)
+        return cls(n_in, n_out, W, init)
+
+    @property
+    def nnz(self) -> int:
+        return self.n_in * self.n_out
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.velocity.nbytes + 2 * self.bias.nbytes)
+
+    def forward(self, X: np.ndarray, Z: np.ndarray, A: np.ndarray | None = None,
+                act: Activation | None = None, dropout: float = 0.0, key: int = 0,
+                b_offset: int = 0, n_threads: int = 1) -> None:
+        """Z = W^T X + b (feature-major: X (n_in, B), Z (n_out, B)); when A is
+        given, A = dropout(f(Z)) (A may be Z), the sparse layer's contract."""
+        np.matmul(self.W, X, out=Z)
+        Z += self.bias[:, None]
+        if A is not None:
+            kw = act.kernel_args() if act is not None else {}
+            act_kernels.activation_forward(Z, A, drop_rate=dropout, drop_key=key,
+                                           b_offset=b_offset, n_threads=n_threads, **kw)
+
+    def __repr__(self) -> str:
+        return f"DenseLayer({self.n_in} x {self.n_out}, init={self.init!r})"
+
+
+# --------------------------------------------------------------------------- model
+class DenseMLP:
+    """A fully connected MLP with SparseMLP's interface (what the Trainer,
+    evaluation and metrics use).
+
+    Parameters
+    ----------
+    sizes : list of int
+        ``[n_0 (inputs), n_1, ..., n_L (classes)]``.
+    activation, alpha, output, dropout, init :
+        As :class:`~sparse_mlp.model.SparseMLP`.
+    rng : numpy.random.Generator
+        Draws the initial values.
+    n_threads : int, optional
+        Threads of the activation and update kernels (BLAS threads: see
+        :func:`blas_threads`).
+    layers, activations : optional
+        Use these instead of drawing new ones (loading a checkpoint).
+    """
+
+    def __init__(self, sizes: list[int], activation: str = "relu", alpha: float | None = None,
+                 init: str = "xavier", output: str = "softmax", dropout: float = 0.0,
+                 rng: np.random.Generator | None = None, n_threads: int | None = None,
+                 layers: list[DenseLayer] | None = None,
+                 activations: list[Activation] | None = None) -> None:
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ConfigError(f"sizes must list at least 2 positive layer widths, got {sizes}")
+        if activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}")
+        if output not in OUTPUTS:
+            raise ConfigError(f"unknown output {output!r}")
+        if init not in INITS:
+            raise ConfigError(f"unknown weight init {init!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        self.sizes, self.activation, self.alpha = sizes, activation, alpha
+        self.init, self.output, self.dropout = init, output, float(dropout)
+        self.n_threads = int(n_threads or default_threads())
+        self.lean = False  # the sparse model's activation-memory switch; dense keeps all
+        rng = rng if rng is not None else np.random.default_rng()
+        if layers is None:
+            layers = [DenseLayer.random(a, b, init, rng) for a, b in zip(sizes[:-1], sizes[1:])]
+        if [(lay.n_in, lay.n_out) for lay in layers] != list(zip(sizes[:-1], sizes[1:])):
+            raise ConfigError("the layers do not match the sizes")
+        self.layers = layers
+        if activations is None:
+            activations = [make_activation(activation, h + 1, sizes[h + 1], alpha, rng)
+                           for h in range(len(sizes) - 2)]
+        self.acts = activations
+        self._bufs: dict | None = None
+        self._grads: list | None = None
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def nnz(self) -> int:
+        return sum(lay.nnz for lay in self.layers)
+
+    def nnz_per_layer(self) -> list[int]:
+        return [lay.nnz for lay in self.layers]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(lay.nbytes for lay in self.layers)
+
+    def __repr__(self) -> str:
+        return (f"DenseMLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
+                f"weights={self.nnz})")
+
+    def dropout_keys(self, seed: int, step: int) -> list[int]:
+        """The dropout key of every hidden layer for one step (as SparseMLP)."""
+        return [act_kernels.dropout_key(seed, step, h) for h in range(len(self.acts))]
+
+    # ------------------------------------------------------------------ training
+    def _buffers(self, B: int) -> dict:
+        """Per hidden layer Z, A and the delta G (n, B); the logits."""
+        bufs = self._bufs
+        if bufs is None or bufs["B"] != B:
+            self._bufs = None
+            hidden = self.sizes[1:-1]
+            bufs = {"B": B,
+                    "Z": [np.empty((n, B), np.float32) for n in self.sizes[1:]],
+                    "A": [np.empty((n, B), np.float32) for n in hidden],
+                    "G": [np.empty((n, B), np.float32) for n in hidden],
+                    "sg": [np.empty((n, 4), np.float32) if a.params is not None else None
+                           for n, a in zip(hidden, self.acts)]}
+            self._bufs = bufs
+        return bufs
+
+    def _grad_buffers(self) -> list:
+        if self._grads is None:
+            self._grads = [(np.empty_like(lay.W), np.empty(lay.n_out, np.float32))
+                           for lay in self.layers]
+        return self._grads
+
+    def _forward_backward(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
+                          b_offset: int, scale: float, accumulate: bool,
+                          sg_acc: list) -> tuple[float, int]:
+        """One block: forward with dropout, output delta, backward; writes
+        (or adds, with ``accumulate``) scale * gradient into the gradient
+        buffers; every delta uses the weights of the forward pass."""
+        B = Xb.shape[1]
+        bufs = self._buffers(B)
+        prev = Xb
+        L = self.n_layers
+        for li, layer in enumerate(self.layers):
+            if li < L - 1:
+                layer.forward(prev, bufs["Z"][li], bufs["A"][li], act=self.acts[li],
+                              dropout=self.dropout, key=keys[li], b_offset=b_offset,
+                              n_threads=self.n_threads)
+                prev = bufs["A"][li]
+            else:
+                layer.forward(prev, bufs["Z"][li], n_threads=self.n_threads)
+        fn = act_kernels.softmax_xent if self.output == "softmax" else act_kernels.sigmoid_mse
+        loss, correct = fn(bufs["Z"][-1], yb, True, n_threads=1)  # logits -> delta
+        grads = self._grad_buffers()
+        D = bufs["Z"][-1]
+        for li in range(L - 1, -1, -1):
+            layer = self.layers[li]
+            X_in = Xb if li == 0 else bufs["A"][li - 1]
+            g, bg = grads[li]
+            if li > 0:  # delta of the layer below, with this layer's forward weights
+                h = li - 1
+                G = bufs["G"][h]
+                np.matmul(layer.W.T, D, out=G)
+                act, sg = self.acts[h], bufs["sg"][h]
+                act_kernels.activation_backward(
+                    bufs["Z"][h], G, srelu_grad=sg, drop_rate=self.dropout, drop_key=keys[h],
+                    b_offset=b_offset, n_threads=self.n_threads, **act.kernel_args())
+                if sg is not None:
+                    sg_acc[h] += sg * np.float32(scale)
+            # g (+)= scale * D X^T, bg (+)= scale * sum_b D
+            if accumulate:
+                g += np.float32(scale) * (D @ X_in.T)
+                bg += np.float32(scale) * D.sum(axis=1, dtype=np.float32)
+            else:
+                np.matmul(D, X_in.T, out=g)
+                g *= np.float32(scale)
+                np.multiply(D.sum(axis=1, dtype=np.float32), np.float32(scale), out=bg)
+            if li > 0:
+                D = bufs["G"][li - 1]
+        return float(loss), int(correct)
+
+    def _accumulate(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
+                    micro_batch: int | None) -> tuple[float, int, list]:
+        """Loss, correct predictions and batch-mean gradients of one batch,
+        micro-batch by micro-batch (blocks of a divisor of B); nothing updated."""
+        B = Xb.shape[1]
+        mb = B if not micro_batch or micro_batch >= B else int(micro_batch)
+        while B % mb:
+            mb -= 1
+        sg_acc = [None if a.params is None else np.zeros_like(a.params) for a in self.acts]
+        loss, correct = 0.0, 0
+        for off in range(0, B, mb):
+            xs = Xb if mb == B else np.ascontiguousarray(Xb[:, off:off + mb])
+            lo, c = self._forward_backward(xs, yb[off:off + mb], keys, off, 1.0 / B,
+                                           accumulate=off > 0, sg_acc=sg_acc)
+            loss += lo
+            correct += c
+        return loss, correct, sg_acc
+
+    def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,
+                   decay: float, keys: list[int], nesterov: bool = False,
+                   micro_batch: int | None = None) -> tuple[float, int]:
+        """One mini-batch of momentum SGD (reference semantics, as
+        :meth:`SparseMLP.train_step`): returns (summed loss, correct)."""
+        yb = np.ascontiguousarray(yb, dtype=np.int32)
+        loss, correct, sg_acc = self._accumulate(Xb, yb, keys, micro_batch)
+        for layer, (g, bg) in zip(self.layers, self._grad_buffers()):
+            spmm.apply_update(layer.data, layer.velocity, g.reshape(-1), lr, momentum, decay,
+                              nesterov, n_threads=self.n_threads)
+            spmm.apply_update(layer.bias, layer.bias_velocity, bg, lr, momentum, decay,
+                              nesterov, n_threads=1)
+        for act, g in zip(self.acts, sg_acc):
+            if g is not None:  # SReLU parameters: same optimiser, no weight decay
+                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
+                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
+        return loss, correct
+
+    def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
+                  micro_batch: int | None = None
+                  ) -> tuple[float, list[tuple[np.ndarray, np.ndarray]], list]:
+        """Loss (batch mean) and batch-mean gradients [(g (n_out*n_in,), bias_g
+        (n_out,)), ...] and SReLU parameter gradients, without updating (copies)."""
+        yb = np.ascontiguousarray(yb, dtype=np.int32)
+        loss, _, sg_acc = self._accumulate(Xb, yb, keys, micro_batch)
+        grads = [(g.reshape(-1).copy(), bg.copy()) for g, bg in self._grad_buffers()]
+        return loss / Xb.shape[1], grads, sg_acc
+
+    def release_buffers(self) -> None:
+        self._bufs = None
+        self._grads = None
+
+    # ------------------------------------------------------------------ inference
+    def _blocks(self, X: np.ndarray, batch_size: int):
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ConfigError(f"expected data of shape (n_samples, {self.sizes[0]}), "
+                              f"got {X.shape}")
+        width = max(self.sizes[1:])
+        for s in range(0, X.shape[0], batch_size):
+            Xf = np.ascontiguousarray(X[s:s + batch_size].T, dtype=np.float32)
+            m = Xf.shape[1]
+            ping = np.empty((width, m), np.float32)
+            pong = np.empty((width, m), np.float32)
+            prev = Xf
+            for li, layer in enumerate(self.layers):
+                out = (ping if li % 2 == 0 else pong)[: layer.n_out]
+                act = self.acts[li] if li < self.n_layers - 1 else None
+                layer.forward(prev, out, out if act is not None else None, act=act,
+                              n_threads=self.n_threads)
+                prev = out
+            yield s, m, prev
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024
+                 ) -> tuple[float, float]:
+        """(mean loss, accuracy) over a dataset, in blocks (no dropout)."""
+        y = np.ascontiguousarray(y, dtype=np.int32)
+        if y.shape != (np.asarray(X).shape[0],):
+            raise ConfigError("evaluate: y must have one label per row of X")
+        fn = act_kernels.softmax_xent if self.output == "softmax" else act_kernels.sigmoid_mse
+        loss, correct = 0.0, 0
+        for s, m, logits in self._blocks(X, batch_size):
+            lo, c = fn(logits, y[s:s + m], False, n_threads=1)
+            loss += lo
+            correct += c
+        n = max(1, y.size)
+        return loss / n, correct / n
+
+    def predict(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Predicted class ids (int64)."""
+        out = np.empty(np.asarray(X).shape[0], dtype=np.int64)
+        for s, m, logits in self._blocks(X, batch_size):
+            out[s:s + m] = np.argmax(logits, axis=0)
+        return out
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_dense_checkpoint(folder: Path, cfg: TrainConfig, model: DenseMLP, state,
+                          streams: dict, extra: dict, keep: int = 2) -> Path:
+    """Write ``dense_e<epochs>_s<steps>.npz`` atomically (temporary file,
+    fsync, rename) and keep the ``keep`` newest: weights, momentum, SReLU
+    parameters, the loop state with its history, the random streams and the
+    run's record, as plain arrays and JSON text."""
+    from .training import TrainState
+
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for i, lay in enumerate(model.layers):
+        arrays[f"W{i}"], arrays[f"v{i}"] = lay.W, lay.velocity
+        arrays[f"b{i}"], arrays[f"bv{i}"] = lay.bias, lay.bias_velocity
+    for h, act in enumerate(model.acts):
+        if act.params is not None:
+            arrays[f"srelu{h}"], arrays[f"srelu_v{h}"] = act.params, act.velocity
+    st = {f.name: getattr(state, f.name) for f in fields(TrainState)}
+    meta = {"format": "sparse_mlp.dense_checkpoint", "version": 1, "config": cfg.to_dict(),
+            "sizes": model.sizes, "state": st, "streams": streams, "extra": extra}
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = folder / f"{CHECKPOINT_PREFIX}e{state.epoch:06d}_s{state.step:010d}.npz"
+    tmp = folder / f".{path.name}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    for old in list_dense_checkpoints(folder)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def list_dense_checkpoints(folder: Path) -> list[Path]:
+    """Dense checkpoints in a folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}e*_s*.npz"))
+
+
+def load_dense_checkpoint(path: Path, n_threads: int | None = None) -> dict[str, Any]:
+    """Read a dense checkpoint: {"cfg", "model", "state", "streams", "extra", "path"}."""
+    from .training import TrainState
+
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes())
+            cfg = TrainConfig.from_dict(meta["config"])
+            sizes = meta["sizes"]
+            layers = [DenseLayer(a, b, z[f"W{i}"], cfg.weight_init, z[f"b{i}"], z[f"v{i}"],
+                                 z[f"bv{i}"])
+                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+            acts = [make_activation(cfg.activation, h + 1, sizes[h + 1], cfg.alpha)
+                    for h in range(len(sizes) - 2)]
+            for h, act in enumerate(acts):
+                if act.params is not None:
+                    act.params = z[f"srelu{h}"].copy()
+                    act.velocity = z[f"srelu_v{h}"].copy()
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable dense checkpoint ({exc})") from None
+    if meta.get("format") != "sparse_mlp.dense_checkpoint":
+        raise CheckpointError(f"{path} is not a sparse_mlp dense checkpoint")
+    model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output, cfg.dropout,
+                     n_threads=n_threads, layers=layers, activations=acts)
+    return {"cfg": cfg, "model": model, "state": TrainState(**meta["state"]),
+            "streams": meta["streams"], "extra": meta["extra"], "path": Path(path)}
+
+
+def latest_dense_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """The newest readable dense checkpoint of a folder (unreadable ones are
+    renamed ``*.corrupt``), or None."""
+    for path in reversed(list_dense_checkpoints(folder)):
+        try:
+            return load_dense_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("%s; renaming it %s.corrupt", exc, path.name)
+            os.replace(path, path.with_name(path.name + ".corrupt"))
+    return None
+
+
+# --------------------------------------------------------------------------- run
+def dense_config(cfg: TrainConfig) -> TrainConfig:
+    """A configuration as a dense run uses it: no topology evolution, no
+    Importance Pruning, no post-training pruning (all weights are kept)."""
+    return cfg.replace(evolution=False, importance_pruning=False, post_prune=[],
+                       growth="random", save_topology=False)
+
+
+def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
+              resume: str | None = None) -> dict[str, Any]:
+    """Train a dense MLP with ``cfg`` (the twin of :func:`sparse_mlp.experiment.run`).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``hidden``, activation, optimiser, dropout, epochs, seed, ``out`` ...
+        (epsilon, evolution and pruning settings do not apply).
+    data : Dataset, optional
+        Use this data instead of loading ``cfg.dataset``.
+    resume : "auto", optional
+        Continue from the newest dense checkpoint in ``cfg.out`` (a new run
+        when there is none).
+
+    Raises
+    ------
+    MemoryBudgetError
+        The dense model would not fit in memory (nothing is allocated).
+    PreemptedError
+        SIGTERM / SIGUSR1 arrived: stopped after a batch with a checkpoint.
+    """
+    from .experiment import data_fingerprint, load_data, peak_rss_bytes, versions
+    from .report import MetricsCSV, plot_learning_curves, write_json
+    from .training import (
+        DIAGNOSTIC_KEYS,
+        METRIC_COLUMNS,
+        PreemptedError,
+        RandomStreams,
+        StopRequest,
+        Trainer,
+        TrainState,
+        stop_on_signals,
+    )
+
+    cfg = dense_config(cfg)
+    cfg.validate()
+    if not cfg.out:
+        raise ConfigError("run_dense needs cfg.out, the run's folder")
+    t_start = time.perf_counter()
+    out = Path(cfg.out)
+    ckdir = out / "checkpoints"
+    ck = latest_dense_checkpoint(ckdir) if resume == "auto" else None
+    if ck is not None:
+        saved = ck["cfg"]
+        cfg = saved.replace(out=str(out), threads=cfg.threads)
+    if data is None:
+        data = load_data(cfg)
+    sizes = [data.n_features, *cfg.hidden, data.n_classes]
+    check_dense_fits(sizes, cfg.batch_size, cfg.eval_batch_size,
+                     data.X_train.shape[0] + data.X_test.shape[0])
+    fingerprint = data_fingerprint(data)
+    threads = cfg.threads or default_threads()
+    cfg = cfg.replace(threads=threads)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**cfg.to_dict(), "model": "dense", "data": data.info,
+                                     "n_features": data.n_features,
+                                     "n_classes": data.n_classes, "classes": data.classes})
+    if ck is None:
+        streams = RandomStreams(cfg.seed)
+        t0 = time.perf_counter()
+        model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output,
+                         cfg.dropout, rng=streams.init, n_threads=threads)
+        state = TrainState()
+        info = {"init_s": time.perf_counter() - t0, "data_fingerprint": fingerprint,
+                "wall_s": 0.0, "sessions": []}
+    else:
+        if ck["extra"].get("data_fingerprint", fingerprint) != fingerprint:
+            raise ConfigError(f"the data differ from those the run of {ck['path']} trained "
+                              f"on; resume it with the same data")
+        model, state, info = ck["model"], ck["state"], dict(ck["extra"])
+        model.n_threads = threads
+        streams = RandomStreams(cfg.seed)
+        streams.set_state(ck["streams"])
+        streams.dropout_seed = ck["streams"]["dropout_seed"]
+        log.info("resuming dense run from %s: %d epochs done", ck["path"], state.epoch)
+    info["sessions"] = [*info.get("sessions", []),
+                        {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                         "resumed_from": None if ck is None else str(ck["path"]),
+                         "epoch": state.epoch, "step": state.step}]
+    wall_before = float(info.get("wall_s", 0.0))
+
+    csv_out = MetricsCSV(out / "metrics.csv", METRIC_COLUMNS)
+    for row in state.history:
+        csv_out(row)
+
+    def on_checkpoint(trainer: Trainer, reason: str) -> Path | None:
+        info["wall_s"] = wall_before + time.perf_counter() - t_start
+        path = save_dense_checkpoint(ckdir, cfg, model, trainer.state, trainer.streams_state(),
+                                     info, keep=min(cfg.keep_checkpoints, 2))
+        log.info("%s dense checkpoint %s", reason, path)
+        return path
+
+    stop = StopRequest()
+    trainer = Trainer(cfg, model, data.X_train, data.y_train, data.X_test, data.y_test,
+                      streams, on_epoch=csv_out, state=state, on_checkpoint=on_checkpoint,
+                      stop=stop)
+    try:
+        with stop_on_signals(stop), blas_threads(threads):
+            state = trainer.run(progress=progress)
+    except PreemptedError as exc:
+        raise PreemptedError(f"{exc}. Continue it with --resume auto", exc.checkpoint) from None
+    finally:
+        csv_out.close()
+    hist = state.history
+    final = hist[-1]
+    latest = list_dense_checkpoints(ckdir)
+    summary = {
+        "model": "dense",
+        "dataset": data.name, "architecture": "-".join(map(str, sizes)),
+        "activation": cfg.activation, "alpha": cfg.alpha, "importance_pruning": False,
+        "epochs": cfg.epochs, "seed": cfg.seed,
+        "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
+        "final_test_acc": final["test_acc"], "final_test_loss": final["test_loss"],
+        "final_train_loss": final["train_loss"],
+        "nnz_start": model.nnz, "nnz_end": model.nnz,
+        "nnz_per_layer_start": model.nnz_per_layer(), "nnz_per_layer_end": model.nnz_per_layer(),
+        "init_s": info["init_s"],
+        "train_s": sum(r["train_s"] for r in hist),
+        "test_s": sum(r["test_s"] for r in hist),
+        "evolution_s": 0.0,
+        "wall_s": wall_before + time.perf_counter() - t_start,
+        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])),
+        "peak_rss_bytes": peak_rss_bytes(), "threads": threads, "post_pruning": [],
+        "sessions": len(info["sessions"]),
+        "resumed_from": [s["resumed_from"] for s in info["sessions"] if s["resumed_from"]],
+        "checkpoint": str(latest[-1]) if latest else None, "topology": None,
+        "versions": versions(), "out": str(out),
+    }
+    if cfg.diagnostics:
+        write_json(out / "diagnostics.json",
+                   {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})
+    write_json(out / "summary.json", summary)
+    try:
+        plot_learning_curves(hist, out / "learning_curves.png",
+                             title=f"{data.name} {summary['architecture']} dense "
+                                   f"{cfg.activation}")
+    except Exception as exc:  # a plot must never lose a finished run
+        log.warning("could not draw learning_curves.png: %s", exc)
+    return summary
