@@ -300,6 +300,7 @@ class DeathWatch:
                 info = self._fds[fd]
                 _say(f"sparse_mlp: {describe(info)} died (killed or crashed) while the job was "
                      f"running; stopping every rank.")
+                time.sleep(ABORT_GRACE_S)  # let the launcher forward the message first
                 self.comm.Abort(EXIT_RANK_DIED)
                 return
 
@@ -321,6 +322,9 @@ class DeathWatch:
 
 
 EXIT_RANK_DIED = 70  # EX_SOFTWARE-ish: another rank of the job died
+# MPI_Abort tears the launcher's output forwarding down at once; a message
+# written just before it was seen to be lost, so the aborting rank waits this long
+ABORT_GRACE_S = 0.5
 
 
 def _say(text: str) -> None:
@@ -346,4 +350,5 @@ def abort(comm, info: RankInfo, exc: BaseException, exit_code: int) -> None:
              f"stopping every rank of the job (MPI_Abort).\n{detail}")
     sys.stdout.flush()
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE_S)
     comm.Abort(exit_code)
