@@ -50,13 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activation
+from .activations import Activation, make_activation
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, MemoryBudgetError
 from .kernels import activation as act_kernels
 from .kernels import default_threads, spmm
-from .layers import INITS, init_values
+from .layers import init_values
 from .memory import HEADROOM, GiB, available_bytes
+from .model import LayerStack
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,7 @@ class DenseLayer:
 
 
 # --------------------------------------------------------------------------- model
-class DenseMLP:
+class DenseMLP(LayerStack):
     """A fully connected MLP with SparseMLP's interface (what the Trainer,
     evaluation and metrics use).
 
@@ -233,17 +234,7 @@ class DenseMLP:
                  rng: np.random.Generator | None = None, n_threads: int | None = None,
                  layers: list[DenseLayer] | None = None,
                  activations: list[Activation] | None = None) -> None:
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"sizes must list at least 2 positive layer widths, got {sizes}")
-        if activation not in HIDDEN_ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}")
-        if output not in OUTPUTS:
-            raise ConfigError(f"unknown output {output!r}")
-        if init not in INITS:
-            raise ConfigError(f"unknown weight init {init!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        sizes = self.check_settings(sizes, activation, output, init, dropout)
         self.sizes, self.activation, self.alpha = sizes, activation, alpha
         self.init, self.output, self.dropout = init, output, float(dropout)
         self.n_threads = int(n_threads or default_threads())
@@ -251,28 +242,11 @@ class DenseMLP:
         rng = rng if rng is not None else np.random.default_rng()
         if layers is None:
             layers = [DenseLayer.random(a, b, init, rng) for a, b in zip(sizes[:-1], sizes[1:])]
-        if [(lay.n_in, lay.n_out) for lay in layers] != list(zip(sizes[:-1], sizes[1:])):
-            raise ConfigError("the layers do not match the sizes")
-        self.layers = layers
-        if activations is None:
-            activations = [make_activation(activation, h + 1, sizes[h + 1], alpha, rng)
-                           for h in range(len(sizes) - 2)]
-        self.acts = activations
+        self.attach(sizes, layers, activations, activation, alpha, rng)
         self._bufs: dict | None = None
         self._grads: list | None = None
 
     # ------------------------------------------------------------------ facts
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def nnz(self) -> int:
-        return sum(lay.nnz for lay in self.layers)
-
-    def nnz_per_layer(self) -> list[int]:
-        return [lay.nnz for lay in self.layers]
-
     @property
     def nbytes(self) -> int:
         return sum(lay.nbytes for lay in self.layers)
@@ -559,10 +533,9 @@ def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
     PreemptedError
         SIGTERM / SIGUSR1 arrived: stopped after a batch with a checkpoint.
     """
-    from .experiment import data_fingerprint, load_data, peak_rss_bytes, versions
-    from .report import MetricsCSV, plot_learning_curves, write_json
+    from .experiment import data_fingerprint, finish_run, load_data, summarize_run
+    from .report import MetricsCSV, write_json
     from .training import (
-        DIAGNOSTIC_KEYS,
         METRIC_COLUMNS,
         PreemptedError,
         RandomStreams,
@@ -641,39 +614,11 @@ def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
         raise PreemptedError(f"{exc}. Continue it with --resume auto", exc.checkpoint) from None
     finally:
         csv_out.close()
-    hist = state.history
-    final = hist[-1]
     latest = list_dense_checkpoints(ckdir)
-    summary = {
-        "model": "dense",
-        "dataset": data.name, "architecture": "-".join(map(str, sizes)),
-        "activation": cfg.activation, "alpha": cfg.alpha, "importance_pruning": False,
-        "epochs": cfg.epochs, "seed": cfg.seed,
-        "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
-        "final_test_acc": final["test_acc"], "final_test_loss": final["test_loss"],
-        "final_train_loss": final["train_loss"],
-        "nnz_start": model.nnz, "nnz_end": model.nnz,
-        "nnz_per_layer_start": model.nnz_per_layer(), "nnz_per_layer_end": model.nnz_per_layer(),
-        "init_s": info["init_s"],
-        "train_s": sum(r["train_s"] for r in hist),
-        "test_s": sum(r["test_s"] for r in hist),
-        "evolution_s": 0.0,
-        "wall_s": wall_before + time.perf_counter() - t_start,
-        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])),
-        "peak_rss_bytes": peak_rss_bytes(), "threads": threads, "post_pruning": [],
-        "sessions": len(info["sessions"]),
-        "resumed_from": [s["resumed_from"] for s in info["sessions"] if s["resumed_from"]],
-        "checkpoint": str(latest[-1]) if latest else None, "topology": None,
-        "versions": versions(), "out": str(out),
-    }
-    if cfg.diagnostics:
-        write_json(out / "diagnostics.json",
-                   {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})
-    write_json(out / "summary.json", summary)
-    try:
-        plot_learning_curves(hist, out / "learning_curves.png",
-                             title=f"{data.name} {summary['architecture']} dense "
-                                   f"{cfg.activation}")
-    except Exception as exc:  # a plot must never lose a finished run
-        log.warning("could not draw learning_curves.png: %s", exc)
+    summary = {"model": "dense", **summarize_run(
+        cfg, data.name, model, state, info, model.nnz_per_layer(),
+        wall_before + time.perf_counter() - t_start, threads, [],
+        latest[-1] if latest else None, None, out)}
+    finish_run(out, cfg, summary, state.history,
+               f"{data.name} {summary['architecture']} dense {cfg.activation}")
     return summary

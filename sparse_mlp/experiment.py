@@ -516,47 +516,66 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
             pp(r)
         pp.close()
 
-    final = hist[-1]
-    nnz_start = [int(n) for n in info["nnz_per_layer_start"]]
     latest = ckdir.list()
-    summary = {
-        "dataset": data.name,
+    summary = summarize_run(
+        cfg, data.name, model, state, info, [int(n) for n in info["nnz_per_layer_start"]],
+        wall_before + time.perf_counter() - t_start, threads, post_rows,
+        latest[-1] if latest else None, str(out / TOPOLOGY_FILE) if topo is not None else None,
+        out)
+    finish_run(out, cfg, summary, hist, f"{data.name} {summary['architecture']} {cfg.activation}"
+                                  f"{' + IP' if cfg.importance_pruning else ''}")
+    return summary
+
+
+def summarize_run(cfg: TrainConfig, data_name: str, model, state, info: dict,
+                  nnz_start: list[int], wall_s: float, threads: int, post_rows: list,
+                  checkpoint, topology: str | None, out: Path) -> dict[str, Any]:
+    """summary.json of a finished run (sparse, dense or parallel): the
+    fields every run reports; ``info`` is the run's session record."""
+    hist = state.history
+    nan = float("nan")
+    last = hist[-1] if hist else {"test_acc": nan, "test_loss": nan, "train_loss": nan}
+    return {
+        "dataset": data_name,
         "architecture": "-".join(map(str, model.sizes)),
         "activation": cfg.activation, "alpha": cfg.alpha,
         "importance_pruning": cfg.importance_pruning,
         "epochs": cfg.epochs, "seed": cfg.seed,
         "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
-        "final_test_acc": final["test_acc"], "final_test_loss": final["test_loss"],
-        "final_train_loss": final["train_loss"],
+        "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
+        "final_train_loss": last["train_loss"],
         "nnz_start": int(sum(nnz_start)), "nnz_end": model.nnz,
         "nnz_per_layer_start": nnz_start, "nnz_per_layer_end": model.nnz_per_layer(),
         "init_s": info["init_s"],
         "train_s": sum(r["train_s"] for r in hist),
         "test_s": sum(r["test_s"] for r in hist),
-        "evolution_s": sum(r["evolution_s"] for r in hist),
-        "wall_s": wall_before + time.perf_counter() - t_start,
-        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])),
+        "evolution_s": sum(r.get("evolution_s", 0.0) for r in hist),
+        "wall_s": wall_s,
+        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])) if hist else 0.0,
         "peak_rss_bytes": peak_rss_bytes(),
         "threads": threads,
         "post_pruning": post_rows,
         "sessions": len(info["sessions"]),
-        "resumed_from": [s["resumed_from"] for s in info["sessions"] if s["resumed_from"]],
-        "checkpoint": str(latest[-1]) if latest else None,
-        "topology": str(out / TOPOLOGY_FILE) if topo is not None else None,
+        "resumed_from": [x["resumed_from"] for x in info["sessions"] if x["resumed_from"]],
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "topology": topology,
         "versions": versions(),
         "out": str(out),
     }
-    if cfg.diagnostics:  # per-epoch gradient flow, nnz per layer, inputs' connections
+
+
+def finish_run(out: Path, cfg: TrainConfig, summary: dict, hist: list[dict], title: str) -> None:
+    """The last files of a run: diagnostics.json (with cfg.diagnostics: per
+    epoch the gradient flow, nnz per layer, inputs' connections),
+    summary.json and learning_curves.png."""
+    if cfg.diagnostics:
         write_json(out / "diagnostics.json",
                    {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})
     write_json(out / "summary.json", summary)
     try:
-        plot_learning_curves(hist, out / "learning_curves.png",
-                             title=f"{data.name} {summary['architecture']} {cfg.activation}"
-                                   f"{' + IP' if cfg.importance_pruning else ''}")
+        plot_learning_curves(hist, out / "learning_curves.png", title=title)
     except Exception as exc:  # a plot must never lose a finished run
         log.warning("could not draw learning_curves.png: %s", exc)
-    return summary
 
 
 DATA_FIELDS = ("data_dir", "n_train", "n_test", "n_features", "n_classes", "label_column",

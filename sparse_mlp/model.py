@@ -29,7 +29,56 @@ from .kernels import default_threads, spmm
 from .layers import INITS, SparseLayer
 
 
-class SparseMLP:
+class LayerStack:
+    """What every MLP of this package shares (SparseMLP, dense.DenseMLP): the
+    checks of its settings, its layers with their activations, and its sizes."""
+
+    layers: list
+    acts: list
+
+    @staticmethod
+    def check_settings(sizes, activation: str, output: str, init: str,
+                       dropout: float) -> list[int]:
+        """The layer widths as ints; a clear error for any impossible setting."""
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ConfigError(f"sizes must list at least 2 positive layer widths, got {sizes}")
+        if activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; choose one of "
+                              f"{', '.join(HIDDEN_ACTIVATIONS)}")
+        if output not in OUTPUTS:
+            raise ConfigError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
+        if init not in INITS:
+            raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        return sizes
+
+    def attach(self, sizes: list[int], layers: list, activations: list | None,
+               activation: str, alpha: float | None, rng: np.random.Generator) -> None:
+        """Hold ``layers`` (checked against ``sizes``) and the hidden layers'
+        activations (new ones unless given)."""
+        if [(lay.n_in, lay.n_out) for lay in layers] != list(zip(sizes[:-1], sizes[1:])):
+            raise ConfigError("the layers do not match the sizes")
+        self.layers = layers
+        if activations is None:
+            activations = [make_activation(activation, h + 1, sizes[h + 1], alpha, rng)
+                           for h in range(len(sizes) - 2)]
+        self.acts = activations
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def nnz(self) -> int:
+        return sum(lay.nnz for lay in self.layers)
+
+    def nnz_per_layer(self) -> list[int]:
+        return [lay.nnz for lay in self.layers]
+
+
+class SparseMLP(LayerStack):
     """A multilayer perceptron whose every weight matrix is truly sparse.
 
     Parameters
@@ -67,18 +116,7 @@ class SparseMLP:
                  layers: list[SparseLayer] | None = None,
                  activations: list[Activation] | None = None,
                  activation_memory: str = "fast") -> None:
-        sizes = [int(s) for s in sizes]
-        if len(sizes) < 2 or min(sizes) < 1:
-            raise ConfigError(f"sizes must list at least 2 positive layer widths, got {sizes}")
-        if activation not in HIDDEN_ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}; choose one of "
-                              f"{', '.join(HIDDEN_ACTIVATIONS)}")
-        if output not in OUTPUTS:
-            raise ConfigError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
-        if init not in INITS:
-            raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
+        sizes = self.check_settings(sizes, activation, output, init, dropout)
         if activation_memory not in ("fast", "lean"):
             raise ConfigError("activation_memory must be 'fast' or 'lean'")
         self.sizes = sizes
@@ -96,29 +134,12 @@ class SparseMLP:
         if layers is None:
             layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon, init, rng)
                       for i in range(len(sizes) - 1)]
-        if [(lay.n_in, lay.n_out) for lay in layers] != list(zip(sizes[:-1], sizes[1:])):
-            raise ConfigError("the layers do not match the sizes")
-        self.layers = layers
-        if activations is None:
-            activations = [make_activation(activation, h + 1, sizes[h + 1], alpha, rng)
-                           for h in range(len(sizes) - 2)]
-        self.acts = activations
+        self.attach(sizes, layers, activations, activation, alpha, rng)
         self._train_bufs: dict | None = None
         self._eval_bufs: dict | None = None
         self._grad_acc: dict | None = None
 
     # ------------------------------------------------------------------ facts
-    @property
-    def n_layers(self) -> int:
-        return len(self.layers)
-
-    @property
-    def nnz(self) -> int:
-        return sum(lay.nnz for lay in self.layers)
-
-    def nnz_per_layer(self) -> list[int]:
-        return [lay.nnz for lay in self.layers]
-
     @property
     def n_neurons(self) -> int:
         return sum(self.sizes)

@@ -340,9 +340,9 @@ def _prepare(cfg: TrainConfig, K: int, table: list, threads: int, data, resume, 
 def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, threads: int,
                       stop: StopRequest, data, resume, overrides, progress
                       ) -> dict[str, Any]:
-    from ..experiment import peak_rss_bytes, post_training_pruning, versions
+    from ..experiment import finish_run, post_training_pruning, summarize_run
     from ..growth import initial_layers
-    from ..report import MetricsCSV, plot_learning_curves, write_json
+    from ..report import MetricsCSV, write_json
 
     t_start = time.perf_counter()
     K = t.size - 1
@@ -494,40 +494,16 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
             pp(r)
         pp.close()
     stats = _merged_stats(stats_before, ps.stats)
-    last = hist[-1] if hist else {"test_acc": float("nan"), "test_loss": float("nan"),
-                                  "train_loss": float("nan")}
-    nnz_start = [int(n) for n in info["nnz_per_layer_start"]]
     latest = ckdir.list()
     dense = layout.nbytes_dense()
     sparse_values = 4 * layout.n_values(final.nnz_per_layer())
     grads_per_epoch = ps.steps_per_epoch * (K if ps.sync else 1)
     ep1, ep2 = stats["epochs_phase1"], stats["epochs_phase2"]
     summary = {
-        "dataset": data.name,
-        "architecture": "-".join(map(str, final.sizes)),
-        "activation": cfg.activation, "alpha": cfg.alpha,
-        "importance_pruning": cfg.importance_pruning,
-        "epochs": cfg.epochs, "seed": cfg.seed,
-        "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
-        "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
-        "final_train_loss": last["train_loss"],
-        "nnz_start": int(sum(nnz_start)), "nnz_end": final.nnz,
-        "nnz_per_layer_start": nnz_start, "nnz_per_layer_end": final.nnz_per_layer(),
-        "init_s": info["init_s"],
-        "train_s": sum(r["train_s"] for r in hist),
-        "test_s": sum(r["test_s"] for r in hist),
-        "evolution_s": sum(r["evolution_s"] for r in hist),
-        "wall_s": wall_before + time.perf_counter() - t_start,
-        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])) if hist else 0.0,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "threads": threads,
-        "post_pruning": post_rows,
-        "sessions": len(info["sessions"]),
-        "resumed_from": [x["resumed_from"] for x in info["sessions"] if x["resumed_from"]],
-        "checkpoint": str(latest[-1]) if latest else None,
-        "topology": None,
-        "versions": versions(),
-        "out": str(out),
+        **summarize_run(cfg, data.name, final, state, info,
+                        [int(n) for n in info["nnz_per_layer_start"]],
+                        wall_before + time.perf_counter() - t_start, threads, post_rows,
+                        latest[-1] if latest else None, None, out),
         "parallel": {
             "mode": cfg.parallel, "workers": K, "ranks": t.size, "threads_per_rank": threads,
             "mpi_wait": "spin" if t.spin else "sleep", "mpi_chunk_bytes": t.chunk_bytes,
@@ -550,14 +526,9 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
             "ps_wait_s": t.wait_s,
         },
     }
-    write_json(out / "summary.json", summary)
-    try:
-        plot_learning_curves(hist, out / "learning_curves.png",
-                             title=f"{data.name} {summary['architecture']} {cfg.activation}"
-                                   f"{' + IP' if cfg.importance_pruning else ''}, "
-                                   f"{cfg.parallel.upper()} x{K}")
-    except Exception as exc:  # a plot must never lose a finished run
-        log.warning("could not draw learning_curves.png: %s", exc)
+    finish_run(out, cfg, summary, hist,
+               f"{data.name} {summary['architecture']} {cfg.activation}"
+               f"{' + IP' if cfg.importance_pruning else ''}, {cfg.parallel.upper()} x{K}")
     if not math.isfinite(summary["best_test_acc"]) or summary["best_test_acc"] < 0:
         log.warning("no test evaluation happened in this run")
     return summary
