@@ -338,7 +338,7 @@ REPRODUCE_FLAGS = {
     "table6": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
                "synthetic_shape"},
     "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
-    "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run"},
+    "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init"},
 }
 
 
@@ -384,7 +384,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         out = args.out or "results/table4"
         text = rep.reproduce_table4(out, epochs=args.epochs or rep.TABLE4_EPOCHS,
                                     threads=args.threads, width_scale=args.width_scale or 1.0,
-                                    n_features=args.n_features, dry_run=bool(args.dry_run))
+                                    n_features=args.n_features, dry_run=bool(args.dry_run),
+                                    weight_init=args.weight_init)
         files = "table4.md, table4.csv (one folder per architecture)"
     if text:  # (under MPI only rank 0 has the table)
         print(text)

@@ -611,16 +611,27 @@ def write_table6(dataset: str, summaries: list[dict], out: Path, epochs: int, pe
 def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
                    width_scale: float = 1.0, n_features: int | None = None,
                    n_samples: int | None = None, out: str | Path = "results",
-                   archs=None) -> list[tuple[str, TrainConfig, dict]]:
+                   archs=None, weight_init: str | None = None
+                   ) -> list[tuple[str, TrainConfig, dict]]:
     """(name, configuration, paper figures) of every Table 4 architecture.
     ``width_scale`` multiplies every hidden width (trying the pipeline on a
-    small machine); ``n_features`` / ``n_samples`` replace 65536 / 10000."""
+    small machine); ``n_features`` / ``n_samples`` replace 65536 / 10000;
+    ``weight_init`` replaces the preset's he_uniform (its runs get folders
+    of their own, ``<architecture>_<init>``)."""
     fields = dict(PRESETS["synthetic"])
+    suffix = ""
+    if weight_init is not None and weight_init != fields["weight_init"]:
+        fields["weight_init"], suffix = weight_init, f"_{weight_init}"
     out = Path(out)
     wanted = TABLE4_ARCHS if archs is None else [a for a in TABLE4_ARCHS if a[0] in archs]
     configs = []
     for name, hidden, eps, paper in wanted:
         widths = [max(1, int(round(h * width_scale))) for h in hidden]
+        # a scaled run gets a folder of its own size, never the paper's name
+        # (a finished run in a folder is reused)
+        scaled = width_scale != 1.0 or (n_features or TABLE4_FEATURES) != TABLE4_FEATURES
+        folder = ("-".join(map(str, [n_features or TABLE4_FEATURES, *widths, 2])) if scaled
+                  else name)
         data = {"n_features": n_features or TABLE4_FEATURES}
         if n_samples is not None:
             data.update(n_train=int(round(0.7 * n_samples)),
@@ -628,7 +639,7 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
         cfg = TrainConfig(**{**fields, **data, "dataset": "synthetic", "preset": "synthetic",
                              "hidden": widths, "epsilon": eps, "epochs": epochs,
                              "batch_size": 128, "lr": 0.01, "dropout": 0.4, "threads": threads,
-                             "out": str(out / name)})
+                             "out": str(out / (folder + suffix))})
         cfg.validate()
         configs.append((name, cfg, paper))
     return configs
@@ -685,10 +696,20 @@ def _run_child(cfg: TrainConfig, run_dir: Path) -> int:
                 signal.signal(sig, handler)
 
 
+def _train_losses(run_dir: Path) -> list[float]:
+    """The training loss of every epoch of a run (its metrics.csv)."""
+    try:
+        with open(run_dir / "metrics.csv") as fh:
+            return [float(r["train_loss"]) for r in csv.DictReader(fh)]
+    except (OSError, KeyError, ValueError):
+        return []
+
+
 def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                      threads: int | None = None, width_scale: float = 1.0,
                      n_features: int | None = None, n_samples: int | None = None,
-                     archs=None, isolate: bool = True, dry_run: bool = False) -> str:
+                     archs=None, isolate: bool = True, dry_run: bool = False,
+                     weight_init: str | None = None) -> str:
     """The extreme-scale rows of Table 4 on synthetic data; returns the markdown.
 
     For every architecture the memory planner (``experiment.plan_memory``)
@@ -706,7 +727,7 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, cfg, paper in table4_configs(epochs, threads, width_scale, n_features,
-                                           n_samples, out, archs):
+                                           n_samples, out, archs, weight_init):
         f, c, n = dataset_shape(cfg)
         arch = "-".join(map(str, [f, *cfg.hidden, c]))
         scaled = width_scale != 1.0 or f != TABLE4_FEATURES
@@ -744,7 +765,9 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                        init_min=s["init_s"] / 60, train_min_epoch=s["train_s"] / e / 60,
                        test_min_epoch=s["test_s"] / e / 60,
                        evolution_min_epoch=(s["evolution_s"] / (e - 1) / 60 if e > 1 else None),
-                       peak_rss_gib=s["peak_rss_bytes"] / GiB)
+                       peak_rss_gib=s["peak_rss_bytes"] / GiB,
+                       weight_init=cfg.weight_init, train_loss=_train_losses(run_dir),
+                       best_test_acc=s["best_test_acc"])
         rows.append(row)
     return write_table4(rows, out, epochs, width_scale, isolate, dry_run)
 
@@ -757,12 +780,13 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
         lines += [f"Every hidden width scaled by {width_scale:g}: NOT the paper's sizes.", ""]
     lines += ["| architecture | eps | weights | plan (est. GiB) | init [min] (paper) | "
               "train [min/epoch] (paper) | test [min/epoch] (paper) | evolution [min/epoch] "
-              "(paper) | peak RSS [GiB] |", "|---|---|---|---|---|---|---|---|---|"]
+              "(paper) | peak RSS [GiB] | train loss by epoch | best test acc [%] |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "does not fit" or r["status"].startswith("failed"):
             lines.append(f"| {r['name']} | {r['epsilon']:g} | | {r['status']}: "
                          f"{r.get('message', '')} | ({r['paper_init']}) | ({r['paper_train']}) "
-                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | |")
+                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | | | |")
             continue
         plan = r["plan"] + (f", micro-batch {r['micro_batch']}" if r["micro_batch"] < 128
                             else "")
@@ -771,14 +795,16 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             lines.append(f"| {r['name']} | {r['epsilon']:g} | {r['nnz_expected'] / 1e6:.1f} M "
                          f"expected ({r['paper_params']}) | {plan} | ({r['paper_init']}) | "
                          f"({r['paper_train']}) | ({r['paper_test']}) | "
-                         f"({r['paper_evolution']}) | |")
+                         f"({r['paper_evolution']}) | | | |")
             continue
         lines.append(
             f"| {r['name']} | {r['epsilon']:g} | {r['nnz'] / 1e6:.1f} M "
             f"({r['paper_params']}) | {plan} | {r['init_min']:.2f} ({r['paper_init']}) | "
             f"{r['train_min_epoch']:.2f} ({r['paper_train']}) | {r['test_min_epoch']:.2f} "
             f"({r['paper_test']}) | {_fmt(r['evolution_min_epoch'], '.2f')} "
-            f"({r['paper_evolution']}) | {r['peak_rss_gib']:.2f} |")
+            f"({r['paper_evolution']}) | {r['peak_rss_gib']:.2f} | "
+            f"{' → '.join(f'{v:.4f}' for v in r.get('train_loss', []))} | "
+            f"{100 * r['best_test_acc']:.2f} |")
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     lines += ["", "This engine: sequential training (one process, "
                   f"{'/'.join(map(str, threads)) or 'the given'} kernel threads), each "

@@ -798,7 +798,7 @@ class ParameterServer:
                f"{row['test_loss']:.4f} acc {100 * row['test_acc']:.2f}% (best "
                f"{100 * st.best_test_acc:.2f}%) | nnz {row['nnz']} | {row['train_s']:.2f}s "
                f"train {row['test_s']:.2f}s test {row['evolution_s']:.3f}s evolution | "
-               f"{row['bytes'] / 1e6:.1f} MB sent")
+               f"{row['bytes'] / 1e6:.1f} MB through rank 0")
         if self.bar is not None:
             self.bar.set_postfix_str(f"test {100 * row['test_acc']:.2f}% best "
                                      f"{100 * st.best_test_acc:.2f}% phase {row['phase']}",
