@@ -195,6 +195,10 @@ def _times(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a * b
 
 
+def _capped(share: float | None) -> float | None:
+    return None if share is None else min(share, 1.0)
+
+
 def is_dense(key: str) -> bool:
     return key.startswith("dense_")
 
@@ -413,14 +417,15 @@ def write_table2(dataset: str, rows: list[dict], out: Path, epochs: int,
             f"({_fmt(r['paper_start_nnz'], ',')}) | {r['end_nnz']:,.0f} "
             f"({_fmt(r['paper_end_nnz'], ',')}) | {_fmt(minutes, '.2f')} "
             f"({_fmt(r['paper_min'], 'g')}) | {_fmt(r.get('core_share'), '.2f')} | "
-            f"{_fmt(_times(minutes, r.get('core_share')), '.2f')} |")
+            f"{_fmt(_times(minutes, _capped(r.get('core_share'))), '.2f')} |")
     notes = ["", "Training minutes: this engine's training + evolution time (mean per run, "
                  "one process, the thread count of `threads` in each summary.json); the "
                  "paper's are for 500 epochs on one laptop core (SET-MLP) and on 12 cores "
                  "with Keras (dense). Core share: the run's CPU time / its wall time (one "
                  "thread: 1.00 = a core to itself; lower = the machine was shared, and the "
-                 "minutes are inflated by about 1 / share); ≈ on a free core = minutes x "
-                 "share, an estimate from the CPU time."]
+                 "minutes are inflated by about 1 / share; above 1, a library used more than "
+                 "one thread for part of the run); ≈ on a free core = minutes x "
+                 "min(share, 1), an estimate from the CPU time."]
     if extrapolated:
         notes.append(f"Measured over {epochs} epochs and scaled to 500 (per-epoch means). "
                      "For the + IP rows this ignores the speed-up after epoch 200, when "
