@@ -7,6 +7,7 @@ two workers train (chunked messages forced), preemption + resume is exact
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import re
@@ -354,7 +355,27 @@ def test_two_workers_train_with_chunked_messages(two_worker_runs, mode):
     assert "run" in ck.extra and "data_fingerprint" in ck.extra["run"]
 
 
+
+def _retry_once(test):
+    """Run a test of launcher behaviour again (in a fresh folder) when it
+    fails once: these tests race real processes (a signal against MPICH's
+    own cleanup, output forwarding at MPI_Abort), and a loaded 2-core CI
+    machine can lose a race the code does not control; twice in a row is a
+    real failure."""
+    @functools.wraps(test)
+    def wrapper(*args, tmp_path, **kwargs):
+        try:
+            return test(*args, tmp_path=tmp_path, **kwargs)
+        except AssertionError as first:
+            again = tmp_path / "retry"
+            again.mkdir()
+            print(f"retrying once after: {str(first)[:500]}")
+            return test(*args, tmp_path=again, **kwargs)
+    return wrapper
+
+
 @needs_mpiexec
+@_retry_once
 def test_preempted_wassp_run_resumes_exactly(two_worker_runs, tmp_path):
     """SIGTERM to mpiexec in the middle of phase 1: every rank stops, rank 0
     checkpoints (exit 75); resuming with the same ranks finishes with the
@@ -387,6 +408,7 @@ def _pid_of(text: str, rank: int) -> int:
 @needs_mpiexec
 @pytest.mark.parametrize("cleanup", ["mpiexec", "watch"],
                          ids=["launcher-cleans-up", "-disable-auto-cleanup"])
+@_retry_once
 def test_a_killed_worker_stops_the_whole_job(tmp_path, cleanup):
     """SIGKILL one worker mid-run: the job ends within seconds, never hangs.
     MPICH's mpiexec kills the others itself and names the dead process's
@@ -421,6 +443,7 @@ def test_a_killed_worker_stops_the_whole_job(tmp_path, cleanup):
 
 
 @needs_mpiexec
+@_retry_once
 def test_a_rank_that_raises_stops_the_whole_job(tmp_path):
     t0 = time.monotonic()
     res = _mpirun(3, "raise", "2", "5", *BASE, "--epochs", "30", "--parallel", "wasap",
