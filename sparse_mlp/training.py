@@ -191,6 +191,21 @@ def stop_on_signals(stop: StopRequest, names: tuple[str, ...] = STOP_SIGNALS
             signal.signal(sig, handler)
 
 
+def checkpoint_due(cfg: TrainConfig, epoch: int, last_checkpoint_time: float) -> bool:
+    """The checkpoint schedule of every trainer (sequential and parallel):
+    after the last epoch, every ``cfg.checkpoint_every`` epochs, or (unset)
+    when :data:`AUTO_CHECKPOINT_SECONDS` have passed since
+    ``last_checkpoint_time`` (``time.perf_counter``); never with 0."""
+    every = cfg.checkpoint_every
+    if every == 0:
+        return False
+    if epoch == cfg.epochs - 1:
+        return True
+    if every is None:
+        return time.perf_counter() - last_checkpoint_time >= AUTO_CHECKPOINT_SECONDS
+    return (epoch + 1) % every == 0
+
+
 class Trainer:
     """Runs the epoch loop of one model on one dataset.
 
@@ -396,14 +411,7 @@ class Trainer:
         every ``checkpoint_every`` epochs, or (``checkpoint_every`` unset)
         when :data:`AUTO_CHECKPOINT_SECONDS` have passed since the last one;
         never with ``checkpoint_every`` = 0."""
-        every = self.cfg.checkpoint_every
-        if every == 0:
-            return False
-        if epoch == self.cfg.epochs - 1:
-            return True
-        if every is None:
-            return time.perf_counter() - self._last_checkpoint_time >= AUTO_CHECKPOINT_SECONDS
-        return (epoch + 1) % every == 0
+        return checkpoint_due(self.cfg, epoch, self._last_checkpoint_time)
 
     def checkpoint(self, reason: str) -> Path | None:
         """Write a checkpoint of the current state through ``on_checkpoint``."""

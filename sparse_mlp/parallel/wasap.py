@@ -64,11 +64,11 @@ from ..kernels import spmm
 from ..layers import SparseLayer
 from ..model import SparseMLP
 from ..training import (
-    AUTO_CHECKPOINT_SECONDS,
     PREEMPTED_EXIT_CODE,
     PreemptedError,
     StopRequest,
     TrainState,
+    checkpoint_due,
     ip_due,
     nonfinite_parts,
 )
@@ -539,14 +539,7 @@ class ParameterServer:
                 del self.topologies[v]
 
     def checkpoint_due(self, epoch: int) -> bool:
-        every = self.cfg.checkpoint_every
-        if every == 0:
-            return False
-        if epoch == self.cfg.epochs - 1:
-            return True
-        if every is None:
-            return time.perf_counter() - self._last_checkpoint_time >= AUTO_CHECKPOINT_SECONDS
-        return (epoch + 1) % every == 0
+        return checkpoint_due(self.cfg, epoch, self._last_checkpoint_time)
 
     def checkpoint(self, reason: str, model: SparseMLP | None = None):
         t0 = time.perf_counter()
