@@ -359,10 +359,7 @@ class DenseMLP(LayerStack):
                               nesterov, n_threads=self.n_threads)
             spmm.apply_update(layer.bias, layer.bias_velocity, bg, lr, momentum, decay,
                               nesterov, n_threads=1)
-        for act, g in zip(self.acts, sg_acc):
-            if g is not None:  # SReLU parameters: same optimiser, no weight decay
-                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
-                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
+        self.update_activation_params(sg_acc, lr, momentum, nesterov)
         return loss, correct
 
     def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],

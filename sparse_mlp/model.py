@@ -66,6 +66,15 @@ class LayerStack:
                            for h in range(len(sizes) - 2)]
         self.acts = activations
 
+    def update_activation_params(self, grads: list, lr: float, momentum: float,
+                                 nesterov: bool) -> None:
+        """SReLU parameters: the weights' momentum update, no weight decay
+        (``grads`` holds None for activations without parameters)."""
+        for act, g in zip(self.acts, grads):
+            if g is not None:
+                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
+                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
+
     @property
     def n_layers(self) -> int:
         return len(self.layers)
@@ -379,10 +388,7 @@ class SparseMLP(LayerStack):
         for layer, (g, bg) in zip(self.layers, acc["grads"]):
             layer.apply_gradient(g, bg, lr, momentum, decay, nesterov=nesterov,
                                  n_threads=self.n_threads)
-        for act, g in zip(self.acts, acc["sg"]):
-            if g is not None:
-                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
-                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
+        self.update_activation_params(acc["sg"], lr, momentum, nesterov)
         return loss, correct
 
     def gradients(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
