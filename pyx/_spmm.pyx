@@ -37,6 +37,9 @@ from rowkern cimport (
     smlp_sddmm_row,
     smlp_simd_level,
     smlp_spmm_row,
+    smlp_pf_ahead,
+    smlp_prefetch_ahead,
+    smlp_use_ahead,
 )
 
 _LEVELS = ("scalar", "avx2", "avx512")
@@ -70,6 +73,20 @@ def set_simd_level(level):
     'best'); clamped to what the CPU supports.  Returns the level in use."""
     req = -1 if level == "best" else _LEVELS.index(level)
     return _LEVELS[smlp_dispatch_init(2 if req < 0 else req)]
+
+
+def prefetch_distance(distance=None):
+    """The cross-row prefetch distance in weights (layers with short rows,
+    see rowkern.h); with an argument, set it first (0 turns it off).  The
+    environment variable SPARSE_MLP_PF_AHEAD sets it at import.  It changes
+    speed only, never a result."""
+    global smlp_pf_ahead
+    if distance is not None:
+        d = int(distance)
+        if not 0 <= d <= 256:
+            raise ValueError("prefetch distance must be in 0..256")
+        smlp_pf_ahead = d
+    return smlp_pf_ahead
 
 
 def openmp_enabled():
@@ -115,6 +132,7 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     cdef int64_t j, k0
     cdef bint has_a = A is not None
     cdef bint fused
+    cdef bint ahead
     cdef smlp_act_t p
     cdef smlp_epi_t e
     cdef const float* sp = NULL
@@ -135,9 +153,12 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     ip = _ip(indices)
     wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
+    ahead = smlp_use_ahead(indices.shape[0], n_out)
     with nogil, parallel(num_threads=n_threads):
         for j in prange(n_out, schedule="dynamic", chunksize=chunk):
             k0 = indptr[j]
+            if ahead:
+                smlp_prefetch_ahead(ip, k0, indptr[j + 1], indices.shape[0], xp, ldx, B * 4)
             if fused:  # activation and dropout applied in registers
                 e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0])
                 smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
@@ -173,6 +194,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef bint has_z = Z is not None
     cdef bint has_sg = srelu_grad is not None
     cdef bint fused
+    cdef bint ahead
     cdef smlp_act_t p
     cdef smlp_epi_t e
     cdef const float* sp = NULL
@@ -201,6 +223,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     pp = _ip(t_perm)
     wp = _fp(data)
     fused = has_z and smlp_act_fusable(&p)
+    ahead = smlp_use_ahead(t_rows.shape[0], n_in)
     row = NULL
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
@@ -210,6 +233,8 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             for i in prange(n_in, schedule="dynamic", chunksize=chunk):
                 k0 = t_indptr[i]
                 n = t_indptr[i + 1] - k0
+                if ahead:
+                    smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
                 if not has_z:
                     smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
@@ -268,6 +293,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef bint has_sg = srelu_grad is not None
     cdef bint grad_only = g_out is not None
     cdef bint fused
+    cdef bint ahead
     cdef smlp_epi_t e
     cdef smlp_act_t p
     cdef const float* sp = NULL
@@ -311,6 +337,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     if grad_only:
         gop = _wfp(g_out)
     fused = has_z and smlp_act_fusable(&p)
+    ahead = smlp_use_ahead(t_rows.shape[0], n_in)
     row = NULL
     gbuf = NULL
     with nogil, parallel(num_threads=n_threads):
@@ -336,6 +363,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             for i in prange(n_in, schedule="dynamic", chunksize=chunk):
                 k0 = t_indptr[i]
                 n = t_indptr[i + 1] - k0
+                if ahead:  # the rows of D (see smlp_prefetch_ahead)
+                    smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
                 if not has_z:
                     smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
                                  &G[i, 0], gbuf, NULL)
@@ -392,6 +421,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef const int32_t* ip
     cdef float* gp
     cdef float* gbuf
+    cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk = _chunk(n_out, n_threads)
@@ -405,6 +435,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     ip = _ip(indices)
     gp = _wfp(g)
     gbuf = NULL
+    ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -413,6 +444,8 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = indptr[j]
                 n = indptr[j + 1] - k0
+                if ahead:
+                    smlp_prefetch_ahead(ip, k0, k0 + n, indices.shape[0], xp, ldx, B * 4)
                 if B == 0:
                     if not accumulate:
                         for k in range(k0, k0 + n):
@@ -474,6 +507,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef float* gbuf
     cdef const float* xp
     cdef const int32_t* ip
+    cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk = _chunk(n_out, n_threads)
@@ -488,6 +522,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     xp = &X[0, 0] if X.shape[0] > 0 else NULL
     ip = _ip(indices)
     gbuf = NULL
+    ahead = smlp_use_ahead(indices.shape[0], n_out)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -496,6 +531,8 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = indptr[j]
                 k1 = indptr[j + 1]
+                if ahead:
+                    smlp_prefetch_ahead(ip, k0, k1, indices.shape[0], xp, ldx, B * 4)
                 kb = k0
                 while kb < k1:
                     nb = k1 - kb

@@ -30,6 +30,10 @@ cdef extern from "rowkern.h" nogil:
     int smlp_simd_level
     int smlp_cpu_level()
     int smlp_dispatch_init(int requested)
+    int smlp_pf_ahead
+    void smlp_prefetch_ahead(const int32_t* idx, int64_t p0, int64_t p1, int64_t pend,
+                             const float* X, int64_t ldx, int64_t row_bytes)
+    int smlp_use_ahead(int64_t nnz, int64_t n_rows)
 
     int SMLP_ACT_IDENTITY
     int SMLP_ACT_RELU

@@ -309,3 +309,55 @@ def test_gradient_accumulation_over_micro_batches(simd, rng, B):
                 layer.gradient(Xh, Dh, g, bg, scale=1 / (2 * B), accumulate=True)
         np.testing.assert_allclose(g, g_full, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(bg, bg_full, rtol=1e-5, atol=1e-6)
+
+
+def _short_row_results(distance, threads, B):
+    """Every product of a layer with about two weights per row (the case
+    the cross-row prefetch is for), at one prefetch distance."""
+    old = spmm.prefetch_distance()
+    try:
+        spmm.prefetch_distance(distance)
+        r = np.random.default_rng(11)
+        layer = random_layer(r, 400, 300, 0.006, empty_rows=[0, 299], empty_cols=[7])
+        X = r.standard_normal((400, B)).astype(np.float32)
+        D = r.standard_normal((300, B)).astype(np.float32)
+        Z = np.empty((300, B), np.float32)
+        layer.forward(X, Z, n_threads=threads)
+        G = np.empty((400, B), np.float32)
+        layer.backward_input(D, G, n_threads=threads)
+        g, bg = layer.gradient(X, D, n_threads=threads)
+        G2 = r.standard_normal((400, B)).astype(np.float32)
+        layer.backward_update(X, D, G2, 0.01, 0.9, 2e-4, Z_in=G2,
+                              act_in=Activation("relu", ACT_RELU), dropout=0.3, key=5,
+                              n_threads=threads)
+        layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
+        return layer, [Z, G, g, bg, G2, layer.data.copy(), layer.velocity.copy()]
+    finally:
+        spmm.prefetch_distance(old)
+
+
+@pytest.mark.parametrize("B", [1, 64, 130])
+def test_cross_row_prefetch_changes_no_result(B):
+    """The cross-row prefetch (short rows, eps ~1) reaches past the current
+    row and, near the end, past the index: any distance, including one
+    longer than the whole index, gives bit-identical results on 1 and 2
+    threads, and those results match dense NumPy."""
+    layer0, base = _short_row_results(0, 1, B)
+    assert layer0.nnz < 16 * 300  # short rows: the prefetch path is taken
+    for distance in (1, 24, 256):
+        for threads in (1, 2):
+            _, out = _short_row_results(distance, threads, B)
+            for a, b in zip(base, out):
+                assert np.array_equal(a, b)
+    r = np.random.default_rng(11)
+    fresh = random_layer(r, 400, 300, 0.006, empty_rows=[0, 299], empty_cols=[7])
+    X = r.standard_normal((400, B)).astype(np.float32)
+    np.testing.assert_allclose(base[0], ref.dense(fresh).T @ X + fresh.bias[:, None],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_prefetch_distance_is_checked():
+    with pytest.raises(ValueError, match="0..256"):
+        spmm.prefetch_distance(-1)
+    with pytest.raises(ValueError, match="0..256"):
+        spmm.prefetch_distance(257)
