@@ -31,6 +31,7 @@ test-slow: build
 bench: build
 	$(PYTHON) bench/bench_layers.py
 	$(PYTHON) bench/bench_epoch.py
+	$(PYTHON) bench/bench_prefetch.py
 
 lint:
 	$(PYTHON) -m ruff check sparse_mlp tests bench run_experiment.py setup.py

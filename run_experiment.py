@@ -386,7 +386,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                                     threads=args.threads, width_scale=args.width_scale or 1.0,
                                     n_features=args.n_features, dry_run=bool(args.dry_run),
                                     weight_init=args.weight_init)
-        files = "table4.md, table4.csv (one folder per architecture)"
+        files = ("table4_plan.md, table4_plan.csv (a measured table4.md is left as it is)"
+                 if args.dry_run else "table4.md, table4.csv (one folder per architecture)")
     if text:  # (under MPI only rank 0 has the table)
         print(text)
         print(f"written: {out}/ {files}")

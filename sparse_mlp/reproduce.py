@@ -821,8 +821,10 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
                   "probability capped at 1, so a 0.5M x 2 output layer holds at most 1 M "
                   "(the paper's counts take eps x (n_in + n_out) = 5 M there)."]
     text = "\n".join(lines) + "\n"
-    _write_text(out / "table4.md", text)
-    _write_csv(out / "table4.csv", rows)
+    # a dry run never overwrites a measured table
+    stem = "table4_plan" if dry_run else "table4"
+    _write_text(out / f"{stem}.md", text)
+    _write_csv(out / f"{stem}.csv", rows)
     return text
 
 

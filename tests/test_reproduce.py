@@ -318,6 +318,11 @@ def test_table4_tiny_widths_run_in_process_and_report(tmp_path, no_run_plots):
     assert "| 65536-0.5M-0.5M-2 | 10 | 16.7 M expected (20.6 M) |" in plan
     assert "memory plans only" in plan
     assert not (tmp_path / "plan" / archs[0]).exists()
+    # a dry run in the folder of a measured table leaves that table alone
+    measured = (tmp_path / "table4.md").read_text()
+    reproduce.reproduce_table4(tmp_path, dry_run=True, archs=archs[:1])
+    assert (tmp_path / "table4.md").read_text() == measured
+    assert "memory plans only" in (tmp_path / "table4_plan.md").read_text()
 
 
 @pytest.mark.slow  # a fresh interpreter importing everything: seconds
@@ -325,10 +330,12 @@ def test_table4_child_process_runs_one_architecture(tmp_path):
     (name, cfg, _), = reproduce.table4_configs(epochs=1, threads=1, width_scale=1e-5,
                                                n_features=8, n_samples=300, out=tmp_path,
                                                archs=["65536-0.5M-0.5M-2"])
-    assert reproduce._run_child(cfg.replace(checkpoint_every=0), tmp_path / name) == 0
-    s = json.loads((tmp_path / name / "summary.json").read_text())
+    run_dir = Path(cfg.out)  # named by the scaled architecture, as reproduce_table4 does
+    assert run_dir.name == "8-5-5-2"
+    assert reproduce._run_child(cfg.replace(checkpoint_every=0), run_dir) == 0
+    s = json.loads((run_dir / "summary.json").read_text())
     assert s["architecture"] == "8-5-5-2" and s["peak_rss_bytes"] > 0
-    assert "epoch 1/1" in (tmp_path / name / "run.log").read_text()
+    assert "epoch 1/1" in (run_dir / "run.log").read_text()
 
 
 # ----------------------------------------------------------------------------- figures
@@ -405,7 +412,7 @@ def test_cli_reproduce_table4_dry_run_prints_plans(tmp_path, capsys):
                               "--n-features", "64", "--out", str(tmp_path), "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0 and "memory plans only" in out and "| 64-50-50-2 | 10 |" in out
-    assert (tmp_path / "table4.md").exists()
+    assert (tmp_path / "table4_plan.md").exists() and not (tmp_path / "table4.md").exists()
 
 
 def test_cli_diagnostics_flag(tmp_path, no_run_plots):
