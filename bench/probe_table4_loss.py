@@ -1,0 +1,89 @@
+"""Does the training loss move on Table 4's data?  A probe over inits and learning rates.
+
+    python bench/probe_table4_loss.py                        # 65536-50k-50k-2, eps 10
+    python bench/probe_table4_loss.py --width 500000 --steps 54 \
+        --configs he_uniform:0.01,he_uniform_sparse:0.0001
+
+Table 4's problem (make_classification, 65536 features of which 2 are
+informative, 7000 training samples) trained with Table 4's settings (All-ReLU
+alpha 0.6, dropout 0.4, momentum 0.9, weight decay 2e-4, batch 128) for
+``--steps`` mini-batches per configuration ``init:lr``; prints the mean
+training loss (with dropout) over six consecutive blocks of steps.  Narrower
+than Table 4 so that many configurations fit in a few minutes; the output
+layer is still dense (50k inputs per class at the default width), which is
+what makes the step size matter.  ``--zero-output`` starts the output layer
+at zero.  Nothing is written; it is a diagnostic, not a benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparse_mlp.datasets import make_classification_float32  # noqa: E402
+from sparse_mlp.model import SparseMLP  # noqa: E402
+
+N_TRAIN, BATCH = 7000, 128
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--width", type=int, default=50000, help="hidden width (default 50000)")
+    ap.add_argument("--layers", type=int, default=2, help="hidden layers (default 2)")
+    ap.add_argument("--epsilon", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=108, help="mini-batches per configuration")
+    ap.add_argument("--configs", default="he_uniform:0.01,he_uniform_sparse:0.01,"
+                    "xavier_sparse:0.01,normal:0.01,he_uniform_sparse:0.0001",
+                    help="comma-separated init:lr pairs")
+    ap.add_argument("--zero-output", action="store_true", help="output layer starts at zero")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    configs = []
+    for item in args.configs.split(","):
+        init, _, lr = item.partition(":")
+        configs.append((init, float(lr)))
+
+    t = time.perf_counter()
+    X, y = make_classification_float32(10000, 65536, n_informative=2, n_redundant=2,
+                                       n_classes=2, seed=0)
+    X, y = X[:N_TRAIN], y[:N_TRAIN].astype(np.int32)
+    mean, std = X.mean(0), X.std(0)
+    std[std == 0] = 1
+    X -= mean
+    X /= std
+    XT = np.ascontiguousarray(X.T)  # feature-major, as the trainer keeps it
+    del X
+    print(f"data: {time.perf_counter() - t:.1f} s", flush=True)
+
+    sizes = [65536] + [args.width] * args.layers + [2]
+    n_batches = N_TRAIN // BATCH
+    for init, lr in configs:
+        model = SparseMLP(sizes, epsilon=args.epsilon, activation="allrelu", alpha=0.6,
+                          init=init, dropout=0.4, rng=np.random.default_rng(1),
+                          n_threads=args.threads, activation_memory="lean")
+        if args.zero_output:
+            model.layers[-1].data[:] = 0
+        order = np.random.default_rng(2).permutation(N_TRAIN)
+        losses = []
+        t = time.perf_counter()
+        for s in range(args.steps):
+            start = (s % n_batches) * BATCH
+            idx = np.sort(order[start:start + BATCH])
+            loss, _ = model.train_step(np.ascontiguousarray(XT[:, idx]), y[idx], lr, 0.9, 2e-4,
+                                       model.dropout_keys(0, s))
+            losses.append(loss / BATCH)
+        L = np.array(losses)
+        k = max(1, args.steps // 6)
+        blocks = " ".join(f"{L[i:i + k].mean():.4f}" for i in range(0, args.steps, k))
+        print(f"{init:18s} lr {lr:<7g} loss by blocks of {k} steps: {blocks} "
+              f"({(time.perf_counter() - t) / args.steps:.2f} s/step)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
