@@ -16,6 +16,8 @@ are bit-identical for any thread count.  The caller (``layers.py``) owns
 every array and checks shapes; these kernels trust their inputs.
 """
 
+import os
+
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
@@ -87,6 +89,20 @@ def prefetch_distance(distance=None):
             raise ValueError("prefetch distance must be in 0..256")
         smlp_pf_ahead = d
     return smlp_pf_ahead
+
+
+def _prefetch_from_environment():
+    value = os.environ.get("SPARSE_MLP_PF_AHEAD", "").strip()
+    if value:
+        try:
+            prefetch_distance(int(value))
+        except ValueError:
+            raise ValueError(f"SPARSE_MLP_PF_AHEAD={value!r}: the cross-row prefetch distance "
+                             f"must be an integer in 0..256 (0 turns it off); unset it for "
+                             f"the default {smlp_pf_ahead}") from None
+
+
+_prefetch_from_environment()
 
 
 def openmp_enabled():

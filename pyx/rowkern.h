@@ -694,7 +694,7 @@ static smlp_sddmm_fn smlp_sddmm_row = sddmm_row_scalar;
 static smlp_bwd_fn smlp_bwd_row = bwd_row_scalar;
 static int smlp_simd_level = 0;   /* 0 scalar, 1 avx2, 2 avx512 */
 /* distance of the cross-row prefetch (smlp_prefetch_ahead) in weights;
- * SPARSE_MLP_PF_AHEAD overrides it, 0 turns it off */
+ * 0 turns it off (set from Python: _spmm.prefetch_distance) */
 static int smlp_pf_ahead = 24;
 
 /* best level this CPU supports */
@@ -738,13 +738,6 @@ static int smlp_dispatch_init(int requested)
     }
 #endif
     smlp_simd_level = level;
-    {
-        const char *pf = getenv("SPARSE_MLP_PF_AHEAD");
-        if (pf && pf[0]) {
-            const int d = atoi(pf);
-            smlp_pf_ahead = d < 0 ? 0 : (d > 256 ? 256 : d);
-        }
-    }
     return level;
 }
 

@@ -361,3 +361,16 @@ def test_prefetch_distance_is_checked():
         spmm.prefetch_distance(-1)
     with pytest.raises(ValueError, match="0..256"):
         spmm.prefetch_distance(257)
+
+
+@pytest.mark.parametrize("value, expect", [("8", "8"), ("abc", "SPARSE_MLP_PF_AHEAD='abc'")])
+def test_prefetch_distance_from_environment(value, expect):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, SPARSE_MLP_PF_AHEAD=value)
+    res = subprocess.run([sys.executable, "-c", "from sparse_mlp.kernels import spmm; "
+                          "spmm.set_simd_level('scalar'); print(spmm.prefetch_distance())"],
+                         env=env, capture_output=True, text=True)
+    assert expect in (res.stdout + res.stderr)
+    assert (res.returncode == 0) == value.isdigit()
