@@ -207,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "budget, capped layers' excess handed to the others")
     b.add_argument("--erk-power", type=float, help="erk: density ~ ((n_in+n_out)/(n_in*n_out))"
                    "**power (default 1; 0 = uniform density)")
+    b.add_argument("--output-init", choices=["normal", "xavier", "he_uniform", "xavier_sparse",
+                                             "he_uniform_sparse", "zero"],
+                   help="the output layer's initial values (default: --weight-init); zero: "
+                        "start at 0 (logits 0, loss ln C)")
+    b.add_argument("--lr-fan-in-cap", type=float, metavar="F",
+                   help="a layer's step size is lr*min(1, F/its mean fan-in): for output "
+                        "layers with millions of inputs per class (Table 4), where lr 0.01 "
+                        "diverges (sequential only; default: lr everywhere, the paper's)")
 
     mp = p.add_argument_group(
         "parallel (MPI)", "start with `mpiexec -n K+1 python run_experiment.py --parallel "
@@ -250,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--rows", type=lambda t: [r for r in t.replace(" ", "").split(",") if r],
                    help="table2: run only these rows (relu, relu_ip, allrelu, allrelu_ip, "
                         "dense_relu, dense_allrelu), e.g. for a SLURM array task; the table is "
-                        "written from every finished run found")
+                        "written from every finished run found. table4: only these "
+                        "architectures (65536-0.5M-0.5M-2, 65536-2.5M-2.5M-2, 65536-5M-5M-2, "
+                        "65536-5Mx4-2, 65536-5Mx10-2)")
     x.add_argument("--only-seed", type=int, metavar="K",
                    help="table2: run only seed K (0-based) of the selected rows")
     x.add_argument("--width-scale", type=float,
@@ -319,7 +329,7 @@ def config_from_args(args: argparse.Namespace):
         changes["alpha_auto"] = True
     changes.update({f: getattr(args, f) for f in ("growth", "growth_batches", "growth_init",
                                                    "growth_candidates", "density_allocation",
-                                                   "erk_power")
+                                                   "erk_power", "output_init", "lr_fan_in_cap")
                     if getattr(args, f) is not None})
     changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
     activation = changes.get("activation", cfg.activation)
@@ -338,7 +348,8 @@ REPRODUCE_FLAGS = {
     "table6": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
                "synthetic_shape"},
     "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
-    "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init"},
+    "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init",
+               "output_init", "lr_fan_in_cap", "dropout", "rows"},
 }
 
 
@@ -385,7 +396,10 @@ def _reproduce(args: argparse.Namespace) -> int:
         text = rep.reproduce_table4(out, epochs=args.epochs or rep.TABLE4_EPOCHS,
                                     threads=args.threads, width_scale=args.width_scale or 1.0,
                                     n_features=args.n_features, dry_run=bool(args.dry_run),
-                                    weight_init=args.weight_init)
+                                    weight_init=args.weight_init,
+                                    output_init=args.output_init,
+                                    lr_fan_in_cap=args.lr_fan_in_cap,
+                                    dropout=args.dropout, archs=args.rows)
         files = ("table4_plan.md, table4_plan.csv (a measured table4.md is left as it is)"
                  if args.dry_run else "table4.md, table4.csv (one folder per architecture)")
     if text:  # (under MPI only rank 0 has the table)

@@ -20,8 +20,6 @@ and the result does not depend on the thread count.  The caller (Python)
 allocates every output.
 """
 
-import numpy as np
-
 from cython.parallel cimport prange
 from libc.stdint cimport int32_t, int64_t
 

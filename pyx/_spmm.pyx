@@ -87,7 +87,7 @@ def prefetch_distance(distance=None):
         d = int(distance)
         if not 0 <= d <= 256:
             raise ValueError("prefetch distance must be in 0..256")
-        smlp_pf_ahead = d
+        smlp_pf_ahead = d  # no-cython-lint (the C global of rowkern.h)
     return smlp_pf_ahead
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from .activations import HIDDEN_ACTIVATIONS, OUTPUTS
 from .errors import ConfigError
-from .layers import INITS
+from .layers import INITS, WEIGHT_INITS
 
 DECAY_MODES = ("paper", "decoupled")
 # beyond the paper (sparse_mlp/growth.py)
@@ -84,6 +84,10 @@ class TrainConfig:
     growth_candidates: float | None = None  # None: search all empty positions; c: c x regrowth
     density_allocation: str = "er"     # er (paper: eps per layer) | erk (RigL, fixed budget)
     erk_power: float = 1.0             # erk: density ~ ((n_in+n_out)/(n_in*n_out))**power
+    output_init: str | None = None     # the output layer's initial values (None: weight_init;
+    #                                    zero: start at 0)
+    lr_fan_in_cap: float | None = None  # a layer's step is lr*min(1, cap/mean fan-in) (None:
+    #                                    lr everywhere, the paper's); see model.SparseMLP
     alpha_auto: bool = False           # --alpha auto: alpha from the input skewness at run start
     # --- parallel training over MPI (sparse_mlp/parallel; mpiexec -n K+1) --
     parallel: str | None = None        # None: sequential | wasap | wassp (paper Algorithm 1)
@@ -132,8 +136,10 @@ class TrainConfig:
                             f"itself), got {self.alpha}")
         if self.output not in OUTPUTS:
             problems.append(f"--output must be one of {', '.join(OUTPUTS)}")
-        if self.weight_init not in INITS:
-            problems.append(f"--weight-init must be one of {', '.join(INITS)}")
+        if self.weight_init not in WEIGHT_INITS:
+            problems.append(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}"
+                            + (" ('zero' is for the output layer: --output-init zero)"
+                               if self.weight_init == "zero" else ""))
         if self.epochs < 1:
             problems.append(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -186,6 +192,14 @@ class TrainConfig:
                             f"{', '.join(DENSITY_ALLOCATIONS)}")
         if not self.erk_power >= 0:
             problems.append(f"--erk-power must be non-negative, got {self.erk_power}")
+        if self.output_init is not None and self.output_init not in INITS:
+            problems.append(f"--output-init must be one of {', '.join(INITS)}")
+        if self.lr_fan_in_cap is not None and not self.lr_fan_in_cap > 0:
+            problems.append(f"--lr-fan-in-cap must be positive, got {self.lr_fan_in_cap}")
+        if self.lr_fan_in_cap is not None and self.parallel is not None:
+            problems.append("--lr-fan-in-cap is for sequential training only (the parallel "
+                            "workers and parameter server use one step size): drop it or "
+                            "--parallel")
         if self.alpha_auto and self.activation != "allrelu":
             problems.append("--alpha auto chooses the All-ReLU slope: it needs "
                             "--activation allrelu")

@@ -169,11 +169,12 @@ def build_model(cfg: TrainConfig, n_features: int, n_classes: int, streams: Rand
              micro_batch=cfg.micro_batch or cfg.batch_size)
     # --density-allocation erk draws the layers here (growth.py); None: SparseMLP's ER
     layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
-                            cfg.density_allocation, cfg.erk_power)
+                            cfg.density_allocation, cfg.erk_power, cfg.output_init)
     return SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation, alpha=cfg.alpha,
                      init=cfg.weight_init, output=cfg.output, dropout=cfg.dropout,
                      rng=streams.init, n_threads=cfg.threads or default_threads(),
-                     layers=layers, activation_memory=cfg.activation_memory)
+                     layers=layers, activation_memory=cfg.activation_memory,
+                     output_init=cfg.output_init, lr_fan_in_cap=cfg.lr_fan_in_cap)
 
 
 def dry_run(cfg: TrainConfig) -> str:

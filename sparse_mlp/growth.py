@@ -110,9 +110,11 @@ def layer_densities(sizes: Sequence[int], epsilon: float, allocation: str = "er"
 
 
 def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.random.Generator,
-                   allocation: str = "er", power: float = 1.0) -> list[SparseLayer] | None:
+                   allocation: str = "er", power: float = 1.0,
+                   output_init: str | None = None) -> list[SparseLayer] | None:
     """The weight matrices of a new network under ``allocation``; None for
     ``er`` (SparseMLP draws those itself, exactly as it always has).
+    ``output_init``: the output layer's values (default ``init``).
 
     Each layer is Erdos-Renyi at its density: connections exist
     independently, so nnz is Binomial(n_in * n_out, density)."""
@@ -120,9 +122,10 @@ def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.rand
         return None
     dens = layer_densities(sizes, epsilon, allocation, power)
     out = []
-    for (a, b), d in zip(zip(sizes[:-1], sizes[1:]), dens):
+    for i, ((a, b), d) in enumerate(zip(zip(sizes[:-1], sizes[1:]), dens)):
         eps_l = d * a * b / (a + b) if d < 1.0 else 2.0 * a * b / (a + b)  # capped at 1
-        out.append(SparseLayer.erdos_renyi(a, b, eps_l, init, rng))
+        init_l = output_init or init if i == len(dens) - 1 else init
+        out.append(SparseLayer.erdos_renyi(a, b, eps_l, init_l, rng))
     return out
 
 

@@ -32,7 +32,10 @@ from .activations import Activation
 from .errors import ConfigError
 from .kernels import spmm, topology
 
-INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
+WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
+# 'zero' is for an output layer only (--output-init zero): a hidden layer of
+# zeros passes no gradient to the layers below it
+INITS = (*WEIGHT_INITS, "zero")
 BYTES_PER_WEIGHT = 20  # indices 4 + data 4 + velocity 4 + t_rows 4 + t_perm 4
 MAX_NNZ = 2**31 - 1  # int32 indices and t_perm
 
@@ -56,8 +59,10 @@ def init_values(init: str, n: int, n_in: int, n_out: int,
     dense matrix).  xavier_sparse / he_uniform_sparse (not the paper's): the
     same with the expected fan-in and fan-out of the sparse layer,
     ``density * n_in`` and ``density * n_out``, so the signal keeps its scale
-    through very wide, very sparse layers.
+    through very wide, very sparse layers.  zero: zeros (an output layer's).
     """
+    if init == "zero":
+        return np.zeros(n, dtype=np.float32)
     if init == "normal":
         v = rng.standard_normal(n, dtype=np.float32)
         v *= np.float32(0.1)

@@ -26,7 +26,7 @@ from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activatio
 from .errors import ConfigError
 from .kernels import activation as act_kernels
 from .kernels import default_threads, spmm
-from .layers import INITS, SparseLayer
+from .layers import INITS, WEIGHT_INITS, SparseLayer
 
 
 class LayerStack:
@@ -116,6 +116,15 @@ class SparseMLP(LayerStack):
         Kernel threads (default: the cores available).
     layers : list of SparseLayer, optional
         Use these layers instead of drawing new ones (loading a model).
+    output_init : str, optional
+        Values of the output layer when drawn here (default: ``init``);
+        'zero' starts it at zero (the layer keeps 'zero' as its init, so any
+        weight regrown in it would start at zero too).
+    lr_fan_in_cap : float, optional
+        Not the paper's: each layer's step size is lr * min(1, cap / its mean
+        fan-in) (:meth:`lr_scale`), so that no unit's pre-activation moves by
+        more than ~cap inputs' worth per step.  Also settable later as an
+        attribute (it holds no state).
     """
 
     def __init__(self, sizes: list[int], epsilon: float = 20.0, activation: str = "relu",
@@ -124,8 +133,17 @@ class SparseMLP(LayerStack):
                  rng: np.random.Generator | None = None, n_threads: int | None = None,
                  layers: list[SparseLayer] | None = None,
                  activations: list[Activation] | None = None,
-                 activation_memory: str = "fast") -> None:
+                 activation_memory: str = "fast", output_init: str | None = None,
+                 lr_fan_in_cap: float | None = None) -> None:
         sizes = self.check_settings(sizes, activation, output, init, dropout)
+        if init not in WEIGHT_INITS:
+            raise ConfigError(f"weight init {init!r} is for the output layer only "
+                              f"(output_init); choose one of {', '.join(WEIGHT_INITS)}")
+        if output_init is not None and output_init not in INITS:
+            raise ConfigError(f"unknown output init {output_init!r}; choose one of "
+                              f"{', '.join(INITS)}")
+        if lr_fan_in_cap is not None and not lr_fan_in_cap > 0:
+            raise ConfigError(f"lr_fan_in_cap must be positive, got {lr_fan_in_cap}")
         if activation_memory not in ("fast", "lean"):
             raise ConfigError("activation_memory must be 'fast' or 'lean'")
         self.sizes = sizes
@@ -141,12 +159,15 @@ class SparseMLP(LayerStack):
         self.n_threads = int(n_threads or default_threads())
         rng = rng if rng is not None else np.random.default_rng()
         if layers is None:
-            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon, init, rng)
+            last = len(sizes) - 2
+            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon,
+                                              output_init or init if i == last else init, rng)
                       for i in range(len(sizes) - 1)]
         self.attach(sizes, layers, activations, activation, alpha, rng)
         self._train_bufs: dict | None = None
         self._eval_bufs: dict | None = None
         self._grad_acc: dict | None = None
+        self.lr_fan_in_cap = lr_fan_in_cap
 
     # ------------------------------------------------------------------ facts
     @property
@@ -175,7 +196,18 @@ class SparseMLP(LayerStack):
                 for a in self.acts]
         return SparseMLP(self.sizes, self.epsilon, self.activation, self.alpha, self.init,
                          self.output, self.dropout, n_threads=self.n_threads, layers=layers,
-                         activations=acts, activation_memory="lean" if self.lean else "fast")
+                         activations=acts, activation_memory="lean" if self.lean else "fast",
+                         lr_fan_in_cap=self.lr_fan_in_cap)
+
+    def lr_scale(self, li: int) -> float:
+        """Layer ``li``'s step size relative to lr: 1, or min(1, cap / mean
+        fan-in) under ``lr_fan_in_cap`` (from the current nnz, so it follows
+        Importance Pruning)."""
+        cap = self.lr_fan_in_cap
+        if not cap:
+            return 1.0
+        lay = self.layers[li]
+        return min(1.0, float(cap) * lay.n_out / max(1, lay.nnz))
 
     def __repr__(self) -> str:
         return (f"SparseMLP({'-'.join(map(str, self.sizes))}, activation={self.activation!r}, "
@@ -282,10 +314,11 @@ class SparseMLP(LayerStack):
         lr, mu, decay, nesterov = opt if opt is not None else (0.0, 0.0, 0.0, False)
         for li in range(self.n_layers - 1, -1, -1):
             layer, D = self.layers[li], bufs["Z"][li]
+            lr_li = lr * self.lr_scale(li)
             grads = acc["grads"][li] if acc is not None else None
             if li == 0:  # no gradient to the inputs
                 if acc is None:
-                    layer.update(Xs, D, lr, mu, decay, nesterov=nesterov, scale=scale,
+                    layer.update(Xs, D, lr_li, mu, decay, nesterov=nesterov, scale=scale,
                                  n_threads=self.n_threads)
                 else:
                     layer.gradient(Xs, D, *grads, scale=scale, accumulate=True,
@@ -296,7 +329,7 @@ class SparseMLP(LayerStack):
             A_in = self._layer_input(h, keys, b_offset)
             # the delta of the layer below (written over its Z) and this
             # layer's gradient, in one pass over its transposed index
-            layer.backward_update(A_in, D, Zin, lr, mu, decay, nesterov=nesterov, Z_in=Zin,
+            layer.backward_update(A_in, D, Zin, lr_li, mu, decay, nesterov=nesterov, Z_in=Zin,
                                   act_in=act, srelu_grad=sg, dropout=self.dropout,
                                   key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
                                   accumulate=acc is not None, n_threads=self.n_threads)
@@ -385,8 +418,8 @@ class SparseMLP(LayerStack):
             self._backprop(Xb, keys, 0, 1.0 / B, opt=(lr, momentum, decay, nesterov))
             return loss, correct
         loss, correct, acc = self._accumulate(Xb, yb, keys, micro_batch)
-        for layer, (g, bg) in zip(self.layers, acc["grads"]):
-            layer.apply_gradient(g, bg, lr, momentum, decay, nesterov=nesterov,
+        for li, (layer, (g, bg)) in enumerate(zip(self.layers, acc["grads"])):
+            layer.apply_gradient(g, bg, lr * self.lr_scale(li), momentum, decay, nesterov=nesterov,
                                  n_threads=self.n_threads)
         self.update_activation_params(acc["sg"], lr, momentum, nesterov)
         return loss, correct

@@ -124,6 +124,7 @@ TABLE4_ARCHS: tuple[tuple[str, list[int], float, dict[str, Any]], ...] = (
 )
 TABLE4_FEATURES = 65_536
 TABLE4_EPOCHS = 2  # evolution runs after every epoch but the last: 2 epochs time it once
+TABLE4_DROPOUT = 0.4
 
 # ------------------------------------------------------------------------ Table 3
 # dataset: [(framework, IP, CPU cores, GPU, accuracy % or None, minutes, CPU %, MB)]
@@ -616,18 +617,35 @@ def write_table6(dataset: str, summaries: list[dict], out: Path, epochs: int, pe
 def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
                    width_scale: float = 1.0, n_features: int | None = None,
                    n_samples: int | None = None, out: str | Path = "results",
-                   archs=None, weight_init: str | None = None
-                   ) -> list[tuple[str, TrainConfig, dict]]:
+                   archs=None, weight_init: str | None = None,
+                   output_init: str | None = None, lr_fan_in_cap: float | None = None,
+                   dropout: float | None = None) -> list[tuple[str, TrainConfig, dict]]:
     """(name, configuration, paper figures) of every Table 4 architecture.
     ``width_scale`` multiplies every hidden width (trying the pipeline on a
     small machine); ``n_features`` / ``n_samples`` replace 65536 / 10000;
-    ``weight_init`` replaces the preset's he_uniform (its runs get folders
-    of their own, ``<architecture>_<init>``)."""
+    ``weight_init`` replaces the preset's he_uniform, ``dropout`` Table 4's
+    0.4, ``output_init`` and ``lr_fan_in_cap`` add those options (not the
+    paper's: such runs get folders of their own,
+    ``<architecture>_<init>_out-<init>_cap<F>_drop<p>``)."""
     fields = dict(PRESETS["synthetic"])
     suffix = ""
     if weight_init is not None and weight_init != fields["weight_init"]:
         fields["weight_init"], suffix = weight_init, f"_{weight_init}"
+    if output_init is not None:
+        fields["output_init"] = output_init
+        suffix += f"_out-{output_init}"
+    if lr_fan_in_cap is not None:
+        fields["lr_fan_in_cap"] = float(lr_fan_in_cap)
+        suffix += f"_cap{lr_fan_in_cap:g}"
+    drop = TABLE4_DROPOUT if dropout is None else float(dropout)
+    if drop != TABLE4_DROPOUT:
+        suffix += f"_drop{drop:g}"
     out = Path(out)
+    names = [a[0] for a in TABLE4_ARCHS]
+    unknown = sorted(set(archs or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown Table 4 architecture(s) {', '.join(unknown)}; choose from "
+                          f"{', '.join(names)}")
     wanted = TABLE4_ARCHS if archs is None else [a for a in TABLE4_ARCHS if a[0] in archs]
     configs = []
     for name, hidden, eps, paper in wanted:
@@ -643,7 +661,7 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
                         n_test=n_samples - int(round(0.7 * n_samples)))
         cfg = TrainConfig(**{**fields, **data, "dataset": "synthetic", "preset": "synthetic",
                              "hidden": widths, "epsilon": eps, "epochs": epochs,
-                             "batch_size": 128, "lr": 0.01, "dropout": 0.4, "threads": threads,
+                             "batch_size": 128, "lr": 0.01, "dropout": drop, "threads": threads,
                              "out": str(out / (folder + suffix))})
         cfg.validate()
         configs.append((name, cfg, paper))
@@ -701,11 +719,11 @@ def _run_child(cfg: TrainConfig, run_dir: Path) -> int:
                 signal.signal(sig, handler)
 
 
-def _train_losses(run_dir: Path) -> list[float]:
-    """The training loss of every epoch of a run (its metrics.csv)."""
+def _epoch_losses(run_dir: Path, column: str = "train_loss") -> list[float]:
+    """The training (or ``column``) loss of every epoch of a run (its metrics.csv)."""
     try:
         with open(run_dir / "metrics.csv") as fh:
-            return [float(r["train_loss"]) for r in csv.DictReader(fh)]
+            return [float(r[column]) for r in csv.DictReader(fh)]
     except (OSError, KeyError, ValueError):
         return []
 
@@ -714,7 +732,8 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                      threads: int | None = None, width_scale: float = 1.0,
                      n_features: int | None = None, n_samples: int | None = None,
                      archs=None, isolate: bool = True, dry_run: bool = False,
-                     weight_init: str | None = None) -> str:
+                     weight_init: str | None = None, output_init: str | None = None,
+                     lr_fan_in_cap: float | None = None, dropout: float | None = None) -> str:
     """The extreme-scale rows of Table 4 on synthetic data; returns the markdown.
 
     For every architecture the memory planner (``experiment.plan_memory``)
@@ -732,7 +751,8 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, cfg, paper in table4_configs(epochs, threads, width_scale, n_features,
-                                           n_samples, out, archs, weight_init):
+                                           n_samples, out, archs, weight_init,
+                                           output_init, lr_fan_in_cap, dropout):
         f, c, n = dataset_shape(cfg)
         arch = "-".join(map(str, [f, *cfg.hidden, c]))
         scaled = width_scale != 1.0 or f != TABLE4_FEATURES
@@ -771,10 +791,30 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                        test_min_epoch=s["test_s"] / e / 60,
                        evolution_min_epoch=(s["evolution_s"] / (e - 1) / 60 if e > 1 else None),
                        peak_rss_gib=s["peak_rss_bytes"] / GiB,
-                       weight_init=cfg.weight_init, train_loss=_train_losses(run_dir),
+                       weight_init=cfg.weight_init, output_init=cfg.output_init,
+                       lr_fan_in_cap=cfg.lr_fan_in_cap, dropout=cfg.dropout,
+                       train_loss=_epoch_losses(run_dir),
+                       test_loss=_epoch_losses(run_dir, "test_loss"),
                        best_test_acc=s["best_test_acc"])
         rows.append(row)
     return write_table4(rows, out, epochs, width_scale, isolate, dry_run)
+
+
+def _table4_recipe(row: dict) -> str:
+    """How a Table 4 row was initialised and stepped, in words."""
+    init, out_init = row.get("weight_init", "he_uniform"), row.get("output_init")
+    cap = row.get("lr_fan_in_cap")
+    drop = row.get("dropout", TABLE4_DROPOUT)
+    if init == "he_uniform" and out_init is None and cap is None and drop == TABLE4_DROPOUT:
+        return "the paper's (he_uniform, lr 0.01 in every layer)"
+    words = [f"weights {init}"]
+    if out_init is not None:
+        words.append(f"output layer {out_init}")
+    if cap is not None:
+        words.append(f"step lr x min(1, {cap:g} / fan-in) (--lr-fan-in-cap {cap:g})")
+    if drop != TABLE4_DROPOUT:
+        words.append(f"dropout {drop:g}")
+    return ", ".join(words) + " (not the paper's)"
 
 
 def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
@@ -785,13 +825,14 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
         lines += [f"Every hidden width scaled by {width_scale:g}: NOT the paper's sizes.", ""]
     lines += ["| architecture | eps | weights | plan (est. GiB) | init [min] (paper) | "
               "train [min/epoch] (paper) | test [min/epoch] (paper) | evolution [min/epoch] "
-              "(paper) | peak RSS [GiB] | train loss by epoch | best test acc [%] |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "(paper) | peak RSS [GiB] | train loss by epoch | test loss by epoch | "
+              "best test acc [%] |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "does not fit" or r["status"].startswith("failed"):
             lines.append(f"| {r['name']} | {r['epsilon']:g} | | {r['status']}: "
                          f"{r.get('message', '')} | ({r['paper_init']}) | ({r['paper_train']}) "
-                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | | | |")
+                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | | | | |")
             continue
         plan = r["plan"] + (f", micro-batch {r['micro_batch']}" if r["micro_batch"] < 128
                             else "")
@@ -800,7 +841,7 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             lines.append(f"| {r['name']} | {r['epsilon']:g} | {r['nnz_expected'] / 1e6:.1f} M "
                          f"expected ({r['paper_params']}) | {plan} | ({r['paper_init']}) | "
                          f"({r['paper_train']}) | ({r['paper_test']}) | "
-                         f"({r['paper_evolution']}) | | | |")
+                         f"({r['paper_evolution']}) | | | | |")
             continue
         lines.append(
             f"| {r['name']} | {r['epsilon']:g} | {r['nnz'] / 1e6:.1f} M "
@@ -809,8 +850,12 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             f"({r['paper_test']}) | {_fmt(r['evolution_min_epoch'], '.2f')} "
             f"({r['paper_evolution']}) | {r['peak_rss_gib']:.2f} | "
             f"{' → '.join(f'{v:.4f}' for v in r.get('train_loss', []))} | "
+            f"{' → '.join(f'{v:.4f}' for v in r.get('test_loss', []))} | "
             f"{100 * r['best_test_acc']:.2f} |")
     threads = sorted({r["threads"] for r in rows if "threads" in r})
+    recipes = sorted({_table4_recipe(r) for r in rows if r["status"] == "ok"})
+    if recipes != ["the paper's (he_uniform, lr 0.01 in every layer)"]:
+        lines += ["", "Initial values and step sizes: " + "; ".join(recipes) + "."]
     lines += ["", "This engine: sequential training (one process, "
                   f"{'/'.join(map(str, threads)) or 'the given'} kernel threads), each "
                   f"architecture {'in its own process' if isolate else 'in this process'}; "

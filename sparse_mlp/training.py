@@ -241,6 +241,7 @@ class Trainer:
                 f"({X_train.shape[0]} samples); use a batch of at most {X_train.shape[0]}")
         self.cfg = cfg
         self.model = model
+        model.lr_fan_in_cap = cfg.lr_fan_in_cap  # (a loaded checkpoint's model too)
         self.X_train = np.ascontiguousarray(X_train, dtype=np.float32)
         self.y_train = np.ascontiguousarray(y_train, dtype=np.int32)
         self.X_test = np.ascontiguousarray(X_test, dtype=np.float32)

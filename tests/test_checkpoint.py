@@ -314,7 +314,9 @@ def test_filesystems_without_locks_fall_back_to_unlocked(tmp_path, monkeypatch, 
 @pytest.mark.parametrize("kw", [
     dict(importance_pruning=True, ip_start=1, ip_every=2),   # IP at the end of epochs 2, 4
     dict(activation="srelu", alpha=None, eval_every=2),     # trainable activations
-], ids=["allrelu-ip", "srelu"])
+    # Table 4's options: a zero output layer, capped steps
+    dict(weight_init="he_uniform_sparse", output_init="zero", lr_fan_in_cap=2.0),
+], ids=["allrelu-ip", "srelu", "zero-output-capped"])
 def test_half_then_resume_equals_straight(kw, tmp_path):
     data = make_data()
     straight = run(small_cfg(tmp_path, "straight", checkpoint_every=3, **kw), data=data,

@@ -293,17 +293,21 @@ def test_one_worker_equals_the_sequential_run_bit_for_bit(tmp_path):
     WASSP (lr x 1) give the sequential run's metrics and weights exactly."""
     import run_experiment
 
+    zero = ["--output-init", "zero"]  # the output layer's init reaches the parameter server
     assert run_experiment.main([*BASE, "--quiet", "--out", str(tmp_path / "seq")]) == 0
+    assert run_experiment.main([*BASE, *zero, "--quiet", "--out", str(tmp_path / "seq0")]) == 0
     runs = [[*BASE, "--quiet", "--parallel", "wasap", "--phase1-epochs", "3", "--out",
              str(tmp_path / "wasap")],
-            [*BASE, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp")]]
+            [*BASE, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp")],
+            [*BASE, *zero, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp0")]]
     res = _mpirun(2, "runs", json.dumps(runs))
     assert res.returncode == 0, res.stdout + res.stderr
-    seq_rows = _rows(tmp_path / "seq" / "metrics.csv")
-    for mode in ("wasap", "wassp"):
+    for mode, seq in (("wasap", "seq"), ("wassp", "seq"), ("wassp0", "seq0")):
         rows = _rows(tmp_path / mode / "metrics.csv")
+        seq_rows = _rows(tmp_path / seq / "metrics.csv")
         assert [{k: v for k, v in r.items() if k != "phase"} for r in rows] == seq_rows, mode
-        _same_model(load(tmp_path / mode), load(tmp_path / "seq"))
+        _same_model(load(tmp_path / mode), load(tmp_path / seq))
+    assert _rows(tmp_path / "seq0" / "metrics.csv") != _rows(tmp_path / "seq" / "metrics.csv")
     assert [r["phase"] for r in _rows(tmp_path / "wasap" / "metrics.csv")] == ["1"] * 3 + ["2"]
 
 

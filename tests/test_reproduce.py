@@ -325,6 +325,23 @@ def test_table4_tiny_widths_run_in_process_and_report(tmp_path, no_run_plots):
     assert "memory plans only" in (tmp_path / "table4_plan.md").read_text()
 
 
+def test_table4_training_options_get_their_own_folders(tmp_path, no_run_plots):
+    (_, cfg, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-0.5M-0.5M-2"],
+                                            weight_init="he_uniform_sparse",
+                                            output_init="zero", lr_fan_in_cap=100)
+    assert Path(cfg.out).name == "65536-0.5M-0.5M-2_he_uniform_sparse_out-zero_cap100"
+    assert (cfg.weight_init, cfg.output_init, cfg.lr_fan_in_cap) == (
+        "he_uniform_sparse", "zero", 100.0)
+    (_, paper, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-0.5M-0.5M-2"])
+    assert Path(paper.out).name == "65536-0.5M-0.5M-2" and paper.lr_fan_in_cap is None
+    text = reproduce.reproduce_table4(tmp_path, epochs=1, threads=1, width_scale=2e-5,
+                                      n_features=24, n_samples=300, isolate=False,
+                                      archs=["65536-0.5M-0.5M-2"], output_init="zero",
+                                      lr_fan_in_cap=3)
+    assert "output layer zero, step lr x min(1, 3 / fan-in)" in text
+    assert (tmp_path / "24-10-10-2_out-zero_cap3" / "summary.json").exists()
+
+
 @pytest.mark.slow  # a fresh interpreter importing everything: seconds
 def test_table4_child_process_runs_one_architecture(tmp_path):
     (name, cfg, _), = reproduce.table4_configs(epochs=1, threads=1, width_scale=1e-5,
@@ -403,8 +420,10 @@ def test_cli_reproduce_refuses_flags_it_does_not_take(capsys):
                                 "--lr", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--reproduce table2 uses the paper's settings" in err and "--lr" in err
-    assert run_experiment.main(["--reproduce", "table4", "--rows", "relu"]) == 2
+    assert run_experiment.main(["--reproduce", "table4", "--lr", "0.1"]) == 2
     assert "--width-scale" in capsys.readouterr().err
+    assert run_experiment.main(["--reproduce", "table4", "--rows", "relu", "--dry-run"]) != 0
+    assert "unknown Table 4 architecture(s) relu" in capsys.readouterr().err
 
 
 def test_cli_reproduce_table4_dry_run_prints_plans(tmp_path, capsys):
@@ -518,3 +537,20 @@ def test_table3_under_mpi_runs_the_parallel_rows_and_resumes(tmp_path):
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "wasap" / "seed0" / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_cli_table4_takes_rows_and_training_options(monkeypatch, capsys):
+    seen = {}
+
+    def fake(out, **kw):
+        seen.update(kw, out=out)
+        return "table"
+
+    monkeypatch.setattr(reproduce, "reproduce_table4", fake)
+    assert run_experiment.main(["--reproduce", "table4", "--rows", "65536-5Mx4-2",
+                                "--weight-init", "he_uniform_sparse", "--output-init", "zero",
+                                "--lr-fan-in-cap", "5", "--dropout", "0", "--epochs", "3"]) == 0
+    assert seen["archs"] == ["65536-5Mx4-2"] and seen["lr_fan_in_cap"] == 5.0
+    assert (seen["output_init"], seen["dropout"], seen["epochs"]) == ("zero", 0.0, 3)
+    with pytest.raises(ConfigError, match="unknown Table 4 architecture.*65536-5Mx10-2"):
+        reproduce.table4_configs(archs=["65536-5Mx5-2"])

@@ -144,3 +144,92 @@ def test_run_with_micro_batches_and_lean_memory(tmp_path):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["activation_memory"] == "lean" and cfg["micro_batch"] == 8
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["best_test_acc"] > 0.5
+
+
+# ---------------------------------------------------------------------------
+# Table 4 training options (not the paper's): a zero output layer and a
+# step size capped by fan-in
+
+
+def _wide_output_model(cap=None, memory="fast"):
+    """Hidden layer with ~10 inputs per neuron, output layer with 60 per class."""
+    rng = np.random.default_rng(3)
+    return SparseMLP([30, 60, 3], epsilon=4, activation="allrelu", alpha=0.5,
+                     init="he_uniform_sparse", dropout=0.0, rng=rng, n_threads=1,
+                     activation_memory=memory, lr_fan_in_cap=cap)
+
+
+def test_lr_scale_is_the_fan_in_cap():
+    m = _wide_output_model(cap=20.0)
+    hid, out = m.layers
+    assert out.nnz == 60 * 3  # capped ER probability: dense output layer
+    assert m.lr_scale(1) == pytest.approx(20.0 / 60.0)
+    assert m.lr_scale(0) == min(1.0, 20.0 * hid.n_out / hid.nnz) == 1.0  # fan-in ~10
+    m.lr_fan_in_cap = None
+    assert m.lr_scale(0) == m.lr_scale(1) == 1.0
+
+
+@pytest.mark.parametrize("micro_batch", [None, 4])
+def test_capped_step_scales_only_the_wide_layer(micro_batch):
+    """First step (velocity 0, no decay): dw = -lr * scale * g.  The capped
+    output layer moves by exactly 20/60 of the uncapped step; the hidden
+    layer (below its cap) and the loss are unchanged."""
+    plain, capped = _wide_output_model(), _wide_output_model(cap=20.0)
+    before = [lay.data.copy() for lay in plain.layers]
+    rng = np.random.default_rng(4)
+    X = np.ascontiguousarray(rng.standard_normal((30, 16)), dtype=np.float32)
+    y = rng.integers(0, 3, 16).astype(np.int32)
+    keys = plain.dropout_keys(0, 0)
+    lp = plain.train_step(X, y, 0.1, 0.9, 0.0, keys, micro_batch=micro_batch)
+    lc = capped.train_step(X, y, 0.1, 0.9, 0.0, keys, micro_batch=micro_batch)
+    assert lp == lc
+    d_plain = plain.layers[1].data - before[1]
+    d_capped = capped.layers[1].data - before[1]
+    assert np.abs(d_plain).max() > 1e-3
+    np.testing.assert_allclose(d_capped, d_plain * (20.0 / 60.0), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(capped.layers[1].bias, plain.layers[1].bias * (20.0 / 60.0),
+                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_array_equal(capped.layers[0].data, plain.layers[0].data)
+
+
+def test_zero_output_layer_starts_and_regrows_at_zero():
+    from sparse_mlp.evolution import set_step
+
+    m = SparseMLP([30, 60, 3], epsilon=4, activation="allrelu", alpha=0.5,
+                  init="he_uniform_sparse", rng=np.random.default_rng(0), n_threads=1,
+                  output_init="zero")
+    hid, out = m.layers
+    assert out.init == "zero" and not out.data.any() and out.nnz == 180
+    assert hid.init == "he_uniform_sparse" and np.abs(hid.data).min() > 0
+    assert m.copy().layers[1].init == "zero"  # the layer's init travels with it
+    sparse = SparseMLP([30, 60, 40], epsilon=4, init="he_uniform_sparse",
+                       rng=np.random.default_rng(0), n_threads=1, output_init="zero")
+    lay = sparse.layers[1]
+    assert lay.nnz < 60 * 40  # sparse, so SET moves weights to new positions
+    lay.data[:] = 1.0 + np.random.default_rng(2).random(lay.nnz, dtype=np.float32)
+    set_step(lay, 0.3, np.random.default_rng(5))
+    assert lay.nnz > 0 and (lay.data == 0).sum() > 0.25 * lay.nnz  # regrown at 0
+
+
+def test_zero_is_refused_for_hidden_layers():
+    from sparse_mlp.config import TrainConfig
+    from sparse_mlp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="output layer only"):
+        SparseMLP([30, 20, 3], init="zero")
+    with pytest.raises(ConfigError, match="--output-init zero"):
+        TrainConfig(weight_init="zero").validate()
+    with pytest.raises(ConfigError, match="lr-fan-in-cap must be positive"):
+        TrainConfig(lr_fan_in_cap=0.0).validate()
+    with pytest.raises(ConfigError, match="sequential training only"):
+        TrainConfig(lr_fan_in_cap=100.0, parallel="wasap").validate()
+
+
+def test_cli_takes_the_table4_options():
+    import run_experiment
+
+    cfg = run_experiment.config_from_args(run_experiment.build_parser().parse_args(
+        ["--dataset", "synthetic", "--output-init", "zero", "--lr-fan-in-cap", "100",
+         "--weight-init", "he_uniform_sparse"]))
+    assert (cfg.output_init, cfg.lr_fan_in_cap, cfg.weight_init) == (
+        "zero", 100.0, "he_uniform_sparse")

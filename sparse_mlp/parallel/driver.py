@@ -139,9 +139,10 @@ def partition(n: int, K: int, index: int) -> np.ndarray:
 
 def skeleton(cfg: TrainConfig, sizes: list[int], threads: int) -> SparseMLP:
     """An empty replica (no weights yet) that a START message fills in."""
+    inits = [cfg.weight_init] * (len(sizes) - 2) + [cfg.output_init or cfg.weight_init]
     layers = [SparseLayer(a, b, np.zeros(b + 1, np.int64), np.empty(0, np.int32),
-                          np.empty(0, np.float32), init=cfg.weight_init, check=False)
-              for a, b in zip(sizes[:-1], sizes[1:])]
+                          np.empty(0, np.float32), init=init, check=False)
+              for a, b, init in zip(sizes[:-1], sizes[1:], inits)]
     return SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation, alpha=cfg.alpha,
                      init=cfg.weight_init, output=cfg.output, dropout=cfg.dropout,
                      rng=np.random.default_rng(0), n_threads=threads, layers=layers,
@@ -390,11 +391,12 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
         streams = RandomStreams(cfg.seed)
         t0 = time.perf_counter()
         layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
-                                cfg.density_allocation, cfg.erk_power)
+                                cfg.density_allocation, cfg.erk_power, cfg.output_init)
         model = SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation,
                           alpha=cfg.alpha, init=cfg.weight_init, output=cfg.output,
                           dropout=cfg.dropout, rng=streams.init, n_threads=threads,
-                          layers=layers, activation_memory=cfg.activation_memory)
+                          layers=layers, activation_memory=cfg.activation_memory,
+                          output_init=cfg.output_init)
         state = TrainState()
         workers = [WorkerState(shuffle=jumped_words(streams.shuffle, i)) for i in range(K)]
         s.info.update({"init_s": time.perf_counter() - t0,
