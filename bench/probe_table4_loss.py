@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sparse_mlp.datasets import load_dataset  # noqa: E402
+from sparse_mlp.evolution import set_step  # noqa: E402
 from sparse_mlp.model import SparseMLP  # noqa: E402
 
 N_TRAIN, BATCH = 7000, 128
@@ -58,6 +59,9 @@ def main() -> None:
     ap.add_argument("--freeze-hidden", action="store_true",
                     help="train the output layer only (step 0 elsewhere)")
     ap.add_argument("--dropout", type=float, default=0.4, help="Table 4's: 0.4")
+    ap.add_argument("--zeta", type=float, default=0.0,
+                    help="SET step with this zeta on the hidden layers after every epoch "
+                         "(54 steps), as training does (default 0: none)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     configs = []
@@ -89,6 +93,7 @@ def main() -> None:
             model.lr_scale = _output_only(model.lr_scale, model.n_layers - 1)
         clean0 = model.evaluate(Xe, ye)[0]
         order = np.random.default_rng(2).permutation(N_TRAIN)
+        evo_rng = np.random.default_rng(3)
         losses = []
         t = time.perf_counter()
         for s in range(args.steps):
@@ -97,6 +102,9 @@ def main() -> None:
             loss, _ = model.train_step(np.ascontiguousarray(XT[:, idx]), y[idx], lr, 0.9, 2e-4,
                                        model.dropout_keys(0, s))
             losses.append(loss / BATCH)
+            if args.zeta and (s + 1) % n_batches == 0:
+                for layer in model.layers[:-1]:
+                    set_step(layer, args.zeta, evo_rng, n_threads=args.threads)
         L = np.array(losses)
         k = max(1, args.steps // 6)
         blocks = " ".join(f"{L[i:i + k].mean():.4f}" for i in range(0, args.steps, k))
