@@ -61,7 +61,7 @@ from .config import GROWTH_INITS, GROWTH_MODES  # noqa: F401 (re-exported)
 from .errors import ConfigError
 from .evolution import EvolutionStats
 from .kernels import spmm, topology
-from .layers import SparseLayer, init_values, sample_positions
+from .layers import SparseLayer, init_values, layer_inits, sample_positions
 
 try:
     from . import _growth as kernels
@@ -122,9 +122,9 @@ def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.rand
         return None
     dens = layer_densities(sizes, epsilon, allocation, power)
     out = []
-    for i, ((a, b), d) in enumerate(zip(zip(sizes[:-1], sizes[1:]), dens)):
+    inits = layer_inits(len(dens), init, output_init)
+    for (a, b), d, init_l in zip(zip(sizes[:-1], sizes[1:]), dens, inits):
         eps_l = d * a * b / (a + b) if d < 1.0 else 2.0 * a * b / (a + b)  # capped at 1
-        init_l = output_init or init if i == len(dens) - 1 else init
         out.append(SparseLayer.erdos_renyi(a, b, eps_l, init_l, rng))
     return out
 

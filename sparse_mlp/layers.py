@@ -36,6 +36,12 @@ WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_s
 # 'zero' is for an output layer only (--output-init zero): a hidden layer of
 # zeros passes no gradient to the layers below it
 INITS = (*WEIGHT_INITS, "zero")
+
+
+def layer_inits(n_layers: int, init: str, output_init: str | None = None) -> list[str]:
+    """The init of each of ``n_layers`` weight matrices: ``init``, and
+    ``output_init`` (when given) for the last."""
+    return [init] * (n_layers - 1) + [output_init or init]
 BYTES_PER_WEIGHT = 20  # indices 4 + data 4 + velocity 4 + t_rows 4 + t_perm 4
 MAX_NNZ = 2**31 - 1  # int32 indices and t_perm
 

@@ -26,7 +26,7 @@ from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activatio
 from .errors import ConfigError
 from .kernels import activation as act_kernels
 from .kernels import default_threads, spmm
-from .layers import INITS, WEIGHT_INITS, SparseLayer
+from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_inits
 
 
 class LayerStack:
@@ -48,8 +48,11 @@ class LayerStack:
                               f"{', '.join(HIDDEN_ACTIVATIONS)}")
         if output not in OUTPUTS:
             raise ConfigError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
-        if init not in INITS:
-            raise ConfigError(f"unknown weight init {init!r}; choose one of {', '.join(INITS)}")
+        if init not in WEIGHT_INITS:
+            what = ("is for the output layer only (output_init)" if init == "zero"
+                    else "is unknown")
+            raise ConfigError(f"weight init {init!r} {what}; choose one of "
+                              f"{', '.join(WEIGHT_INITS)}")
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         return sizes
@@ -136,9 +139,6 @@ class SparseMLP(LayerStack):
                  activation_memory: str = "fast", output_init: str | None = None,
                  lr_fan_in_cap: float | None = None) -> None:
         sizes = self.check_settings(sizes, activation, output, init, dropout)
-        if init not in WEIGHT_INITS:
-            raise ConfigError(f"weight init {init!r} is for the output layer only "
-                              f"(output_init); choose one of {', '.join(WEIGHT_INITS)}")
         if output_init is not None and output_init not in INITS:
             raise ConfigError(f"unknown output init {output_init!r}; choose one of "
                               f"{', '.join(INITS)}")
@@ -159,9 +159,8 @@ class SparseMLP(LayerStack):
         self.n_threads = int(n_threads or default_threads())
         rng = rng if rng is not None else np.random.default_rng()
         if layers is None:
-            last = len(sizes) - 2
-            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon,
-                                              output_init or init if i == last else init, rng)
+            inits = layer_inits(len(sizes) - 1, init, output_init)
+            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon, inits[i], rng)
                       for i in range(len(sizes) - 1)]
         self.attach(sizes, layers, activations, activation, alpha, rng)
         self._train_bufs: dict | None = None

@@ -40,7 +40,7 @@ import numpy as np
 from ..checkpoint import CHECKPOINT_DIR, CheckpointDir
 from ..config import TrainConfig
 from ..errors import CheckpointError, ConfigError, SparseMLPError
-from ..layers import SparseLayer
+from ..layers import SparseLayer, layer_inits
 from ..memory import available_bytes
 from ..model import SparseMLP
 from ..training import (
@@ -139,7 +139,7 @@ def partition(n: int, K: int, index: int) -> np.ndarray:
 
 def skeleton(cfg: TrainConfig, sizes: list[int], threads: int) -> SparseMLP:
     """An empty replica (no weights yet) that a START message fills in."""
-    inits = [cfg.weight_init] * (len(sizes) - 2) + [cfg.output_init or cfg.weight_init]
+    inits = layer_inits(len(sizes) - 1, cfg.weight_init, cfg.output_init)
     layers = [SparseLayer(a, b, np.zeros(b + 1, np.int64), np.empty(0, np.int32),
                           np.empty(0, np.float32), init=init, check=False)
               for a, b, init in zip(sizes[:-1], sizes[1:], inits)]
