@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default 1)")
     r.add_argument("--eval-batch-size", type=int, help="samples per inference block "
                    "(default 1024)")
+    r.add_argument("--train-eval", type=int, metavar="N",
+                   help="with every test evaluation, also the loss and accuracy without "
+                        "dropout on the first N training samples (metrics.csv columns "
+                        "train_eval_*; the running training loss is taken with dropout on "
+                        "moving weights). Default 0: off")
     r.add_argument("--out", help="output folder (default: runs/<dataset>_<time>_seed<seed>)")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one log line per epoch (automatic when not a terminal)")
@@ -313,7 +318,8 @@ def config_from_args(args: argparse.Namespace):
                "zeta": "zeta", "importance_pruning": "importance_pruning",
                "ip_start": "ip_start", "ip_every": "ip_every", "ip_percentile": "ip_percentile",
                "post_prune": "post_prune", "seed": "seed", "threads": "threads",
-               "eval_every": "eval_every", "eval_batch_size": "eval_batch_size", "out": "out",
+               "eval_every": "eval_every", "eval_batch_size": "eval_batch_size",
+               "train_eval": "train_eval", "out": "out",
                "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
                "save_topology": "save_topology", "activation_memory": "activation_memory",
                "diagnostics": "diagnostics",
@@ -327,10 +333,9 @@ def config_from_args(args: argparse.Namespace):
     if changes.get("alpha") == "auto":  # resolved from the training data at run start
         del changes["alpha"]
         changes["alpha_auto"] = True
-    changes.update({f: getattr(args, f) for f in ("growth", "growth_batches", "growth_init",
-                                                   "growth_candidates", "density_allocation",
-                                                   "erk_power", "output_init", "lr_fan_in_cap")
-                    if getattr(args, f) is not None})
+    beyond = ("growth", "growth_batches", "growth_init", "growth_candidates",
+              "density_allocation", "erk_power", "output_init", "lr_fan_in_cap")
+    changes.update({f: getattr(args, f) for f in beyond if getattr(args, f) is not None})
     changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
     activation = changes.get("activation", cfg.activation)
     if activation not in ("allrelu", "leaky") and "alpha" not in changes:
@@ -349,7 +354,7 @@ REPRODUCE_FLAGS = {
                "synthetic_shape"},
     "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
     "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init",
-               "output_init", "lr_fan_in_cap", "dropout", "rows"},
+               "output_init", "lr_fan_in_cap", "dropout", "rows", "train_eval", "zeta"},
 }
 
 
@@ -399,7 +404,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                                     weight_init=args.weight_init,
                                     output_init=args.output_init,
                                     lr_fan_in_cap=args.lr_fan_in_cap,
-                                    dropout=args.dropout, archs=args.rows)
+                                    dropout=args.dropout, archs=args.rows,
+                                    train_eval=args.train_eval, zeta=args.zeta)
         files = ("table4_plan.md, table4_plan.csv (a measured table4.md is left as it is)"
                  if args.dry_run else "table4.md, table4.csv (one folder per architecture)")
     if text:  # (under MPI only rank 0 has the table)

@@ -64,6 +64,8 @@ class TrainConfig:
     threads: int | None = None         # kernel threads (default: all cores available)
     eval_every: int = 1                # evaluate the test set every N epochs (and the last)
     eval_batch_size: int = 1024
+    train_eval: int = 0                # with every test evaluation: loss and accuracy without
+    #                                    dropout on the first N training samples (0: off)
     out: str | None = None             # output folder (default: runs/<dataset>_<time>)
     preset: str | None = None          # the preset these values started from
     checkpoint_every: int | None = None  # epochs between checkpoints in <out>/checkpoints;
@@ -168,6 +170,9 @@ class TrainConfig:
             problems.append(f"--eval-every must be at least 1, got {self.eval_every}")
         if self.eval_batch_size < 1:
             problems.append("--eval-batch-size must be at least 1")
+        if self.train_eval < 0:
+            problems.append(f"--train-eval must be 0 (off) or a number of training samples, "
+                            f"got {self.train_eval}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             problems.append(f"--checkpoint-every must be 0 (off) or a number of epochs, "
                             f"got {self.checkpoint_every}")

@@ -72,8 +72,8 @@ from .training import (
 log = logging.getLogger(__name__)
 
 # settings a resumed run may change (the others must match the checkpoint's)
-RESUME_OVERRIDABLE = ("epochs", "lr", "threads", "eval_every", "eval_batch_size", "out",
-                      "data_dir", "post_prune", "checkpoint_every", "keep_checkpoints",
+RESUME_OVERRIDABLE = ("epochs", "lr", "threads", "eval_every", "eval_batch_size", "train_eval",
+                      "out", "data_dir", "post_prune", "checkpoint_every", "keep_checkpoints",
                       "save_topology")
 # ... of which these make the continuation differ from an uninterrupted run
 RESUME_INEXACT = ("epochs", "lr")

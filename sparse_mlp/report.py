@@ -43,6 +43,11 @@ class MetricsCSV:
         self.path = Path(path)
         self.columns = list(columns)
         new = not (append and self.path.exists())
+        if not new:  # continue under the file's own header (one written before a column
+            with open(self.path, newline="") as fh:  # was added keeps its shape)
+                header = next(csv.reader(fh), None)
+            new = not header
+            self.columns = header or self.columns
         self._fh = open(self.path, "a" if not new else "w", newline="")
         self._w = csv.DictWriter(self._fh, fieldnames=self.columns, extrasaction="ignore")
         if new:

@@ -619,14 +619,17 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
                    n_samples: int | None = None, out: str | Path = "results",
                    archs=None, weight_init: str | None = None,
                    output_init: str | None = None, lr_fan_in_cap: float | None = None,
-                   dropout: float | None = None) -> list[tuple[str, TrainConfig, dict]]:
+                   dropout: float | None = None, train_eval: int | None = None,
+                   zeta: float | None = None) -> list[tuple[str, TrainConfig, dict]]:
     """(name, configuration, paper figures) of every Table 4 architecture.
     ``width_scale`` multiplies every hidden width (trying the pipeline on a
     small machine); ``n_features`` / ``n_samples`` replace 65536 / 10000;
     ``weight_init`` replaces the preset's he_uniform, ``dropout`` Table 4's
-    0.4, ``output_init`` and ``lr_fan_in_cap`` add those options (not the
-    paper's: such runs get folders of their own,
-    ``<architecture>_<init>_out-<init>_cap<F>_drop<p>``)."""
+    0.4, ``zeta`` SET's 0.3, ``output_init`` and ``lr_fan_in_cap`` add
+    those options (not the paper's: such runs get folders of their own,
+    ``<architecture>_<init>_out-<init>_cap<F>_drop<p>_zeta<z>``);
+    ``train_eval`` measures the loss without dropout on that many training
+    samples after every epoch (a measurement only: same folder)."""
     fields = dict(PRESETS["synthetic"])
     suffix = ""
     if weight_init is not None and weight_init != fields["weight_init"]:
@@ -640,6 +643,11 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
     drop = TABLE4_DROPOUT if dropout is None else float(dropout)
     if drop != TABLE4_DROPOUT:
         suffix += f"_drop{drop:g}"
+    if zeta is not None and zeta != fields["zeta"]:
+        fields["zeta"] = float(zeta)
+        suffix += f"_zeta{zeta:g}"
+    if train_eval is not None:
+        fields["train_eval"] = int(train_eval)
     out = Path(out)
     names = [a[0] for a in TABLE4_ARCHS]
     unknown = sorted(set(archs or ()) - set(names))
@@ -720,11 +728,15 @@ def _run_child(cfg: TrainConfig, run_dir: Path) -> int:
 
 
 def _epoch_losses(run_dir: Path, column: str = "train_loss") -> list[float]:
-    """The training (or ``column``) loss of every epoch of a run (its metrics.csv)."""
+    """The training (or ``column``) loss of every epoch of a run (its
+    metrics.csv); NaN for an epoch without one, [] without the column."""
     try:
         with open(run_dir / "metrics.csv") as fh:
-            return [float(r[column]) for r in csv.DictReader(fh)]
-    except (OSError, KeyError, ValueError):
+            rows = list(csv.DictReader(fh))
+        if not rows or column not in rows[0]:
+            return []
+        return [float(r[column]) if r[column] else float("nan") for r in rows]
+    except (OSError, ValueError):
         return []
 
 
@@ -733,7 +745,8 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                      n_features: int | None = None, n_samples: int | None = None,
                      archs=None, isolate: bool = True, dry_run: bool = False,
                      weight_init: str | None = None, output_init: str | None = None,
-                     lr_fan_in_cap: float | None = None, dropout: float | None = None) -> str:
+                     lr_fan_in_cap: float | None = None, dropout: float | None = None,
+                     train_eval: int | None = None, zeta: float | None = None) -> str:
     """The extreme-scale rows of Table 4 on synthetic data; returns the markdown.
 
     For every architecture the memory planner (``experiment.plan_memory``)
@@ -752,7 +765,8 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
     rows = []
     for name, cfg, paper in table4_configs(epochs, threads, width_scale, n_features,
                                            n_samples, out, archs, weight_init,
-                                           output_init, lr_fan_in_cap, dropout):
+                                           output_init, lr_fan_in_cap, dropout,
+                                           train_eval, zeta):
         f, c, n = dataset_shape(cfg)
         arch = "-".join(map(str, [f, *cfg.hidden, c]))
         scaled = width_scale != 1.0 or f != TABLE4_FEATURES
@@ -792,8 +806,9 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                        evolution_min_epoch=(s["evolution_s"] / (e - 1) / 60 if e > 1 else None),
                        peak_rss_gib=s["peak_rss_bytes"] / GiB,
                        weight_init=cfg.weight_init, output_init=cfg.output_init,
-                       lr_fan_in_cap=cfg.lr_fan_in_cap, dropout=cfg.dropout,
+                       lr_fan_in_cap=cfg.lr_fan_in_cap, dropout=cfg.dropout, zeta=cfg.zeta,
                        train_loss=_epoch_losses(run_dir),
+                       train_eval_loss=_epoch_losses(run_dir, "train_eval_loss"),
                        test_loss=_epoch_losses(run_dir, "test_loss"),
                        best_test_acc=s["best_test_acc"])
         rows.append(row)
@@ -805,7 +820,9 @@ def _table4_recipe(row: dict) -> str:
     init, out_init = row.get("weight_init", "he_uniform"), row.get("output_init")
     cap = row.get("lr_fan_in_cap")
     drop = row.get("dropout", TABLE4_DROPOUT)
-    if init == "he_uniform" and out_init is None and cap is None and drop == TABLE4_DROPOUT:
+    zeta = row.get("zeta", PRESETS["synthetic"]["zeta"])
+    if (init == "he_uniform" and out_init is None and cap is None and drop == TABLE4_DROPOUT
+            and zeta == PRESETS["synthetic"]["zeta"]):
         return "the paper's (he_uniform, lr 0.01 in every layer)"
     words = [f"weights {init}"]
     if out_init is not None:
@@ -814,7 +831,14 @@ def _table4_recipe(row: dict) -> str:
         words.append(f"step lr x min(1, {cap:g} / fan-in) (--lr-fan-in-cap {cap:g})")
     if drop != TABLE4_DROPOUT:
         words.append(f"dropout {drop:g}")
+    if zeta != PRESETS["synthetic"]["zeta"]:
+        words.append(f"SET zeta {zeta:g}")
     return ", ".join(words) + " (not the paper's)"
+
+
+def _losses(values) -> str:
+    """Losses by epoch as 'a → b → c' (epochs without one, e.g. not evaluated, left out)."""
+    return " → ".join(f"{v:.4f}" for v in values or [] if v == v)
 
 
 def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
@@ -825,14 +849,14 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
         lines += [f"Every hidden width scaled by {width_scale:g}: NOT the paper's sizes.", ""]
     lines += ["| architecture | eps | weights | plan (est. GiB) | init [min] (paper) | "
               "train [min/epoch] (paper) | test [min/epoch] (paper) | evolution [min/epoch] "
-              "(paper) | peak RSS [GiB] | train loss by epoch | test loss by epoch | "
-              "best test acc [%] |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "(paper) | peak RSS [GiB] | train loss by epoch | ... without dropout | "
+              "test loss by epoch | best test acc [%] |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "does not fit" or r["status"].startswith("failed"):
             lines.append(f"| {r['name']} | {r['epsilon']:g} | | {r['status']}: "
                          f"{r.get('message', '')} | ({r['paper_init']}) | ({r['paper_train']}) "
-                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | | | | |")
+                         f"| ({r['paper_test']}) | ({r['paper_evolution']}) | | | | | |")
             continue
         plan = r["plan"] + (f", micro-batch {r['micro_batch']}" if r["micro_batch"] < 128
                             else "")
@@ -841,7 +865,7 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             lines.append(f"| {r['name']} | {r['epsilon']:g} | {r['nnz_expected'] / 1e6:.1f} M "
                          f"expected ({r['paper_params']}) | {plan} | ({r['paper_init']}) | "
                          f"({r['paper_train']}) | ({r['paper_test']}) | "
-                         f"({r['paper_evolution']}) | | | | |")
+                         f"({r['paper_evolution']}) | | | | | |")
             continue
         lines.append(
             f"| {r['name']} | {r['epsilon']:g} | {r['nnz'] / 1e6:.1f} M "
@@ -849,8 +873,8 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             f"{r['train_min_epoch']:.2f} ({r['paper_train']}) | {r['test_min_epoch']:.2f} "
             f"({r['paper_test']}) | {_fmt(r['evolution_min_epoch'], '.2f')} "
             f"({r['paper_evolution']}) | {r['peak_rss_gib']:.2f} | "
-            f"{' → '.join(f'{v:.4f}' for v in r.get('train_loss', []))} | "
-            f"{' → '.join(f'{v:.4f}' for v in r.get('test_loss', []))} | "
+            f"{_losses(r.get('train_loss'))} | {_losses(r.get('train_eval_loss'))} | "
+            f"{_losses(r.get('test_loss'))} | "
             f"{100 * r['best_test_acc']:.2f} |")
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     recipes = sorted({_table4_recipe(r) for r in rows if r["status"] == "ok"})
@@ -860,7 +884,9 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
                   f"{'/'.join(map(str, threads)) or 'the given'} kernel threads), each "
                   f"architecture {'in its own process' if isolate else 'in this process'}; "
                   "the paper: WASAP-SGD with 16 (8) workers on a 96-core machine. Test: the "
-                  "3000-sample test set once per epoch. Peak RSS: the whole process, data "
+                  "3000-sample test set once per epoch. Loss without dropout: on the "
+                  "first N training samples after every epoch (--train-eval N; blank when "
+                  "not asked). Peak RSS: the whole process, data "
                   "included. The plan is the memory planner's (--dry-run): fast or lean "
                   "activations, micro-batches. Weights: ours are Erdos-Renyi with the "
                   "probability capped at 1, so a 0.5M x 2 output layer holds at most 1 M "

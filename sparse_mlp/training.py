@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 PROGRESS_SECONDS = 60.0
 
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "nnz",
-                  "train_s", "test_s", "evolution_s")
+                  "train_s", "test_s", "evolution_s", "train_eval_loss", "train_eval_acc",
+                  "train_eval_s")
 TIMING_COLUMNS = ("train_s", "test_s", "evolution_s")
 # cfg.diagnostics: extra keys of every metrics row (Trainer.gradient_flow and
 # Trainer.connectivity; drawn by figures.py)
@@ -335,17 +336,27 @@ class Trainer:
             f"{loss}{what}. Lower the learning rate (--lr, now {self.cfg.lr}) or the initial "
             f"weight scale (--weight-init), or check the input data for extreme values.")
 
-    def evaluate(self) -> tuple[float, float, float]:
-        """Step 4: (test loss, test accuracy, seconds)."""
+    def evaluate(self, X=None, y=None) -> tuple[float, float, float]:
+        """Step 4: (test loss, test accuracy, seconds); on ``X``, ``y`` if given."""
         t0 = time.perf_counter()
         tight = self.cfg.activation_memory == "lean"
         if tight:  # large models: training and evaluation blocks never coexist
             self.model.release_buffers()
-        loss, acc = self.model.evaluate(self.X_test, self.y_test,
+        loss, acc = self.model.evaluate(self.X_test if X is None else X,
+                                        self.y_test if y is None else y,
                                         batch_size=self.cfg.eval_batch_size)
         if tight:
             self.model.release_buffers()
         return loss, acc, time.perf_counter() - t0
+
+    def train_eval(self) -> tuple[float, float, float]:
+        """With ``cfg.train_eval`` = N: (loss, accuracy, seconds) without
+        dropout on the first N training samples (a view, never a copy of the
+        data), with the weights the test set sees.  The running training loss
+        is measured with dropout on weights that change during the epoch; this
+        one is comparable from epoch to epoch.  It reads no random stream."""
+        n = min(self.cfg.train_eval, self.X_train.shape[0])
+        return self.evaluate(self.X_train[:n], self.y_train[:n])
 
     def evolve(self, epoch: int) -> float:
         """Step 5: Importance Pruning (when due) then SET on every weight
@@ -454,16 +465,22 @@ class Trainer:
                 last = epoch == cfg.epochs - 1
                 test_loss = test_acc = float("nan")
                 test_s = 0.0
+                clean = {}
                 if last or (epoch + 1) % cfg.eval_every == 0:
                     test_loss, test_acc, test_s = self.evaluate()
                     if test_acc > st.best_test_acc:
                         st.best_test_acc, st.best_epoch = test_acc, epoch
+                    if cfg.train_eval:
+                        clean_loss, clean_acc, clean_s = self.train_eval()
+                        clean = {"train_eval_loss": clean_loss, "train_eval_acc": clean_acc,
+                                 "train_eval_s": clean_s}
                 # cfg.diagnostics: gradient flow of the trained weights, before evolution
                 diag = self.gradient_flow() if cfg.diagnostics else {}
                 evolution_s = 0.0 if last else self.evolve(epoch)
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
                        "test_loss": test_loss, "test_acc": test_acc, "nnz": self.model.nnz,
-                       "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s}
+                       "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s,
+                       **clean}
                 if cfg.diagnostics:  # ... and the connectivity after it
                     row.update(diag, **self.connectivity())
                 st.history.append(row)
@@ -474,6 +491,8 @@ class Trainer:
                 msg = (f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} "
                        f"acc {100 * train_acc:.2f}% | test loss {test_loss:.4f} "
                        f"acc {100 * test_acc:.2f}% (best {100 * st.best_test_acc:.2f}%) | "
+                       + (f"train without dropout loss {clean['train_eval_loss']:.4f} acc "
+                          f"{100 * clean['train_eval_acc']:.2f}% | " if clean else "") +
                        f"nnz {row['nnz']} | {train_s:.2f}s train {test_s:.2f}s test "
                        f"{evolution_s:.3f}s evolution")
                 if bar is not None:

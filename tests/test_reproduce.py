@@ -340,6 +340,22 @@ def test_table4_training_options_get_their_own_folders(tmp_path, no_run_plots):
                                       lr_fan_in_cap=3)
     assert "output layer zero, step lr x min(1, 3 / fan-in)" in text
     assert (tmp_path / "24-10-10-2_out-zero_cap3" / "summary.json").exists()
+    # a zeta of its own is not the paper's either; --train-eval only measures (same folder)
+    (_, z, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-5Mx4-2"], zeta=0.1,
+                                          train_eval=64)
+    assert Path(z.out).name == "65536-5Mx4-2_zeta0.1" and (z.zeta, z.train_eval) == (0.1, 64)
+    (_, same, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-5Mx4-2"], zeta=0.3,
+                                             train_eval=64)
+    assert Path(same.out).name == "65536-5Mx4-2"
+    text = reproduce.reproduce_table4(tmp_path / "z", epochs=2, threads=1, width_scale=2e-5,
+                                      n_features=24, n_samples=300, isolate=False,
+                                      archs=["65536-0.5M-0.5M-2"], zeta=0.1, train_eval=64)
+    assert "SET zeta 0.1 (not the paper's)" in text
+    row = next(line for line in text.splitlines() if line.startswith("| 24-10-10-2"))
+    cells = [c.strip() for c in row.split("|")]
+    # train loss, ... without dropout, test loss: two epochs each
+    assert all(c.count("→") == 1 for c in cells[10:13]), cells
+    assert cells[10] != cells[11]
 
 
 @pytest.mark.slow  # a fresh interpreter importing everything: seconds
@@ -549,8 +565,10 @@ def test_cli_table4_takes_rows_and_training_options(monkeypatch, capsys):
     monkeypatch.setattr(reproduce, "reproduce_table4", fake)
     assert run_experiment.main(["--reproduce", "table4", "--rows", "65536-5Mx4-2",
                                 "--weight-init", "he_uniform_sparse", "--output-init", "zero",
-                                "--lr-fan-in-cap", "5", "--dropout", "0", "--epochs", "3"]) == 0
+                                "--lr-fan-in-cap", "5", "--dropout", "0", "--epochs", "3",
+                                "--zeta", "0.1", "--train-eval", "1024"]) == 0
     assert seen["archs"] == ["65536-5Mx4-2"] and seen["lr_fan_in_cap"] == 5.0
+    assert (seen["zeta"], seen["train_eval"]) == (0.1, 1024)
     assert (seen["output_init"], seen["dropout"], seen["epochs"]) == ("zero", 0.0, 3)
     with pytest.raises(ConfigError, match="unknown Table 4 architecture.*65536-5Mx10-2"):
         reproduce.table4_configs(archs=["65536-5Mx5-2"])

@@ -114,6 +114,50 @@ def test_evaluate_predict_in_blocks(rng):
         m.predict(X[:, :5])
 
 
+def test_train_eval_measures_without_dropout_and_changes_nothing():
+    """--train-eval N: the loss and accuracy of the first N training samples
+    without dropout, with the weights the test set sees; training itself
+    (weights, topology, running losses) is bit-identical to a run without it."""
+    cfg = small_cfg(epochs=3, dropout=0.3)
+    plain = make_trainer(cfg)
+    h0 = plain.run(progress=False).history
+    tr = make_trainer(small_cfg(epochs=3, dropout=0.3, train_eval=150))
+    h = tr.run(progress=False).history
+    assert [r["train_loss"] for r in h] == [r["train_loss"] for r in h0]
+    for a, b in zip(tr.model.layers, plain.model.layers):
+        assert np.array_equal(a.indices, b.indices) and np.array_equal(a.data, b.data)
+    assert all("train_eval_loss" not in r for r in h0)
+    # the last epoch is not followed by evolution: its figure is today's model's
+    loss, acc = tr.model.evaluate(tr.X_train[:150], tr.y_train[:150])
+    assert h[-1]["train_eval_loss"] == loss and h[-1]["train_eval_acc"] == acc
+    assert h[-1]["train_eval_loss"] != h[-1]["train_loss"]  # no dropout, other samples
+    # every epoch evaluated (eval_every 1) has one; with eval_every 2 only those evaluated
+    tr2 = make_trainer(small_cfg(epochs=3, train_eval=10_000, eval_every=2))
+    h2 = tr2.run(progress=False).history
+    assert ["train_eval_loss" in r for r in h2] == [False, True, True]
+    assert h2[-1]["train_eval_loss"] == tr2.model.evaluate(tr2.X_train, tr2.y_train)[0]
+    with pytest.raises(ConfigError, match="--train-eval"):
+        small_cfg(train_eval=-1).validate()
+
+
+def test_metrics_csv_continues_under_an_older_header(tmp_path):
+    """A run resumed from before a column existed appends rows of the file's
+    own shape (not rows one field longer than its header)."""
+    from sparse_mlp.report import MetricsCSV
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,train_loss\n0,0.5\n")
+    w = MetricsCSV(path, ["epoch", "train_loss", "train_eval_loss"], append=True)
+    w({"epoch": 1, "train_loss": 0.25, "train_eval_loss": 0.125})
+    w.close()
+    assert list(csv.DictReader(open(path))) == [{"epoch": "0", "train_loss": "0.5"},
+                                                 {"epoch": "1", "train_loss": "0.25"}]
+    fresh = MetricsCSV(tmp_path / "new.csv", ["epoch", "train_eval_loss"], append=True)
+    fresh({"epoch": 0, "train_eval_loss": 0.125})
+    fresh.close()
+    assert (tmp_path / "new.csv").read_text().splitlines() == ["epoch,train_eval_loss",
+                                                               "0,0.125"]
+
+
 def test_memory_estimate_refuses_with_a_batch_suggestion():
     sizes = [1000, 100_000, 100_000, 2]
     est = estimate(sizes, 10, 4096, n_samples=0)
@@ -143,7 +187,8 @@ def test_run_writes_every_result(tmp_path):
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert len(rows) == 3 and set(rows[0]) == {
         "epoch", "train_loss", "train_acc", "test_loss", "test_acc", "nnz", "train_s",
-        "test_s", "evolution_s"}
+        "test_s", "evolution_s", "train_eval_loss", "train_eval_acc", "train_eval_s"}
+    assert rows[0]["train_eval_loss"] == ""  # --train-eval off: the columns stay blank
     summ = json.loads((out / "summary.json").read_text())
     for key in ("best_test_acc", "best_epoch", "final_test_acc", "nnz_start", "nnz_end",
                 "train_s", "test_s", "evolution_s", "peak_rss_bytes", "versions", "threads"):
