@@ -204,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "for gradient/momentum growth (default 1 / 10)")
     b.add_argument("--growth-init", choices=["zero", "init"], help="values of weights grown "
                    "by gradient/momentum: zero (default, as RigL) or the init distribution")
+    b.add_argument("--regrow-init", choices=["init", "zero"], help="values of the weights "
+                   "SET regrows at random: init (the paper's: drawn like the initial "
+                   "weights) or zero (keeps deep eps-1 stacks such as 65536-5Mx10-2 from "
+                   "growing their weights at every evolution step)")
     b.add_argument("--growth-candidates", type=float, help="search only C x (weights to "
                    "regrow) random empty positions per layer instead of all of them "
                    "(for layers too large to scan)")
@@ -333,7 +337,7 @@ def config_from_args(args: argparse.Namespace):
     if changes.get("alpha") == "auto":  # resolved from the training data at run start
         del changes["alpha"]
         changes["alpha_auto"] = True
-    beyond = ("growth", "growth_batches", "growth_init", "growth_candidates",
+    beyond = ("growth", "growth_batches", "growth_init", "regrow_init", "growth_candidates",
               "density_allocation", "erk_power", "output_init", "lr_fan_in_cap")
     changes.update({f: getattr(args, f) for f in beyond if getattr(args, f) is not None})
     changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
@@ -354,7 +358,8 @@ REPRODUCE_FLAGS = {
                "synthetic_shape"},
     "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
     "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init",
-               "output_init", "lr_fan_in_cap", "dropout", "rows", "train_eval", "zeta"},
+               "output_init", "lr_fan_in_cap", "dropout", "rows", "train_eval", "zeta",
+               "regrow_init"},
 }
 
 
@@ -405,7 +410,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                                     output_init=args.output_init,
                                     lr_fan_in_cap=args.lr_fan_in_cap,
                                     dropout=args.dropout, archs=args.rows,
-                                    train_eval=args.train_eval, zeta=args.zeta)
+                                    train_eval=args.train_eval, zeta=args.zeta,
+                                    regrow_init=args.regrow_init)
         files = ("table4_plan.md, table4_plan.csv (a measured table4.md is left as it is)"
                  if args.dry_run else "table4.md, table4.csv (one folder per architecture)")
     if text:  # (under MPI only rank 0 has the table)

@@ -17,8 +17,10 @@ than Table 4 so that many configurations fit in a few minutes; the output
 layer is still dense (50k inputs per class at the default width), which is
 what makes the step size matter.  ``--zero-output`` starts the output layer
 at zero (``--output-init zero``); ``--freeze-hidden`` trains the output layer
-alone; ``--dropout`` replaces Table 4's 0.4.  Nothing is written; it is a
-diagnostic, not a benchmark.
+alone; ``--dropout`` replaces Table 4's 0.4; ``--zeta`` does a SET step on
+every hidden layer after each epoch's worth of steps (as training does) and
+``--regrow-zero`` makes it regrow at 0 (``--regrow-init zero``).  Nothing
+is written; it is a diagnostic, not a benchmark.
 """
 
 from __future__ import annotations
@@ -62,6 +64,8 @@ def main() -> None:
     ap.add_argument("--zeta", type=float, default=0.0,
                     help="SET step with this zeta on the hidden layers after every epoch "
                          "(54 steps), as training does (default 0: none)")
+    ap.add_argument("--regrow-zero", action="store_true",
+                    help="SET regrows at 0 instead of from the initialiser (--regrow-init zero)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     configs = []
@@ -104,7 +108,8 @@ def main() -> None:
             losses.append(loss / BATCH)
             if args.zeta and (s + 1) % n_batches == 0:
                 for layer in model.layers[:-1]:
-                    set_step(layer, args.zeta, evo_rng, n_threads=args.threads)
+                    set_step(layer, args.zeta, evo_rng, n_threads=args.threads,
+                             regrow_init="zero" if args.regrow_zero else "init")
         L = np.array(losses)
         k = max(1, args.steps // 6)
         blocks = " ".join(f"{L[i:i + k].mean():.4f}" for i in range(0, args.steps, k))

@@ -83,6 +83,7 @@ class TrainConfig:
     #                                    | momentum (sparse momentum, layer redistribution)
     growth_batches: int | None = None  # probe mini-batches for the gradient (None: 1 / 10)
     growth_init: str = "zero"          # gradient/momentum growth: new weights 0 | init draws
+    regrow_init: str = "init"          # SET's random regrowth: init draws (paper) | zero
     growth_candidates: float | None = None  # None: search all empty positions; c: c x regrowth
     density_allocation: str = "er"     # er (paper: eps per layer) | erk (RigL, fixed budget)
     erk_power: float = 1.0             # erk: density ~ ((n_in+n_out)/(n_in*n_out))**power
@@ -187,6 +188,11 @@ class TrainConfig:
             problems.append(f"--growth must be one of {', '.join(GROWTH_MODES)}")
         if self.growth_init not in GROWTH_INITS:
             problems.append(f"--growth-init must be one of {', '.join(GROWTH_INITS)}")
+        if self.regrow_init not in GROWTH_INITS:
+            problems.append(f"--regrow-init must be one of {', '.join(GROWTH_INITS)}")
+        elif self.regrow_init != "init" and self.growth != "random":
+            problems.append(f"--regrow-init applies to SET's random regrowth; with --growth "
+                            f"{self.growth} the values of new weights are --growth-init's")
         if self.growth_batches is not None and self.growth_batches < 1:
             problems.append(f"--growth-batches must be at least 1, got {self.growth_batches}")
         if self.growth_candidates is not None and self.growth_candidates < 1:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .config import GROWTH_INITS
 from .errors import ConfigError
 from .kernels import topology
 from .layers import SparseLayer, init_values, sample_positions
@@ -67,10 +68,21 @@ def _regrow_positions(layer: SparseLayer, keys: tuple[int, int], n_kept: int, n_
 
 
 def set_step(layer: SparseLayer, zeta: float, rng: np.random.Generator,
-             n_threads: int = 1) -> EvolutionStats:
-    """One SET prune-and-regrow cycle on ``layer`` (in place); nnz is kept."""
+             n_threads: int = 1, regrow_init: str = "init") -> EvolutionStats:
+    """One SET prune-and-regrow cycle on ``layer`` (in place); nnz is kept.
+
+    ``regrow_init='init'`` (the paper's) draws the regrown weights from the
+    layer's initialiser; ``'zero'`` starts them at 0 (velocity 0 either way).
+    Pruning the smallest magnitudes and redrawing them from the initialiser
+    raises the layer's mean squared weight at every step, which compounds
+    over deep eps-1 stacks; regrowing at zero lowers it instead, and a new
+    weight the gradient leaves small is the first pruned at the next step.
+    """
     if not 0.0 <= zeta < 1.0:
         raise ConfigError(f"zeta must be in [0, 1), got {zeta}")
+    if regrow_init not in GROWTH_INITS:
+        raise ConfigError(f"regrow_init must be one of {', '.join(GROWTH_INITS)}, "
+                          f"got {regrow_init!r}")
     nnz = layer.nnz
     key_neg, key_pos, *_ = topology.magnitude_thresholds(layer.data, zeta)
     counts = np.empty(layer.n_out, dtype=np.int64)
@@ -82,7 +94,11 @@ def set_step(layer: SparseLayer, zeta: float, rng: np.random.Generator,
         return EvolutionStats(nnz, 0, 0)
 
     pos = _regrow_positions(layer, (key_neg, key_pos), n_kept, n_new, rng, n_threads)
-    values = init_values(layer.init, n_new, layer.n_in, layer.n_out, rng, density=layer.density)
+    if regrow_init == "zero":
+        values = np.zeros(n_new, dtype=np.float32)
+    else:
+        values = init_values(layer.init, n_new, layer.n_in, layer.n_out, rng,
+                             density=layer.density)
     rows = pos // layer.n_in
     cols = (pos - rows * layer.n_in).astype(np.int32)
     new_counts = np.bincount(rows, minlength=layer.n_out)

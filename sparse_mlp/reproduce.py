@@ -620,14 +620,16 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
                    archs=None, weight_init: str | None = None,
                    output_init: str | None = None, lr_fan_in_cap: float | None = None,
                    dropout: float | None = None, train_eval: int | None = None,
-                   zeta: float | None = None) -> list[tuple[str, TrainConfig, dict]]:
+                   zeta: float | None = None,
+                   regrow_init: str | None = None) -> list[tuple[str, TrainConfig, dict]]:
     """(name, configuration, paper figures) of every Table 4 architecture.
     ``width_scale`` multiplies every hidden width (trying the pipeline on a
     small machine); ``n_features`` / ``n_samples`` replace 65536 / 10000;
     ``weight_init`` replaces the preset's he_uniform, ``dropout`` Table 4's
-    0.4, ``zeta`` SET's 0.3, ``output_init`` and ``lr_fan_in_cap`` add
-    those options (not the paper's: such runs get folders of their own,
-    ``<architecture>_<init>_out-<init>_cap<F>_drop<p>_zeta<z>``);
+    0.4, ``zeta`` SET's 0.3, ``output_init``, ``lr_fan_in_cap`` and
+    ``regrow_init`` add those options (not the paper's: such runs get
+    folders of their own,
+    ``<architecture>_<init>_out-<init>_cap<F>_drop<p>_zeta<z>_regrow-zero``);
     ``train_eval`` measures the loss without dropout on that many training
     samples after every epoch (a measurement only: same folder)."""
     fields = dict(PRESETS["synthetic"])
@@ -646,6 +648,9 @@ def table4_configs(epochs: int = TABLE4_EPOCHS, threads: int | None = None,
     if zeta is not None and zeta != fields["zeta"]:
         fields["zeta"] = float(zeta)
         suffix += f"_zeta{zeta:g}"
+    if regrow_init is not None and regrow_init != "init":
+        fields["regrow_init"] = regrow_init
+        suffix += f"_regrow-{regrow_init}"
     if train_eval is not None:
         fields["train_eval"] = int(train_eval)
     out = Path(out)
@@ -746,7 +751,8 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                      archs=None, isolate: bool = True, dry_run: bool = False,
                      weight_init: str | None = None, output_init: str | None = None,
                      lr_fan_in_cap: float | None = None, dropout: float | None = None,
-                     train_eval: int | None = None, zeta: float | None = None) -> str:
+                     train_eval: int | None = None, zeta: float | None = None,
+                     regrow_init: str | None = None) -> str:
     """The extreme-scale rows of Table 4 on synthetic data; returns the markdown.
 
     For every architecture the memory planner (``experiment.plan_memory``)
@@ -766,7 +772,7 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
     for name, cfg, paper in table4_configs(epochs, threads, width_scale, n_features,
                                            n_samples, out, archs, weight_init,
                                            output_init, lr_fan_in_cap, dropout,
-                                           train_eval, zeta):
+                                           train_eval, zeta, regrow_init):
         f, c, n = dataset_shape(cfg)
         arch = "-".join(map(str, [f, *cfg.hidden, c]))
         scaled = width_scale != 1.0 or f != TABLE4_FEATURES
@@ -807,6 +813,7 @@ def reproduce_table4(out: str | Path = "results", epochs: int = TABLE4_EPOCHS,
                        peak_rss_gib=s["peak_rss_bytes"] / GiB,
                        weight_init=cfg.weight_init, output_init=cfg.output_init,
                        lr_fan_in_cap=cfg.lr_fan_in_cap, dropout=cfg.dropout, zeta=cfg.zeta,
+                       regrow_init=cfg.regrow_init,
                        train_loss=_epoch_losses(run_dir),
                        train_eval_loss=_epoch_losses(run_dir, "train_eval_loss"),
                        test_loss=_epoch_losses(run_dir, "test_loss"),
@@ -821,8 +828,9 @@ def _table4_recipe(row: dict) -> str:
     cap = row.get("lr_fan_in_cap")
     drop = row.get("dropout", TABLE4_DROPOUT)
     zeta = row.get("zeta", PRESETS["synthetic"]["zeta"])
+    regrow = row.get("regrow_init", "init")
     if (init == "he_uniform" and out_init is None and cap is None and drop == TABLE4_DROPOUT
-            and zeta == PRESETS["synthetic"]["zeta"]):
+            and zeta == PRESETS["synthetic"]["zeta"] and regrow == "init"):
         return "the paper's (he_uniform, lr 0.01 in every layer)"
     words = [f"weights {init}"]
     if out_init is not None:
@@ -833,6 +841,8 @@ def _table4_recipe(row: dict) -> str:
         words.append(f"dropout {drop:g}")
     if zeta != PRESETS["synthetic"]["zeta"]:
         words.append(f"SET zeta {zeta:g}")
+    if regrow != "init":
+        words.append(f"SET regrows at {regrow} (--regrow-init {regrow})")
     return ", ".join(words) + " (not the paper's)"
 
 

@@ -371,7 +371,8 @@ class Trainer:
                 log.debug("epoch %d: importance pruning removed %d weights (%d neurons)",
                           epoch, n_removed, int(dead.sum()))
             if cfg.evolution and cfg.growth == "random":
-                set_step(layer, cfg.zeta, self.streams.evolution, n_threads=model.n_threads)
+                set_step(layer, cfg.zeta, self.streams.evolution, n_threads=model.n_threads,
+                         regrow_init=cfg.regrow_init)
         if cfg.evolution and cfg.growth != "random":
             # beyond the paper: SET's removal, then regrowth where |gradient| (or its
             # momentum) is largest, probed on a few extra mini-batches (growth.py)

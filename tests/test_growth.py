@@ -496,6 +496,14 @@ def test_cli_flags():
         run_experiment.build_parser().parse_args(["--alpha", "steep"])
     with pytest.raises(ConfigError, match="growth-batches"):
         small_cfg(growth_batches=0).validate()
+    # SET's regrowth at zero: a flag of its own (--growth-init is gradient/momentum's)
+    cfg = run_experiment.config_from_args(run_experiment.build_parser().parse_args(
+        ["--dataset", "madelon", "--regrow-init", "zero"]))
+    assert (cfg.regrow_init, cfg.growth_init, plain.regrow_init) == ("zero", "zero", "init")
+    with pytest.raises(ConfigError, match="regrow-init applies to SET"):
+        small_cfg(regrow_init="zero", growth="gradient").validate()
+    with pytest.raises(ConfigError, match="regrow-init must be"):
+        small_cfg(regrow_init="ones").validate()
 
 
 def test_layer_from_growth_is_a_valid_sparse_layer(rng):

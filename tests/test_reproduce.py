@@ -347,6 +347,10 @@ def test_table4_training_options_get_their_own_folders(tmp_path, no_run_plots):
     (_, same, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-5Mx4-2"], zeta=0.3,
                                              train_eval=64)
     assert Path(same.out).name == "65536-5Mx4-2"
+    (_, rz, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-5Mx4-2"], zeta=0.1,
+                                           regrow_init="zero")
+    assert Path(rz.out).name == "65536-5Mx4-2_zeta0.1_regrow-zero" and rz.regrow_init == "zero"
+    assert "SET regrows at zero" in reproduce._table4_recipe({"regrow_init": "zero"})
     text = reproduce.reproduce_table4(tmp_path / "z", epochs=2, threads=1, width_scale=2e-5,
                                       n_features=24, n_samples=300, isolate=False,
                                       archs=["65536-0.5M-0.5M-2"], zeta=0.1, train_eval=64)

@@ -175,6 +175,51 @@ def test_set_step_bit_identical_across_threads():
         assert np.array_equal(a, b)
 
 
+def test_set_step_regrowing_at_zero(rng):
+    """--regrow-init zero: the same removal, new weights 0 (and momentum 0),
+    survivors untouched, the next step prunes zeros first, and the result
+    is the same with 1 and 2 threads."""
+    layer = random_layer(rng, 60, 50, 0.2, init="he_uniform")
+    layer.velocity[:] = rng.standard_normal(layer.nnz)
+    removed = ref.set_removed(layer.data, 0.3)
+    old = layer.to_scipy().tocoo()
+    old_vals = {(int(r), int(c)): float(v) for r, c, v in zip(old.row, old.col, old.data)}
+    kept = {k for k, rm in zip(old_vals, removed) if not rm}
+    ms_before = float(np.mean(layer.data.astype(np.float64) ** 2))
+    stats = set_step(layer, 0.3, rng, regrow_init="zero")
+    check_invariants(layer)
+    assert stats.regrown == int(removed.sum()) > 0 and layer.nnz == old.nnz
+    after = layer.to_scipy().tocoo()
+    now = {(int(r), int(c)): (float(v), float(m)) for r, c, v, m in
+           zip(after.row, after.col, after.data, layer.velocity)}
+    for k in kept:
+        assert now[k][0] == old_vals[k]
+    new = set(now) - kept
+    assert len(new) == stats.regrown
+    assert all(now[k] == (0.0, 0.0) for k in new)
+    # the mean squared weight goes down (from the initialiser it goes up)
+    assert float(np.mean(layer.data.astype(np.float64) ** 2)) < ms_before
+    # at the next step the zeros are the smallest non-negative weights, so
+    # they go first: every positive weight survives it
+    positive = {k for k in now if now[k][0] > 0.0}
+    set_step(layer, 0.1, rng, regrow_init="zero")
+    after2 = layer.to_scipy().tocoo()
+    vals2 = {(int(r), int(c)): float(v) for r, c, v in zip(after2.row, after2.col, after2.data)}
+    assert all(vals2.get(k) == now[k][0] for k in positive)
+    # threads: bit-identical
+    out = []
+    for threads in (1, 2):
+        r = np.random.default_rng(7)
+        lay = SparseLayer.erdos_renyi(500, 400, 20, "he_uniform", r)
+        for _ in range(3):
+            set_step(lay, 0.3, r, n_threads=threads, regrow_init="zero")
+        out.append((lay.indptr.copy(), lay.indices.copy(), lay.data.copy(), lay.t_perm.copy()))
+    for a_, b_ in zip(*out):
+        assert np.array_equal(a_, b_)
+    with pytest.raises(ConfigError, match="regrow_init"):
+        set_step(lay, 0.3, r, regrow_init="ones")
+
+
 def test_set_step_empty_layer(rng):
     layer = random_layer(rng, 5, 4, 0.0)
     stats = set_step(layer, 0.3, rng)

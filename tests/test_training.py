@@ -140,6 +140,20 @@ def test_train_eval_measures_without_dropout_and_changes_nothing():
         small_cfg(train_eval=-1).validate()
 
 
+def test_evolution_regrows_at_zero_when_asked():
+    """--regrow-init zero reaches SET in the trainer: the regrown weights of
+    every hidden layer are 0; the output layer (never evolved) is untouched."""
+    for regrow in ("init", "zero"):
+        tr = make_trainer(small_cfg(regrow_init=regrow))
+        before = [layer.data.copy() for layer in tr.model.layers]
+        tr.evolve(0)
+        for i, layer in enumerate(tr.model.layers[:-1]):
+            n_zero = int((layer.data == 0).sum())
+            assert (n_zero > 0.2 * layer.nnz) == (regrow == "zero"), (regrow, i, n_zero)
+            assert n_zero == int((before[i] == 0).sum()) or regrow == "zero"
+        assert np.array_equal(tr.model.layers[-1].data, before[-1])
+
+
 def test_metrics_csv_continues_under_an_older_header(tmp_path):
     """A run resumed from before a column existed appends rows of the file's
     own shape (not rows one field longer than its header)."""

@@ -217,7 +217,8 @@ def evolve(cfg: TrainConfig, model: SparseMLP, epoch: int, rng: np.random.Genera
         if prune:
             importance_prune(layer, cfg.ip_percentile, n_threads=model.n_threads)
         if cfg.evolution:
-            set_step(layer, cfg.zeta, rng, n_threads=model.n_threads)
+            set_step(layer, cfg.zeta, rng, n_threads=model.n_threads,
+                     regrow_init=cfg.regrow_init)
 
 
 # ====================================================================== worker
