@@ -80,6 +80,10 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
     growth_batches : int or None, default=None
         Probe mini-batches for gradient/momentum growth (None: 1 / 10).
     growth_init : {'zero', 'init'}, default='zero'
+        Values of the weights gradient/momentum growth adds.
+    regrow_init : {'init', 'zero'}, default='init'
+        Values of the weights SET's random regrowth adds: drawn from
+        ``weight_init`` (the paper's) or 0 (``--regrow-init``).
     density_allocation : {'er', 'erk'}, default='er'
     importance_pruning : bool, default=False
     ip_start, ip_every : int, default=200, 10
@@ -115,9 +119,9 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
                  alpha=0.5, weight_init="he_uniform", learning_rate=0.01, momentum=0.9,
                  weight_decay=2e-4, dropout=0.3, batch_size=32, max_iter=100, zeta=0.3,
                  evolution=True, growth="random", growth_batches=None, growth_init="zero",
-                 density_allocation="er", importance_pruning=False, ip_start=200, ip_every=10,
-                 ip_percentile=20.0, standardize=True, n_threads=1, random_state=None,
-                 verbose=False):
+                 regrow_init="init", density_allocation="er", importance_pruning=False,
+                 ip_start=200, ip_every=10, ip_percentile=20.0, standardize=True, n_threads=1,
+                 random_state=None, verbose=False):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.epsilon = epsilon
         self.activation = activation
@@ -134,6 +138,7 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
         self.growth = growth
         self.growth_batches = growth_batches
         self.growth_init = growth_init
+        self.regrow_init = regrow_init
         self.density_allocation = density_allocation
         self.importance_pruning = importance_pruning
         self.ip_start = ip_start
@@ -302,7 +307,8 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
         rng = self._streams.evolution
         if self.growth == "random":
             for layer in evolved:
-                set_step(layer, self.zeta, rng, n_threads=model.n_threads)
+                set_step(layer, self.zeta, rng, n_threads=model.n_threads,
+                         regrow_init=self.regrow_init)
         else:
             evolve_with_growth(model, X, y_enc.astype(np.int32), rng, zeta=self.zeta,
                                growth=self.growth, batch_size=self.batch_size,

@@ -113,7 +113,8 @@ def test_alpha_auto_and_options(digits):
     assert relu.alpha_ is None
     for kw in (dict(growth="gradient"), dict(growth="momentum", growth_init="init"),
                dict(density_allocation="erk", hidden_layer_sizes=(64, 10)),
-               dict(importance_pruning=True, ip_start=0, ip_every=1)):
+               dict(importance_pruning=True, ip_start=0, ip_every=1),
+               dict(regrow_init="zero")):
         c = SparseMLPClassifier(max_iter=3, random_state=0, **kw).fit(X, y)
         assert c.score(X, y) > 0.5, kw
 
