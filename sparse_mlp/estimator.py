@@ -12,7 +12,11 @@ A thin wrapper: the network is a :class:`~sparse_mlp.model.SparseMLP`, every
 step runs the same kernels as ``run_experiment.py`` (momentum SGD with the
 paper's update rule, dropout, SET or gradient/momentum regrowth after every
 epoch but the last, optional Importance Pruning), with its own epoch loop
-because a scikit-learn fit has no test set.
+because a scikit-learn fit has no test set.  The estimator's parameters
+become one :class:`~sparse_mlp.config.TrainConfig` (``_train_config``), and
+the end of an epoch is ``epoch.py``'s, as in every other training loop: its
+finite check after each epoch, and its :func:`~sparse_mlp.epoch.evolve_topology`
+(the Importance Pruning schedule, then SET or growth) before the next one.
 
 * Inputs: dense arrays (float32 internally) or any scipy.sparse matrix
   (kept CSR; each mini-batch and each prediction block is densified on its
@@ -41,9 +45,11 @@ from sklearn.utils.multiclass import _check_partial_fit_first_call, check_classi
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .alpha import auto_alpha
+from .config import TrainConfig
+from .epoch import GrowthData, evolve_topology, nonfinite_parts
 from .errors import DivergenceError
-from .evolution import importance_prune, set_step
-from .growth import batch_getter, evolve_with_growth, initial_layers
+from .growth import batch_getter
+from .initial_topology import initial_layers
 from .model import SparseMLP
 from .training import RandomStreams
 
@@ -85,6 +91,7 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
         Values of the weights SET's random regrowth adds: drawn from
         ``weight_init`` (the paper's) or 0 (``--regrow-init``).
     density_allocation : {'er', 'erk'}, default='er'
+        Initial density of each layer (:mod:`sparse_mlp.initial_topology`).
     importance_pruning : bool, default=False
     ip_start, ip_every : int, default=200, 10
         Prune after epoch e when e > ip_start and e % ip_every == 0.
@@ -196,6 +203,8 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
         if first:
             self._setup(X, y_enc)
         else:
+            # parameters changed with set_params between calls take effect now
+            self._config = self._train_config(self._config.hidden, self._config.seed)
             self._evolve(X, y_enc, self.n_iter_ - 1)
         self._epoch(X, y_enc)
         self.model_.release_buffers()
@@ -256,66 +265,67 @@ class SparseMLPClassifier(ClassifierMixin, BaseEstimator):
             self.alpha_ = None if self.alpha is None else float(self.alpha)
         if self.activation not in ("allrelu", "leaky"):
             self.alpha_ = None
-        sizes = [X.shape[1], *hidden, n_classes]
-        layers = initial_layers(sizes, self.epsilon, self.weight_init, self._streams.init,
-                                self.density_allocation)
-        self.model_ = SparseMLP(sizes, epsilon=self.epsilon, activation=self.activation,
-                                alpha=self.alpha_, init=self.weight_init, dropout=self.dropout,
-                                rng=self._streams.init, n_threads=self.n_threads,
-                                layers=layers)
+        cfg = self._config = self._train_config(hidden, seed)
+        sizes = [X.shape[1], *cfg.hidden, n_classes]
+        layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, self._streams.init,
+                                cfg.density_allocation, cfg.erk_power)
+        self.model_ = SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation,
+                                alpha=cfg.alpha, init=cfg.weight_init, dropout=cfg.dropout,
+                                rng=self._streams.init, n_threads=cfg.threads, layers=layers)
         self._step = 0
         self.n_iter_ = 0
         self.loss_curve_ = []
 
+    def _train_config(self, hidden: list[int], seed: int) -> TrainConfig:
+        """The run as a TrainConfig: every estimator parameter maps to its
+        field here and nowhere else (``alpha_`` is the slope already resolved)."""
+        return TrainConfig(
+            dataset="SparseMLPClassifier.fit", hidden=hidden, epsilon=self.epsilon,
+            activation=self.activation, alpha=self.alpha_, alpha_auto=self.alpha == "auto",
+            weight_init=self.weight_init, epochs=self.max_iter, batch_size=self.batch_size,
+            lr=self.learning_rate, momentum=self.momentum, weight_decay=self.weight_decay,
+            decay_mode="paper", dropout=self.dropout, evolution=self.evolution,
+            zeta=self.zeta, importance_pruning=self.importance_pruning,
+            ip_start=self.ip_start, ip_every=self.ip_every, ip_percentile=self.ip_percentile,
+            growth=self.growth, growth_batches=self.growth_batches,
+            growth_init=self.growth_init, regrow_init=self.regrow_init,
+            density_allocation=self.density_allocation, seed=seed, threads=self.n_threads)
+
     def _epoch(self, X, y_enc: np.ndarray) -> None:
-        """One shuffled pass of mini-batches (tail dropped), momentum SGD."""
-        model, st = self.model_, self._streams
+        """One shuffled pass of mini-batches (tail dropped), momentum SGD,
+        then epoch.py's finite check."""
+        model, st, cfg = self.model_, self._streams, self._config
         n = X.shape[0]
-        B = min(int(self.batch_size), n)
+        B = min(int(cfg.batch_size), n)
         get = self._getter(X, y_enc)
         order = st.shuffle.permutation(n)
         loss = 0.0
         for b in range(n // B):
             xb, yb = get(order[b * B:(b + 1) * B])
             keys = model.dropout_keys(st.dropout_seed, self._step)
-            ls, _ = model.train_step(xb, yb, self.learning_rate, self.momentum,
-                                     self.weight_decay, keys)
+            ls, _ = model.train_step(xb, yb, cfg.lr, cfg.momentum, cfg.decay, keys)
             loss += ls
             self._step += 1
         loss /= (n // B) * B
-        if not math.isfinite(loss) or not all(np.isfinite(lay.data).all()
-                                              for lay in model.layers):
+        bad = nonfinite_parts(model)
+        if bad or not math.isfinite(loss):
+            where = f"; NaN or inf in {'; '.join(bad)}" if bad else ""
             raise DivergenceError(f"training diverged in epoch {self.n_iter_ + 1} (loss "
-                                  f"{loss}); lower learning_rate (now {self.learning_rate}) "
-                                  "or scale the inputs (StandardScaler)")
+                                  f"{loss}{where}): lower learning_rate (now "
+                                  f"{self.learning_rate}) or scale the inputs "
+                                  "(StandardScaler)")
         self.n_iter_ += 1
         self.loss_curve_.append(loss)
         if self.verbose:
             print(f"epoch {self.n_iter_}: loss {loss:.4f}, nnz {model.nnz}")
 
     def _evolve(self, X, y_enc: np.ndarray, epoch: int) -> None:
-        """The end-of-epoch topology step after ``epoch`` (0-based): Importance
-        Pruning when due, then SET removal and regrowth."""
-        model = self.model_
-        evolved = model.layers[:-1]
-        if (self.importance_pruning and epoch > self.ip_start
-                and epoch % self.ip_every == 0):
-            for layer in evolved:
-                importance_prune(layer, self.ip_percentile, n_threads=model.n_threads)
-        if not self.evolution or not evolved:
-            return
-        rng = self._streams.evolution
-        if self.growth == "random":
-            for layer in evolved:
-                set_step(layer, self.zeta, rng, n_threads=model.n_threads,
-                         regrow_init=self.regrow_init)
-        else:
-            evolve_with_growth(model, X, y_enc.astype(np.int32), rng, zeta=self.zeta,
-                               growth=self.growth, batch_size=self.batch_size,
-                               growth_batches=self.growth_batches,
-                               growth_init=self.growth_init,
-                               dropout_seed=self._streams.dropout_seed, step=self._step,
-                               momentum=self.momentum, get_batch=self._getter(X, y_enc))
+        """The topology step of the end of ``epoch`` (0-based), taken just
+        before the next epoch (so a fit never ends right after one):
+        epoch.py's Importance Pruning when due, then SET or growth."""
+        growth = GrowthData(X, y_enc.astype(np.int32), dropout_seed=self._streams.dropout_seed,
+                            step=self._step, get_batch=self._getter(X, y_enc))
+        evolve_topology(self._config, self.model_, epoch, self._streams.evolution, growth)
 
     def _getter(self, X, y_enc: np.ndarray):
         """rows -> (standardised feature-major batch, int32 labels)."""

@@ -1,17 +1,18 @@
-"""The sequential training loop (SET-MLP, REFERENCE.md), top to bottom.
+"""The sequential training loop (SET-MLP), top to bottom.
 
 Each epoch, in this order:
   1. shuffle the training set (the run's shuffle stream);
   2. mini-batches of exactly B samples (the tail is dropped, as the
      reference does): gather -> forward -> backward -> momentum update;
      a non-finite batch loss stops the run at once (divergence), and a
-     stop request (SIGTERM / SIGUSR1, see :func:`stop_on_signals`) stops it
+     stop request (SIGTERM / SIGUSR1 / SIGINT / SIGHUP, see :func:`stop_on_signals`) stops it
      after the current batch with a checkpoint;
-  3. finite check of every weight (a diverged run stops with a clear message);
-  4. test-set evaluation (every ``eval_every`` epochs and the last);
-  5. topology evolution, after every epoch except the last, on every weight
-     matrix except the last: Importance Pruning first when the schedule
-     says so (e % ip_every == 0 and e > ip_start), then the SET step;
+  3-5. the end of the epoch shared with every other loop (``epoch.py``):
+     finite check of every weight (a diverged run stops with a clear
+     message); test-set evaluation (every ``eval_every`` epochs and the
+     last); topology evolution, after every epoch except the last, on every
+     weight matrix except the last: Importance Pruning first when the
+     schedule says so (e % ip_every == 0 and e > ip_start), then the SET step;
   6. one metrics row: to the history, the CSV, the log / progress bar;
   7. a checkpoint when one is due (:meth:`Trainer.checkpoint_due`), or when
      a stop was requested during steps 3-6.
@@ -44,8 +45,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import TrainConfig
+from .epoch import GrowthData, end_of_epoch, evolve_topology, ip_due, nonfinite_parts  # noqa: F401
 from .errors import ConfigError, DivergenceError, SparseMLPError
-from .evolution import importance_prune, set_step
 from .kernels import spmm
 from .model import SparseMLP
 
@@ -68,26 +69,47 @@ GRAD_FLOW_SAMPLES = 256
 # finishes this many seconds after the previous one (and after the last epoch)
 AUTO_CHECKPOINT_SECONDS = 600.0
 
-# exit status of a run stopped by SIGTERM / SIGUSR1 after saving a checkpoint:
-# EX_TEMPFAIL of sysexits.h, "temporary failure, try again" (--resume auto)
+# exit status of a run stopped by a signal after saving a checkpoint: SIGTERM /
+# SIGUSR1 (what batch schedulers send before a time limit) give EX_TEMPFAIL of
+# sysexits.h, "temporary failure, try again" (--resume auto); SIGINT (Ctrl-C)
+# and SIGHUP (the terminal went away) give the shell's 128 + signal number
 PREEMPTED_EXIT_CODE = 75
-STOP_SIGNALS = ("SIGTERM", "SIGUSR1")
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1", "SIGINT", "SIGHUP")
+SIGNAL_EXIT_CODES = {"SIGINT": 130, "SIGHUP": 129}
+
+
+def stop_exit_code(signum: int | None) -> int:
+    """The exit status of a run stopped (with a checkpoint) by ``signum``."""
+    try:
+        name = signal.Signals(signum).name if signum is not None else ""
+    except ValueError:
+        name = ""
+    return SIGNAL_EXIT_CODES.get(name, PREEMPTED_EXIT_CODE)
 
 
 class PreemptedError(SparseMLPError):
-    """The run stopped on request (SIGTERM / SIGUSR1) after saving a checkpoint.
+    """The run stopped on a signal after saving a checkpoint.
 
     Attributes
     ----------
     checkpoint : pathlib.Path or None
         The checkpoint written before stopping.
+    exit_code : int
+        75 for SIGTERM / SIGUSR1, 130 for SIGINT, 129 for SIGHUP.
     """
 
     exit_code = PREEMPTED_EXIT_CODE
 
-    def __init__(self, message: str, checkpoint: Path | None = None) -> None:
+    def __init__(self, message: str, checkpoint: Path | None = None,
+                 signum: int | None = None) -> None:
         super().__init__(message)
         self.checkpoint = checkpoint
+        self.signum = signum
+        self.exit_code = stop_exit_code(signum)
+
+    def continued(self, advice: str) -> PreemptedError:
+        """The same stop, with the advice on how to continue appended."""
+        return PreemptedError(f"{self}. {advice}", self.checkpoint, self.signum)
 
 
 class RandomStreams:
@@ -133,11 +155,6 @@ class TrainState:
     epoch_train_s: float = 0.0          # ... and training seconds
 
 
-def ip_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Importance Pruning at the end of ``epoch`` (reference schedule)."""
-    return (cfg.importance_pruning and epoch > cfg.ip_start and epoch % cfg.ip_every == 0)
-
-
 class StopRequest:
     """A request to stop after the current mini-batch (and checkpoint).
 
@@ -167,14 +184,17 @@ class StopRequest:
             self.signum = int(signum)
 
     def _handler(self, signum: int, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # Ctrl-C twice: stop now, without a checkpoint
         self.request(signum)
 
 
 @contextlib.contextmanager
 def stop_on_signals(stop: StopRequest, names: tuple[str, ...] = STOP_SIGNALS
                     ) -> Iterator[StopRequest]:
-    """Turn SIGTERM and SIGUSR1 (what SLURM sends before a time limit) into a
-    stop request for the duration of the block; the previous handlers come
+    """Turn SIGTERM and SIGUSR1 (what SLURM sends before a time limit), SIGINT
+    (Ctrl-C; a second one stops at once, without a checkpoint) and SIGHUP into
+    a stop request for the duration of the block; the previous handlers come
     back afterwards.  Outside the main thread (where Python cannot install
     handlers) this does nothing."""
     if threading.current_thread() is not threading.main_thread():
@@ -358,31 +378,18 @@ class Trainer:
         n = min(self.cfg.train_eval, self.X_train.shape[0])
         return self.evaluate(self.X_train[:n], self.y_train[:n])
 
+    def growth_data(self) -> GrowthData | None:
+        """What gradient / momentum growth probes (None for SET's random regrowth)."""
+        if self.cfg.growth == "random":
+            return None
+        return GrowthData(self.X_train, self.y_train, self.streams.dropout_seed,
+                          self.state.step)
+
     def evolve(self, epoch: int) -> float:
-        """Step 5: Importance Pruning (when due) then SET on every weight
-        matrix but the last.  Returns seconds."""
-        cfg, model = self.cfg, self.model
+        """Step 5 alone (benchmarks, tests): Importance Pruning when due, then
+        SET or growth, on every weight matrix but the last.  Returns seconds."""
         t0 = time.perf_counter()
-        prune = ip_due(cfg, epoch)
-        for layer in model.layers[:-1]:
-            if prune:
-                n_removed, dead = importance_prune(layer, cfg.ip_percentile,
-                                                   n_threads=model.n_threads)
-                log.debug("epoch %d: importance pruning removed %d weights (%d neurons)",
-                          epoch, n_removed, int(dead.sum()))
-            if cfg.evolution and cfg.growth == "random":
-                set_step(layer, cfg.zeta, self.streams.evolution, n_threads=model.n_threads,
-                         regrow_init=cfg.regrow_init)
-        if cfg.evolution and cfg.growth != "random":
-            # beyond the paper: SET's removal, then regrowth where |gradient| (or its
-            # momentum) is largest, probed on a few extra mini-batches (growth.py)
-            from .growth import evolve_with_growth
-            evolve_with_growth(model, self.X_train, self.y_train, self.streams.evolution,
-                               zeta=cfg.zeta, growth=cfg.growth, batch_size=cfg.batch_size,
-                               growth_batches=cfg.growth_batches, growth_init=cfg.growth_init,
-                               candidates=cfg.growth_candidates,
-                               dropout_seed=self.streams.dropout_seed, step=self.state.step,
-                               momentum=cfg.momentum)
+        evolve_topology(self.cfg, self.model, epoch, self.streams.evolution, self.growth_data())
         return time.perf_counter() - t0
 
     def gradient_flow(self) -> dict:
@@ -446,7 +453,29 @@ class Trainer:
         saved = (f"saved checkpoint {path} in {time.perf_counter() - t0:.2f}s"
                  if path is not None else "no checkpoint writer was given, nothing saved")
         raise PreemptedError(f"received {self.stop.name}: stopped {where} (step {st.step}); "
-                             f"{saved}", checkpoint=path)
+                             f"{saved}", checkpoint=path, signum=self.stop.signum)
+
+    def end_epoch(self, epoch: int, train_loss: float) -> tuple:
+        """Steps 3-5, shared with the parallel loops and the estimator
+        (``epoch.py``), with this loop's own measurements between the
+        evaluation and the evolution: the loss without dropout
+        (``train_eval``) and the gradient flow of the trained weights
+        (``diagnostics``).  Returns (EpochEnd, those extra metrics)."""
+        cfg = self.cfg
+        extra: dict = {}
+
+        def measure(end) -> None:
+            if end.evaluated and cfg.train_eval:
+                loss, acc, secs = self.train_eval()
+                extra.update(train_eval_loss=loss, train_eval_acc=acc, train_eval_s=secs)
+            if cfg.diagnostics:
+                extra.update(self.gradient_flow())
+
+        end = end_of_epoch(cfg, self.model, self.state, epoch, train_loss=train_loss,
+                           on_diverged=lambda loss, _: self.diverged(epoch, loss),
+                           evaluate=lambda: self.evaluate()[:2], rng=self.streams.evolution,
+                           growth=self.growth_data(), before_evolution=measure)
+        return end, extra
 
     # ------------------------------------------------------------------ loop
     def run(self, progress: bool | None = None) -> TrainState:
@@ -462,28 +491,15 @@ class Trainer:
         try:
             for epoch in range(st.epoch, cfg.epochs):
                 train_loss, train_acc, train_s = self.train_epoch()
-                self.check_finite(epoch, train_loss)
                 last = epoch == cfg.epochs - 1
-                test_loss = test_acc = float("nan")
-                test_s = 0.0
-                clean = {}
-                if last or (epoch + 1) % cfg.eval_every == 0:
-                    test_loss, test_acc, test_s = self.evaluate()
-                    if test_acc > st.best_test_acc:
-                        st.best_test_acc, st.best_epoch = test_acc, epoch
-                    if cfg.train_eval:
-                        clean_loss, clean_acc, clean_s = self.train_eval()
-                        clean = {"train_eval_loss": clean_loss, "train_eval_acc": clean_acc,
-                                 "train_eval_s": clean_s}
-                # cfg.diagnostics: gradient flow of the trained weights, before evolution
-                diag = self.gradient_flow() if cfg.diagnostics else {}
-                evolution_s = 0.0 if last else self.evolve(epoch)
+                end, extra = self.end_epoch(epoch, train_loss)
+                clean = {k: v for k, v in extra.items() if k.startswith("train_eval")}
+                test_loss, test_acc, test_s = end.test_loss, end.test_acc, end.test_s
+                evolution_s = end.evolution_s
                 row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-                       "test_loss": test_loss, "test_acc": test_acc, "nnz": self.model.nnz,
-                       "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s,
-                       **clean}
-                if cfg.diagnostics:  # ... and the connectivity after it
-                    row.update(diag, **self.connectivity())
+                       **end.columns(), "nnz": self.model.nnz, "train_s": train_s, **extra}
+                if cfg.diagnostics:  # ... and the connectivity after the evolution
+                    row.update(self.connectivity())
                 st.history.append(row)
                 st.epoch = epoch + 1
                 st.batch, st.epoch_loss_sum, st.epoch_correct, st.epoch_train_s = 0, 0.0, 0, 0.0
@@ -512,25 +528,6 @@ class Trainer:
             if bar is not None:
                 bar.close()
         return st
-
-
-def nonfinite_parts(model: SparseMLP) -> list[str]:
-    """The parts of the model that hold NaN or inf, described for the user
-    (empty when everything is finite); layers numbered from 1 = input ->
-    first hidden."""
-    names = {"data": "weights", "bias": "biases", "velocity": "weight momentum",
-             "bias_velocity": "bias momentum"}
-    found = []
-    for i, lay in enumerate(model.layers):
-        bad = [what for name, what in names.items()
-               if not np.isfinite(getattr(lay, name)).all()]
-        if bad:
-            found.append(f"the {' and '.join(bad)} of layer {i + 1} "
-                         f"({lay.n_in} -> {lay.n_out} neurons)")
-    for h, act in enumerate(model.acts):
-        if any(a is not None and not np.isfinite(a).all() for a in (act.params, act.velocity)):
-            found.append(f"the SReLU parameters of hidden layer {h + 1}")
-    return found
 
 
 def nonfinite_activation(model: SparseMLP, xb: np.ndarray) -> list[str]:

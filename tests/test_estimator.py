@@ -136,3 +136,46 @@ def test_divergence_is_reported():
                               random_state=0)
     with pytest.raises(DivergenceError, match="learning_rate"):
         clf.fit(X * 1e3, y)
+
+
+def test_parameters_map_to_one_train_config(digits):
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(30, 20), learning_rate=0.02, max_iter=1,
+                              weight_decay=1e-4, ip_start=3, regrow_init="zero",
+                              random_state=5).fit(X, y)
+    cfg = clf._config
+    cfg.validate()
+    assert (cfg.hidden, cfg.lr, cfg.epochs, cfg.decay) == ([30, 20], 0.02, 1, 1e-4)
+    assert (cfg.ip_start, cfg.regrow_init, cfg.seed, cfg.alpha) == (3, "zero", 5, clf.alpha_)
+
+
+def test_end_of_epoch_is_epoch_py(digits, monkeypatch):
+    """fit evolves with epoch.py after every epoch but the last, before the next."""
+    import sparse_mlp.estimator as est
+    calls = []
+
+    def spy(cfg, model, epoch, rng, growth=None):
+        calls.append((epoch, model.nnz))
+        return evolve(cfg, model, epoch, rng, growth)
+
+    evolve = est.evolve_topology
+    monkeypatch.setattr(est, "evolve_topology", spy)
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(40, 20), max_iter=6, importance_pruning=True,
+                              ip_start=1, ip_every=2, random_state=0).fit(X, y)
+    assert [e for e, _ in calls] == [0, 1, 2, 3, 4]
+    nnz = [n for _, n in calls] + [clf.model_.nnz]
+    # Importance Pruning after epochs 2 and 4 only (e > 1 and e % 2 == 0); SET keeps nnz
+    assert nnz[0] == nnz[1] == nnz[2] > nnz[3] == nnz[4] > nnz[5]
+
+
+def test_partial_fit_takes_new_parameters(digits):
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(40,), random_state=0)
+    clf.partial_fit(X, y, classes=np.arange(10))
+    nnz = clf.model_.nnz
+    clf.partial_fit(X, y)
+    assert clf.model_.nnz == nnz
+    clf.set_params(importance_pruning=True, ip_start=0, ip_every=1)
+    clf.partial_fit(X, y)                     # pruned after epoch 1 (> 0), before epoch 2
+    assert clf.model_.nnz < nnz and clf._config.importance_pruning
