@@ -4,6 +4,8 @@ package has not been built yet.
 ``spmm``       sparse products of a layer (``pyx/_spmm.pyx``)
 ``activation`` activations, dropout and output losses (``pyx/_activation.pyx``)
 ``topology``   transposed index, SET selection/merge, importance (``pyx/_topology.pyx``)
+``merge``      sorted-row merges of the parallel trainer: retain valid updates,
+               union of two topologies (``pyx/_merge.pyx``)
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 
 try:
     from . import _activation as activation
+    from . import _merge as merge
     from . import _spmm as spmm
     from . import _topology as topology
 except ImportError as exc:  # pragma: no cover - exercised only on unbuilt trees
@@ -51,4 +54,4 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["spmm", "activation", "topology", "default_threads", "build_info"]
+__all__ = ["spmm", "activation", "topology", "merge", "default_threads", "build_info"]

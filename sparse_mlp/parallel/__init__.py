@@ -10,10 +10,14 @@ every rank::
     summary = run_parallel(cfg)   # rank 0: the summary dict; workers: None
 
 Modules: ``driver`` (:func:`run_parallel`: setup, data partitions, results
-on disk), ``wasap`` (the parameter server and the workers), ``transport``
-(framed, chunked, non-spinning MPI messages; fault handling), ``codec``
-(models and gradients as flat NumPy buffers), ``ops`` (retain valid
-updates, averaging of K sparse models; kernels in ``pyx/_parallel.pyx``).
+on disk), ``server`` (the parameter server, rank 0), ``worker`` (a worker,
+ranks 1..K), ``state`` (what both share: a worker's position for
+checkpoints, replicas, the workers' random streams, the WASSP warm-up),
+``transport`` (framed, chunked, non-spinning MPI messages; fault
+handling), ``codec`` (models and gradients as flat NumPy buffers), ``ops``
+(retain valid updates, averaging of K sparse models; kernels in
+``pyx/_merge.pyx``).  Every end of an epoch, at the server and in the
+workers, goes through :func:`sparse_mlp.epoch.end_of_epoch`.
 
 mpi4py is imported only when a parallel run starts, so the rest of the
 package works without MPI installed.

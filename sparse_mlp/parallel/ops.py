@@ -7,7 +7,7 @@
                           (absent = 0), then each layer magnitude-pruned back
                           to its target number of weights (Algorithm 1, line 37)
 
-Both are O(nnz) merges of sorted rows in ``pyx/_parallel.pyx``; the
+Both are O(nnz) merges of sorted rows in ``pyx/_merge.pyx``; the
 ``*_numpy`` twins compute the same with plain NumPy on positions and are
 kept for the tests.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _parallel as kernels
 from ..activations import Activation
 from ..evolution import magnitude_prune_to
+from ..kernels import merge
 from ..layers import SparseLayer
 from ..model import SparseMLP
 
@@ -38,10 +38,10 @@ def retain_valid_updates(old_indptr: np.ndarray, old_indices: np.ndarray, g_old:
         connections that the topology evolution removed meanwhile.
     """
     g = np.empty(layer.nnz, dtype=np.float32)
-    kept = kernels.retain_valid(np.ascontiguousarray(old_indptr, np.int64),
-                                np.ascontiguousarray(old_indices, np.int32),
-                                np.ascontiguousarray(g_old, np.float32), layer.indptr,
-                                layer.indices, g, n_threads=n_threads)
+    kept = merge.retain_valid(np.ascontiguousarray(old_indptr, np.int64),
+                              np.ascontiguousarray(old_indices, np.int32),
+                              np.ascontiguousarray(g_old, np.float32), layer.indptr,
+                              layer.indices, g, n_threads=n_threads)
     return g, int(kept)
 
 
@@ -67,15 +67,15 @@ def union_add(a: SparseLayer, b: SparseLayer, n_threads: int = 1) -> SparseLayer
     if a.shape != b.shape:
         raise ValueError(f"union_add: layers of different shapes {a.shape} and {b.shape}")
     counts = np.empty(a.n_out, dtype=np.int64)
-    kernels.union_count(a.indptr, a.indices, b.indptr, b.indices, counts, n_threads=n_threads)
+    merge.union_count(a.indptr, a.indices, b.indptr, b.indices, counts, n_threads=n_threads)
     indptr = np.zeros(a.n_out + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     nnz = int(indptr[-1])
     indices = np.empty(nnz, dtype=np.int32)
     data = np.empty(nnz, dtype=np.float32)
     velocity = np.empty(nnz, dtype=np.float32)
-    kernels.union_add(a.indptr, a.indices, a.data, a.velocity, b.indptr, b.indices, b.data,
-                      b.velocity, indptr, indices, data, velocity, n_threads=n_threads)
+    merge.union_add(a.indptr, a.indices, a.data, a.velocity, b.indptr, b.indices, b.data,
+                    b.velocity, indptr, indices, data, velocity, n_threads=n_threads)
     return SparseLayer(a.n_in, a.n_out, indptr, indices, data, init=a.init,
                        bias=a.bias + b.bias, velocity=velocity,
                        bias_velocity=a.bias_velocity + b.bias_velocity, check=False)

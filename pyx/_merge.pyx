@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""Kernels of the parallel trainer (``sparse_mlp/parallel``, WASAP-SGD).
+"""Merges of sorted sparse rows, for the parallel trainer
+(``sparse_mlp/parallel/ops.py``, WASAP-SGD / WASSP-SGD).
 
 Both work on the CSR-by-output-neuron arrays of a layer (``indptr`` int64,
 ``indices`` int32 sorted within each row) and merge two sorted rows at a

@@ -1,49 +1,38 @@
-"""WASAP-SGD and WASSP-SGD (paper Algorithm 1): the parameter server and
-the workers, over :mod:`sparse_mlp.parallel.transport`.
+"""The WASAP-SGD / WASSP-SGD parameter server (paper Algorithm 1; rank 0),
+over :mod:`.transport`: the global model in phase 1, the averaging in
+phase 2, the epoch bookkeeping, metrics and checkpoints.  The workers'
+side is :mod:`.worker`; what both share, :mod:`.state`.
 
-Rank 0 is the parameter server (PS); ranks 1..K are the workers, each with
-a replica of the model and its own partition of the training data (every
-K-th sample).  Epochs count passes over the whole training set: an
-"epoch" of phase 1 is n // B gradient updates at the PS, whichever workers
-they came from.
+Epochs count passes over the whole training set: an "epoch" of phase 1 is
+n // B gradient updates at the server, whichever workers they came from.
 
-Phase 1, WASAP (asynchronous), per message, top to bottom:
-  worker  draw a batch of its partition (reshuffled after each local pass),
-          compute the batch-mean gradient at its replica's weights (no
-          update), send it with the step t and topology version it was
-          computed at, then wait for the PS's answer;
-  PS      take the first gradient that arrives; if the topology evolved
-          since the worker's version, map the gradient onto the current one
-          ("retain valid updates": entries of removed connections dropped,
-          new connections get 0); momentum SGD exactly as the sequential
-          step; after every n // B updates end the epoch (evaluate, then
-          Importance Pruning when due and SET, as the sequential trainer);
-          send the current model back to that worker (weights and biases,
-          plus the topology when the worker's is outdated).
-Phase 1, WASSP (synchronous): every step the PS waits for one gradient
+Phase 1, WASAP (asynchronous), per message:
+  take the first gradient that arrives; if the topology evolved since the
+  worker's version, map the gradient onto the current one ("retain valid
+  updates", :func:`.ops.retain_valid_updates`: entries of removed
+  connections dropped, new connections get 0); momentum SGD exactly as the
+  sequential step; send the current model back to that worker (weights
+  and biases, plus the topology when the worker's is outdated).
+Phase 1, WASSP (synchronous): every step the server waits for one gradient
   from each worker (all at the same weights), averages them in rank order
   (deterministic), and applies momentum SGD with the learning rate scaled
   by K after a linear warm-up from lr to K*lr over ``warmup_epochs``
-  (Goyal et al. 2017; the reference's per-step weight decay is scaled with
-  it, so decay per epoch matches the sequential run).  n // (K*B) steps
-  make an epoch; every worker gets the new model.
-Phase 2 (both; from epoch ``phase1_epochs`` to ``epochs``): each worker
-  trains its replica alone on its partition, one pass per epoch, with its
-  own topology evolution (SET, Importance Pruning when due) and its own
-  random streams.  After each epoch the workers report to the PS; when an
-  evaluation is due they send their models and the PS evaluates the
-  average the algorithm would return at that point: the union of the K
-  topologies with weights averaged (absent = 0), each layer pruned by
-  magnitude back to its target nnz (the workers' mean).  The average after
-  the last epoch is the result.
-
-Random streams: the PS draws the initial model and runs phase-1 SET with
-the run's ``RandomStreams(seed)`` (so the initial network is the
-sequential run's); worker i (0-based) shuffles with the run's shuffle
-stream jumped i times and, in phase 2, evolves with the PS's evolution
-stream (as of the switch) jumped i times; its dropout masks use its own
-seed.  With one worker, both algorithms therefore replay the sequential
-run's data order, dropout masks and evolution draws.
+  (:func:`.state.warmup_factor`; Goyal et al. 2017; the reference's
+  per-step weight decay is scaled with it, so decay per epoch matches the
+  sequential run).  n // (K*B) steps make an epoch; every worker gets the
+  new model.
+End of a phase-1 epoch: :func:`sparse_mlp.epoch.end_of_epoch`, as the
+  sequential trainer (finite check, evaluation when due and the best
+  accuracy, then Importance Pruning when due and SET with the run's
+  evolution stream); a changed topology gets a new version number.
+Phase 2 (both; from epoch ``phase1_epochs`` to ``epochs``): the workers
+  train alone and evolve their own topologies; after each epoch they
+  report; when an evaluation is due they send their models and the server
+  evaluates the average the algorithm would return at that point
+  (:func:`.ops.average_models`: the union of the K topologies with weights
+  averaged, absent = 0, each layer pruned by magnitude back to its target
+  nnz, the workers' mean), through ``end_of_epoch`` without evolution.
+  The average after the last epoch is the result.
 """
 
 from __future__ import annotations
@@ -52,152 +41,35 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..activations import Activation
 from ..config import TrainConfig
-from ..errors import DivergenceError, SparseMLPError
-from ..evolution import importance_prune, set_step
+from ..epoch import end_of_epoch, eval_due, nonfinite_parts
+from ..errors import DivergenceError
 from ..kernels import spmm
-from ..layers import SparseLayer
 from ..model import SparseMLP
-from ..training import (
-    PREEMPTED_EXIT_CODE,
-    PreemptedError,
-    StopRequest,
-    TrainState,
-    checkpoint_due,
-    ip_due,
-    nonfinite_parts,
-)
+from ..training import PreemptedError, StopRequest, TrainState, checkpoint_due, stop_exit_code
 from . import codec
 from .codec import Header, Layout
 from .ops import average_models, retain_valid_updates
-from .transport import Transport
+from .state import (
+    DIVERGED_EXIT_CODE,
+    WorkerState,
+    coordinated,
+    jumped_words,
+    replica,
+    warmup_factor,
+)
+
+if TYPE_CHECKING:  # mpi4py only when a run starts (the tests drive these directly)
+    from .transport import Transport
 
 log = logging.getLogger(__name__)
 
-MODES = ("wasap", "wassp")
-DIVERGED_EXIT_CODE = DivergenceError.exit_code
-GOLDEN64 = 0x9E3779B97F4A7C15
-
-
-class RankStopped(SparseMLPError):
-    """A worker stopped because the parameter server told it to (the run
-    finished early, was preempted, or diverged); rank 0 reports why.
-    ``quiet``: the command line prints nothing for it on the worker ranks."""
-
-    quiet = True
-
-    def __init__(self, exit_code: int, message: str = "stopped by the parameter server"):
-        super().__init__(message)
-        self.exit_code = int(exit_code)
-
-
-def coordinated(exc: BaseException) -> BaseException:
-    """Mark an exception raised after every rank was told to stop: it needs
-    no MPI_Abort."""
-    exc.coordinated = True
-    return exc
-
-
-def worker_dropout_seed(seed: int, index: int) -> int:
-    """Dropout seed of worker ``index`` (0-based): the run's seed for the
-    first worker, distinct odd offsets for the others."""
-    return (int(seed) + int(index) * GOLDEN64) % (1 << 64)
-
-
-def jumped_words(gen: np.random.Generator, jumps: int) -> np.ndarray:
-    """The PCG64 state of ``gen`` advanced by ``jumps`` jumps (0: unchanged),
-    as codec words; ``gen`` itself is not advanced."""
-    bg = np.random.PCG64()
-    bg.state = gen.bit_generator.state
-    if jumps:
-        bg = bg.jumped(jumps)
-    return codec.pack_pcg64(np.random.Generator(bg))
-
-
-def warmup_factor(step: int, steps_per_epoch: int, warmup_epochs: float, K: int) -> float:
-    """WASSP's learning-rate multiplier at ``step``: 1 at the start, rising
-    linearly to K over ``warmup_epochs`` epochs (Goyal et al. 2017), K after."""
-    span = warmup_epochs * steps_per_epoch
-    if K <= 1 or span <= 0 or step >= span:
-        return float(K)
-    return 1.0 + (K - 1) * step / span
-
-
-@dataclass
-class WorkerState:
-    """What the PS knows of a worker, to checkpoint and resume it."""
-
-    local_epoch: int = 0          # passes over its partition started
-    batch: int = 0                # batches done in the current pass
-    local_step: int = 0           # batches done since the start (dropout key)
-    shuffle: np.ndarray = field(default_factory=lambda: np.zeros(6, np.uint64))
-    #                               its shuffle stream before the current pass
-    evolution: np.ndarray | None = None  # phase 2: its evolution stream
-    model: SparseMLP | None = None       # phase 2: its replica (with momentum)
-
-    def to_extra(self, layout: Layout) -> dict:
-        out = {"local_epoch": self.local_epoch, "batch": self.batch,
-               "local_step": self.local_step, "shuffle": self.shuffle.copy()}
-        if self.evolution is not None:
-            out["evolution"] = self.evolution.copy()
-        if self.model is not None:
-            out["model"] = model_to_extra(self.model)
-        return out
-
-    @classmethod
-    def from_extra(cls, d: dict, template: SparseMLP | None) -> WorkerState:
-        ws = cls(int(d["local_epoch"]), int(d["batch"]), int(d["local_step"]),
-                 np.asarray(d["shuffle"], dtype=np.uint64))
-        if "evolution" in d:
-            ws.evolution = np.asarray(d["evolution"], dtype=np.uint64)
-        if "model" in d and template is not None:
-            ws.model = model_from_extra(d["model"], template)
-        return ws
-
-
-def model_to_extra(model: SparseMLP) -> dict:
-    """A replica's arrays for a checkpoint's ``extra`` group."""
-    out: dict = {}
-    for li, lay in enumerate(model.layers):
-        out[f"layer{li}"] = {"indptr": lay.indptr, "indices": lay.indices, "data": lay.data,
-                             "velocity": lay.velocity, "bias": lay.bias,
-                             "bias_velocity": lay.bias_velocity}
-    for h, act in enumerate(model.acts):
-        if act.params is not None:
-            out[f"srelu{h}"] = {"params": act.params, "velocity": act.velocity}
-    return out
-
-
-def replica(template: SparseMLP, layers: list[SparseLayer]) -> SparseMLP:
-    """A model like ``template`` (activations copied) on the given layers."""
-    acts = [Activation(a.name, a.kind, a.slope, None if a.params is None else a.params.copy(),
-                       None if a.velocity is None else a.velocity.copy())
-            for a in template.acts]
-    return SparseMLP(template.sizes, template.epsilon, template.activation, template.alpha,
-                     template.init, template.output, template.dropout,
-                     n_threads=template.n_threads, layers=layers, activations=acts,
-                     activation_memory="lean" if template.lean else "fast")
-
-
-def model_from_extra(d: dict, template: SparseMLP) -> SparseMLP:
-    """The replica of :func:`model_to_extra`, shaped like ``template``."""
-    layers = []
-    for li, t in enumerate(template.layers):
-        g = d[f"layer{li}"]
-        layers.append(SparseLayer(t.n_in, t.n_out, g["indptr"], g["indices"], g["data"],
-                                  init=t.init, bias=g["bias"], velocity=g["velocity"],
-                                  bias_velocity=g["bias_velocity"], check=True))
-    m = replica(template, layers)
-    for h, act in enumerate(m.acts):
-        if act.params is not None:
-            act.params[...] = d[f"srelu{h}"]["params"]
-            act.velocity[...] = d[f"srelu{h}"]["velocity"]
-    return m
+__all__ = ["ParameterServer"]
 
 
 def _apply_srelu(model: SparseMLP, sgs: list, lr: float, momentum: float,
@@ -209,250 +81,7 @@ def _apply_srelu(model: SparseMLP, sgs: list, lr: float, momentum: float,
                               n_threads=1)
 
 
-def evolve(cfg: TrainConfig, model: SparseMLP, epoch: int, rng: np.random.Generator) -> None:
-    """The end-of-epoch topology evolution of the sequential trainer:
-    Importance Pruning when due, then SET, on every layer but the last."""
-    prune = ip_due(cfg, epoch)
-    for layer in model.layers[:-1]:
-        if prune:
-            importance_prune(layer, cfg.ip_percentile, n_threads=model.n_threads)
-        if cfg.evolution:
-            set_step(layer, cfg.zeta, rng, n_threads=model.n_threads,
-                     regrow_init=cfg.regrow_init)
 
-
-# ====================================================================== worker
-class Worker:
-    """One worker rank: a replica, a data partition, the phase-1 exchange
-    loop and the phase-2 local training.
-
-    Parameters
-    ----------
-    cfg : TrainConfig
-    transport : Transport
-    model : SparseMLP
-        The replica (built from the START message).
-    X, y : ndarray
-        This worker's partition: float32 (n, features) and int32 (n,).
-    index : int
-        0-based worker index (rank - 1).
-    stop : StopRequest
-        Set by SIGTERM / SIGUSR1 on this rank; forwarded to the PS.
-    """
-
-    def __init__(self, cfg: TrainConfig, transport: Transport, model: SparseMLP,
-                 X: np.ndarray, y: np.ndarray, index: int, stop: StopRequest) -> None:
-        self.cfg = cfg
-        self.t = transport
-        self.model = model
-        self.X = X
-        self.y = y
-        self.index = index
-        self.stop = stop
-        self.layout = Layout.of(model)
-        self.hin = Header(model.n_layers)
-        self.hout = Header(model.n_layers)
-        self.dropout_seed = worker_dropout_seed(cfg.seed, index)
-        self.xb = np.empty((model.sizes[0], cfg.batch_size), dtype=np.float32)
-        # position in the partition (restored from START)
-        self.shuffle: np.random.Generator | None = None
-        self.evolution: np.random.Generator | None = None
-        self.epoch_words = np.zeros(6, np.uint64)
-        self.order: np.ndarray | None = None
-        self.local_epoch = 0
-        self.batch = 0
-        self.local_step = 0
-        self.batches_per_pass = X.shape[0] // cfg.batch_size
-        self.step = 0       # the PS step of the replica's weights
-        self.version = 0    # the PS topology version of the replica
-        self.epoch = 0      # global epoch (phase 2)
-
-    # ------------------------------------------------------------------ data order
-    def restore_position(self, h: Header) -> None:
-        self.local_epoch, self.batch = h[Header.LOCAL_EPOCH], h[Header.BATCH]
-        self.local_step = h[Header.LOCAL_STEP]
-        self.epoch_words = h.rng(Header.RNG_SHUFFLE).copy()
-        self.shuffle = codec.generator_from(self.epoch_words)
-        self.order = None  # phase 1: re-drawn from the restored stream at the next batch
-
-    def new_pass(self) -> None:
-        """Start a pass over the partition: remember the stream, draw the order."""
-        self.epoch_words = codec.pack_pcg64(self.shuffle)
-        self.order = self.shuffle.permutation(self.X.shape[0])
-        self.batch = 0
-        self.local_epoch += 1
-
-    def next_batch(self) -> np.ndarray:
-        if self.order is None:  # the pass in progress at the (re)start
-            self.order = self.shuffle.permutation(self.X.shape[0])
-        if self.batch >= self.batches_per_pass:
-            self.new_pass()
-        B = self.cfg.batch_size
-        idx = self.order[self.batch * B:(self.batch + 1) * B]
-        self.batch += 1
-        spmm.gather_columns(self.X, idx, self.xb, n_threads=self.model.n_threads)
-        return idx
-
-    # ------------------------------------------------------------------ messages
-    def _receive_model(self, h: Header, velocity: bool = False) -> None:
-        """The arrays that follow a MODEL / PHASE2 / START header."""
-        nnz = h.nnz
-        arrays = []
-        if h.flags & codec.F_TOPOLOGY:
-            ip, ix = self.layout.topology_buffers(nnz)
-            arrays += [ip, ix]
-        values = np.empty(self.layout.n_values(nnz), dtype=np.float32)
-        arrays.append(values)
-        vel = None
-        if h.flags & codec.F_VELOCITY:
-            vel = np.empty_like(values)
-            arrays.append(vel)
-        self.t.recv(0, arrays)
-        if h.flags & codec.F_TOPOLOGY:
-            self.layout.set_topology(self.model, ip, ix, nnz)
-        self.layout.unpack(self.model, values)
-        if vel is not None:
-            self.layout.unpack(self.model, vel, velocity=True)
-        self.step, self.version = h[Header.STEP], h[Header.VERSION]
-
-    def run(self) -> int:
-        """Serve the run to its end; returns the exit code the PS decided."""
-        h = self.hin
-        self.t.recv_header(h.arr, source=0)
-        if h.kind != codec.START:
-            raise RuntimeError(f"worker {self.index + 1}: expected START, got "
-                               f"{codec.KIND_NAMES.get(h.kind, h.kind)}")
-        self._receive_model(h, velocity=bool(h.flags & codec.F_VELOCITY))
-        self.restore_position(h)
-        self.epoch = h[Header.EPOCH]
-        if h[Header.PHASE] == 0:  # a resumed run that has nothing left to do
-            return 0
-        if h[Header.PHASE] == 1:
-            self.batches_per_pass = h[Header.COUNT] or self.batches_per_pass
-            code = self.phase1()
-            if code is not None:
-                return code
-        else:
-            self.evolution = codec.generator_from(h.rng(Header.RNG_EVOLUTION))
-        return self.phase2()
-
-    # ------------------------------------------------------------------ phase 1
-    def phase1(self) -> int | None:
-        """Gradients out, models in, until the PS says PHASE2 (returns None)
-        or STOP (returns its exit code)."""
-        cfg, model, h, out = self.cfg, self.model, self.hin, self.hout
-        gbuf = None
-        while True:
-            idx = self.next_batch()
-            keys = model.dropout_keys(self.dropout_seed, self.local_step)
-            loss, correct, acc = model._accumulate(self.xb, self.y[idx], keys, cfg.micro_batch)
-            self.local_step += 1
-            nnz = model.nnz_per_layer()
-            if gbuf is None or gbuf.size != self.layout.n_values(nnz):
-                gbuf = np.empty(self.layout.n_values(nnz), dtype=np.float32)
-            self.layout.pack_gradients(acc["grads"], acc["sg"], gbuf)
-            out.clear()
-            out[Header.KIND], out[Header.STEP], out[Header.VERSION] = (
-                codec.GRAD, self.step, self.version)
-            out[Header.LOCAL_EPOCH], out[Header.BATCH] = self.local_epoch, self.batch
-            out[Header.LOCAL_STEP], out[Header.COUNT] = self.local_step, correct
-            out[Header.FLAGS] = codec.F_VALUES | (codec.F_STOP_REQUEST if self.stop.requested
-                                                  else 0)
-            out.set_rng(Header.RNG_SHUFFLE, self.epoch_words)
-            out.loss = loss
-            out.nnz = nnz
-            reqs = self.t.isend(0, out.arr, [gbuf])
-            self.t.recv_header(h.arr, source=0)
-            self.t.wait(reqs)
-            kind = h.kind
-            if kind == codec.MODEL:
-                self._receive_model(h)
-            elif kind == codec.PHASE2:
-                self._receive_model(h, velocity=True)
-                self.evolution = codec.generator_from(h.rng(Header.RNG_EVOLUTION))
-                self.epoch = h[Header.EPOCH]
-                return None
-            elif kind == codec.STOP:
-                return h[Header.EPOCH]
-            else:
-                raise RuntimeError(f"worker {self.index + 1}: unexpected "
-                                   f"{codec.KIND_NAMES.get(kind, kind)} in phase 1")
-
-    # ------------------------------------------------------------------ phase 2
-    def _send_weights(self, state: bool) -> None:
-        """The replica to the PS: topology and values (with ``state``: also
-        momenta, random streams and the step count, for a checkpoint)."""
-        model, out = self.model, self.hout
-        ip, ix = self.layout.pack_topology(model)
-        arrays = [ip, ix, self.layout.pack(model)]
-        flags = codec.F_TOPOLOGY | codec.F_VALUES
-        out.clear()
-        if state:
-            arrays.append(self.layout.pack(model, velocity=True))
-            flags |= codec.F_VELOCITY
-            out.set_rng(Header.RNG_SHUFFLE, codec.pack_pcg64(self.shuffle))
-            out.set_rng(Header.RNG_EVOLUTION, codec.pack_pcg64(self.evolution))
-        out[Header.KIND], out[Header.FLAGS], out[Header.EPOCH] = codec.WEIGHTS, flags, self.epoch
-        out[Header.LOCAL_STEP], out[Header.LOCAL_EPOCH] = self.local_step, self.local_epoch
-        out.nnz = model.nnz_per_layer()
-        self.t.send(0, out.arr, arrays)
-
-    def phase2(self) -> int:
-        """Local epochs with independent evolution; after each one a report,
-        the PS's instructions, and the weights when asked."""
-        cfg, model, h, out = self.cfg, self.model, self.hin, self.hout
-        self.batches_per_pass = self.X.shape[0] // cfg.batch_size
-        while True:
-            self.new_pass()
-            loss_sum, correct, done = 0.0, 0, 0
-            for _ in range(self.batches_per_pass):
-                idx = self.next_batch()
-                keys = model.dropout_keys(self.dropout_seed, self.local_step)
-                lo, c = model.train_step(self.xb, self.y[idx], cfg.lr, cfg.momentum, cfg.decay,
-                                         keys, nesterov=cfg.nesterov,
-                                         micro_batch=cfg.micro_batch)
-                self.local_step += 1
-                loss_sum += lo
-                correct += c
-                done += 1
-                if not math.isfinite(lo):
-                    break
-            if math.isfinite(loss_sum) and nonfinite_parts(model):
-                loss_sum = float("nan")
-            out.clear()
-            out[Header.KIND], out[Header.EPOCH], out[Header.COUNT] = (
-                codec.REPORT, self.epoch, correct)
-            out[Header.BATCH] = done * cfg.batch_size
-            out[Header.LOCAL_STEP] = self.local_step
-            out[Header.FLAGS] = codec.F_STOP_REQUEST if self.stop.requested else 0
-            out.loss = loss_sum
-            out.nnz = model.nnz_per_layer()
-            self.t.send(0, out.arr)
-            self.t.recv_header(h.arr, source=0)
-            if h.kind != codec.CONTROL:
-                raise RuntimeError(f"worker {self.index + 1}: unexpected "
-                                   f"{codec.KIND_NAMES.get(h.kind, h.kind)} in phase 2")
-            flags, code = h.flags, h[Header.EPOCH]
-            if flags & codec.F_WANT_WEIGHTS:
-                self._send_weights(state=False)
-            if code == DIVERGED_EXIT_CODE:
-                return code
-            t0 = time.perf_counter()
-            if self.epoch != cfg.epochs - 1:  # (also before a preemption checkpoint)
-                evolve(cfg, model, self.epoch, self.evolution)
-            out.clear()
-            out[Header.KIND], out[Header.EPOCH] = codec.EVOLVED, self.epoch
-            out.loss = time.perf_counter() - t0
-            out.nnz = model.nnz_per_layer()
-            self.t.send(0, out.arr)
-            if flags & codec.F_WANT_STATE:
-                self._send_weights(state=True)
-            if flags & codec.F_LAST:
-                return code
-            self.epoch += 1
-
-
-# ====================================================================== parameter server
 class ParameterServer:
     """Rank 0: the global model in phase 1, the averaging in phase 2, the
     epoch bookkeeping, metrics and checkpoints.
@@ -737,46 +366,40 @@ class ParameterServer:
     def _samples_per_step(self) -> int:
         return self.cfg.batch_size * (self.K if self.sync else 1)
 
+    def _evaluate(self, model: SparseMLP) -> tuple[float, float]:
+        """Test loss and accuracy of ``model`` (the global model or an average)."""
+        return model.evaluate(self.X_test, self.y_test, batch_size=self.cfg.eval_batch_size)
+
     def _end_epoch_phase1(self, waiting: list[int]) -> None:
-        """Evaluate, evolve (IP then SET, not after the last epoch), record,
-        checkpoint: the sequential trainer's end of epoch, at the PS.
+        """The sequential trainer's end of epoch, at the PS
+        (:func:`~sparse_mlp.epoch.end_of_epoch`: finite check, evaluation
+        when due, Importance Pruning when due and SET with the run's
+        evolution stream, not after the last epoch); a new topology version
+        when it evolved; then the metrics row and the checkpoint.
         ``waiting``: the workers that wait for an answer now."""
         cfg, st, model = self.cfg, self.state, self.model
         epoch = st.epoch
         train_s = st.epoch_train_s + time.perf_counter() - self._epoch_t0 - self._paused_s
         n = st.batch * self._samples_per_step()
         train_loss, train_acc = st.epoch_loss_sum / n, st.epoch_correct / n
-        if nonfinite_parts(model):
-            self._diverged_phase1(waiting, train_loss, None)
-        last = epoch == cfg.epochs - 1
-        test_loss = test_acc = float("nan")
-        test_s = 0.0
-        if last or (epoch + 1) % cfg.eval_every == 0:
-            t0 = time.perf_counter()
-            test_loss, test_acc = model.evaluate(self.X_test, self.y_test,
-                                                 batch_size=cfg.eval_batch_size)
-            test_s = time.perf_counter() - t0
-            if test_acc > st.best_test_acc:
-                st.best_test_acc, st.best_epoch = test_acc, epoch
-        evolution_s = 0.0
-        if not last:
-            t0 = time.perf_counter()
-            evolve(cfg, model, epoch, self.streams.evolution)
-            if cfg.evolution or ip_due(cfg, epoch):
-                self.version += 1
-                self._remember_topology()
-            evolution_s = time.perf_counter() - t0
+        end = end_of_epoch(
+            cfg, model, st, epoch, train_loss=train_loss,
+            on_diverged=lambda loss, _parts: self._diverged_phase1(waiting, loss, None),
+            evaluate=lambda: self._evaluate(model), rng=self.streams.evolution)
+        if end.topology_changed:
+            self.version += 1
+            self._remember_topology()
         traffic = self._traffic()
         row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc,
-               "test_loss": test_loss, "test_acc": test_acc, "nnz": model.nnz,
-               "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s,
+               "test_loss": end.test_loss, "test_acc": end.test_acc, "nnz": model.nnz,
+               "train_s": train_s, "test_s": end.test_s, "evolution_s": end.evolution_s,
                "phase": 1, "bytes": traffic - self._bytes_mark}
         self.stats["bytes_phase1"] += traffic - self._bytes_mark
         self.stats["epochs_phase1"] += 1
         self._bytes_mark = traffic
         self._finish_row(row)
         if self.checkpoint_due(epoch):
-            self.checkpoint("final" if last else "scheduled")
+            self.checkpoint("final" if epoch == cfg.epochs - 1 else "scheduled")
         self._epoch_t0 = time.perf_counter()
         self._paused_s = 0.0
 
@@ -826,10 +449,11 @@ class ParameterServer:
         t0 = time.perf_counter()
         st.epoch_train_s += t0 - self._epoch_t0 - self._paused_s  # (a resume adds the rest)
         path = self.checkpoint("preempted")
-        self._finish_phase1(waiting, codec.STOP, PREEMPTED_EXIT_CODE)
+        self._finish_phase1(waiting, codec.STOP, stop_exit_code(self.stop.signum))
         raise coordinated(PreemptedError(
             f"received {self.stop.name}: stopped {where} (step {st.step}); saved checkpoint "
-            f"{path} in {time.perf_counter() - t0:.2f}s", checkpoint=path))
+            f"{path} in {time.perf_counter() - t0:.2f}s", checkpoint=path,
+            signum=self.stop.signum))
 
     def _diverged_phase1(self, waiting: list[int], loss: float, k: int | None) -> None:
         st = self.state
@@ -901,7 +525,7 @@ class ParameterServer:
             last = epoch == cfg.epochs - 1
             diverged = not math.isfinite(loss_sum)
             stop = self.stop.requested and not last and not diverged
-            want_eval = not diverged and (last or (epoch + 1) % cfg.eval_every == 0)
+            want_eval = not diverged and eval_due(cfg, epoch)
             want_state = not diverged and (self.checkpoint_due(epoch) or stop)
             flags = 0
             if want_eval and not (last and want_state):
@@ -910,7 +534,8 @@ class ParameterServer:
                 flags |= codec.F_WANT_STATE
             if last or stop or diverged:
                 flags |= codec.F_LAST
-            code = (DIVERGED_EXIT_CODE if diverged else PREEMPTED_EXIT_CODE if stop else 0)
+            code = (DIVERGED_EXIT_CODE if diverged else
+                    stop_exit_code(self.stop.signum) if stop else 0)
             for k in range(1, self.K + 1):
                 hk = self.hout[k].clear()
                 hk[Header.KIND], hk[Header.FLAGS], hk[Header.EPOCH] = codec.CONTROL, flags, code
@@ -921,8 +546,6 @@ class ParameterServer:
                     f"training diverged in epoch {epoch + 1} (phase 2, local training): a "
                     f"worker's training loss is not finite. Lower the learning rate (--lr, "
                     f"now {cfg.lr}) or the initial weight scale (--weight-init)."))
-            test_loss = test_acc = float("nan")
-            test_s = 0.0
             avg = None
             if flags & codec.F_WANT_WEIGHTS:
                 avg = average_models(self._gather(state=False), n_threads=self.model.n_threads)
@@ -940,22 +563,19 @@ class ParameterServer:
                 avg_state = average_models(states, n_threads=self.model.n_threads)
                 if avg is None:
                     avg = avg_state  # the last epoch: no evolution, the same weights
-            if want_eval:
-                t1 = time.perf_counter()
-                test_loss, test_acc = avg.evaluate(self.X_test, self.y_test,
-                                                   batch_size=cfg.eval_batch_size)
-                test_s = time.perf_counter() - t1
-                if test_acc > st.best_test_acc:
-                    st.best_test_acc, st.best_epoch = test_acc, epoch
+            # the end of epoch of the average: evaluation when due (avg is there
+            # then) and the best accuracy; the workers checked and evolved already
+            end = end_of_epoch(cfg, avg, st, epoch, train_loss=loss_sum / max(samples, 1),
+                               on_diverged=None, evaluate=partial(self._evaluate, avg), rng=None)
             if avg is not None:
                 self.model = avg
             if last:
                 self.final_model = avg
             traffic = self._traffic()
             row = {"epoch": epoch, "train_loss": loss_sum / max(samples, 1),
-                   "train_acc": correct / max(samples, 1), "test_loss": test_loss,
-                   "test_acc": test_acc, "nnz": int(round(np.mean(nnzs))),
-                   "train_s": train_s, "test_s": test_s, "evolution_s": evolution_s,
+                   "train_acc": correct / max(samples, 1), "test_loss": end.test_loss,
+                   "test_acc": end.test_acc, "nnz": int(round(np.mean(nnzs))),
+                   "train_s": train_s, "test_s": end.test_s, "evolution_s": evolution_s,
                    "phase": 2,
                    "bytes": traffic - self._bytes_mark}
             self.stats["bytes_phase2"] += traffic - self._bytes_mark
@@ -970,7 +590,8 @@ class ParameterServer:
                 if stop:
                     raise coordinated(PreemptedError(
                         f"received {self.stop.name}: stopped at the end of epoch {epoch + 1} "
-                        f"(phase 2); saved checkpoint {path}", checkpoint=path))
+                        f"(phase 2); saved checkpoint {path}", checkpoint=path,
+                        signum=self.stop.signum))
 
     def run(self) -> None:
         self.start_workers()

@@ -1,0 +1,153 @@
+"""What the WASAP/WASSP parameter server (:mod:`.server`) and the workers
+(:mod:`.worker`) share: where a worker is (:class:`WorkerState`, saved in
+checkpoints), a replica's arrays in a checkpoint, the random streams each
+worker derives from the run's, the WASSP learning-rate warm-up, and the
+exception that ends a worker rank when the parameter server says stop.
+
+Random streams: the parameter server draws the initial model and runs
+phase-1 SET with the run's ``RandomStreams(seed)`` (so the initial network
+is the sequential run's); worker i (0-based) shuffles with the run's
+shuffle stream jumped i times (:func:`jumped_words`) and, in phase 2,
+evolves with the server's evolution stream (as of the switch) jumped i
+times; its dropout masks use :func:`worker_dropout_seed`.  With one
+worker, both algorithms therefore replay the sequential run's data order,
+dropout masks and evolution draws.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..activations import Activation
+from ..errors import DivergenceError, SparseMLPError
+from ..layers import SparseLayer
+from ..model import SparseMLP
+from . import codec
+from .codec import Layout
+
+__all__ = ["DIVERGED_EXIT_CODE", "MODES", "RankStopped", "WorkerState", "coordinated",
+           "jumped_words", "model_from_extra", "model_to_extra", "replica", "warmup_factor",
+           "worker_dropout_seed"]
+
+MODES = ("wasap", "wassp")
+DIVERGED_EXIT_CODE = DivergenceError.exit_code
+GOLDEN64 = 0x9E3779B97F4A7C15
+
+
+class RankStopped(SparseMLPError):
+    """A worker stopped because the parameter server told it to (the run
+    finished early, was preempted, or diverged); rank 0 reports why.
+    ``quiet``: the command line prints nothing for it on the worker ranks."""
+
+    quiet = True
+
+    def __init__(self, exit_code: int, message: str = "stopped by the parameter server"):
+        super().__init__(message)
+        self.exit_code = int(exit_code)
+
+
+def coordinated(exc: BaseException) -> BaseException:
+    """Mark an exception raised after every rank was told to stop: it needs
+    no MPI_Abort."""
+    exc.coordinated = True
+    return exc
+
+
+def worker_dropout_seed(seed: int, index: int) -> int:
+    """Dropout seed of worker ``index`` (0-based): the run's seed for the
+    first worker, distinct odd offsets for the others."""
+    return (int(seed) + int(index) * GOLDEN64) % (1 << 64)
+
+
+def jumped_words(gen: np.random.Generator, jumps: int) -> np.ndarray:
+    """The PCG64 state of ``gen`` advanced by ``jumps`` jumps (0: unchanged),
+    as codec words; ``gen`` itself is not advanced."""
+    bg = np.random.PCG64()
+    bg.state = gen.bit_generator.state
+    if jumps:
+        bg = bg.jumped(jumps)
+    return codec.pack_pcg64(np.random.Generator(bg))
+
+
+def warmup_factor(step: int, steps_per_epoch: int, warmup_epochs: float, K: int) -> float:
+    """WASSP's learning-rate multiplier at ``step``: 1 at the start, rising
+    linearly to K over ``warmup_epochs`` epochs (Goyal et al. 2017), K after."""
+    span = warmup_epochs * steps_per_epoch
+    if K <= 1 or span <= 0 or step >= span:
+        return float(K)
+    return 1.0 + (K - 1) * step / span
+
+
+@dataclass
+class WorkerState:
+    """What the PS knows of a worker, to checkpoint and resume it."""
+
+    local_epoch: int = 0          # passes over its partition started
+    batch: int = 0                # batches done in the current pass
+    local_step: int = 0           # batches done since the start (dropout key)
+    shuffle: np.ndarray = field(default_factory=lambda: np.zeros(6, np.uint64))
+    #                               its shuffle stream before the current pass
+    evolution: np.ndarray | None = None  # phase 2: its evolution stream
+    model: SparseMLP | None = None       # phase 2: its replica (with momentum)
+
+    def to_extra(self, layout: Layout) -> dict:
+        out = {"local_epoch": self.local_epoch, "batch": self.batch,
+               "local_step": self.local_step, "shuffle": self.shuffle.copy()}
+        if self.evolution is not None:
+            out["evolution"] = self.evolution.copy()
+        if self.model is not None:
+            out["model"] = model_to_extra(self.model)
+        return out
+
+    @classmethod
+    def from_extra(cls, d: dict, template: SparseMLP | None) -> WorkerState:
+        ws = cls(int(d["local_epoch"]), int(d["batch"]), int(d["local_step"]),
+                 np.asarray(d["shuffle"], dtype=np.uint64))
+        if "evolution" in d:
+            ws.evolution = np.asarray(d["evolution"], dtype=np.uint64)
+        if "model" in d and template is not None:
+            ws.model = model_from_extra(d["model"], template)
+        return ws
+
+
+def model_to_extra(model: SparseMLP) -> dict:
+    """A replica's arrays for a checkpoint's ``extra`` group."""
+    out: dict = {}
+    for li, lay in enumerate(model.layers):
+        out[f"layer{li}"] = {"indptr": lay.indptr, "indices": lay.indices, "data": lay.data,
+                             "velocity": lay.velocity, "bias": lay.bias,
+                             "bias_velocity": lay.bias_velocity}
+    for h, act in enumerate(model.acts):
+        if act.params is not None:
+            out[f"srelu{h}"] = {"params": act.params, "velocity": act.velocity}
+    return out
+
+
+def replica(template: SparseMLP, layers: list[SparseLayer]) -> SparseMLP:
+    """A model like ``template`` (activations copied) on the given layers."""
+    acts = [Activation(a.name, a.kind, a.slope, None if a.params is None else a.params.copy(),
+                       None if a.velocity is None else a.velocity.copy())
+            for a in template.acts]
+    return SparseMLP(template.sizes, template.epsilon, template.activation, template.alpha,
+                     template.init, template.output, template.dropout,
+                     n_threads=template.n_threads, layers=layers, activations=acts,
+                     activation_memory="lean" if template.lean else "fast")
+
+
+def model_from_extra(d: dict, template: SparseMLP) -> SparseMLP:
+    """The replica of :func:`model_to_extra`, shaped like ``template``."""
+    layers = []
+    for li, t in enumerate(template.layers):
+        g = d[f"layer{li}"]
+        layers.append(SparseLayer(t.n_in, t.n_out, g["indptr"], g["indices"], g["data"],
+                                  init=t.init, bias=g["bias"], velocity=g["velocity"],
+                                  bias_velocity=g["bias_velocity"], check=True))
+    m = replica(template, layers)
+    for h, act in enumerate(m.acts):
+        if act.params is not None:
+            act.params[...] = d[f"srelu{h}"]["params"]
+            act.velocity[...] = d[f"srelu{h}"]["velocity"]
+    return m
+
