@@ -29,7 +29,7 @@ Three ways to hold each weight matrix ``W(l)`` (n_in x n_out):
 
 * ``dense`` - plain dense weights, no mask (for an epsilon-sweep crossover).
 
-Training semantics follow ``REFERENCE.md`` ("Training step"): softmax +
+Training semantics follow ``docs/semantics.md`` ("Training step"): softmax +
 cross-entropy averaged over the batch, inverted dropout on hidden
 activations, and momentum SGD implemented by hand as the reference code does
 it: ``v = mu*v - lr*g; w = w + v - wd*w`` (weight decay *not* scaled by lr;

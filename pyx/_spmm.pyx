@@ -508,7 +508,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
                   float[::1] bias_velocity, float scale, float lr, float mu,
                   float decay, float bias_decay, bint nesterov=False, int n_threads=1):
     """Weight gradient at existing weights fused with the momentum update
-    (reference semantics, see REFERENCE.md):
+    (reference semantics, docs/semantics.md, "Training step"):
         g = scale * X[i_k, :] . D[j, :];  v = mu*v - lr*g;  w = w + v - decay*w
     and the same for the biases with g_b = scale * sum_b D[j, b].
     The gradient never leaves the thread: it is computed GBLOCK weights at a

@@ -4,7 +4,7 @@ row merge, regrowth helpers, neuron importance.
 
 All work is O(nnz) (plus O(n_in + n_out)); nothing is ever n_in x n_out.
 
-SET removal rule (see REFERENCE.md and ``evolution.py``): weights are split
+SET removal rule (docs/semantics.md, "SET"; ``evolution.py``): weights are split
 by their sign bit; within each class the k weights of smallest magnitude
 are removed, k = n - floor((1 - zeta) * n).  The k-th smallest magnitude is
 found by a two-pass radix selection on the float bit patterns (|w| as

@@ -5,7 +5,7 @@ parameters.  The kernels apply it fused with the sparse products
 (``pyx/rowkern.h``); this module only builds the specification, and holds
 the SReLU parameters (the only trainable ones).
 
-All-ReLU (paper eq. 3, REFERENCE.md): for x > 0, f(x) = x; for x <= 0 the
+All-ReLU (paper eq. 3; docs/semantics.md, "All-ReLU"): for x > 0, f(x) = x; for x <= 0 the
 slope alternates by hidden layer: -alpha on the 1st, 3rd, ... hidden layer,
 +alpha on the 2nd, 4th, ...  It is the leaky kernel with slope -alpha or
 +alpha, so it costs exactly what ReLU costs.
@@ -17,10 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .config import HIDDEN_ACTIVATIONS, OUTPUTS  # noqa: F401 (OUTPUTS: model.py imports it here)
 from .errors import ConfigError
-
-HIDDEN_ACTIVATIONS = ("relu", "allrelu", "leaky", "srelu", "tanh", "sigmoid")
-OUTPUTS = ("softmax", "sigmoid")
 
 # kernel codes (pyx/rowkern.h)
 ACT_IDENTITY, ACT_RELU, ACT_LEAKY, ACT_TANH, ACT_SIGMOID, ACT_SRELU = range(6)

@@ -1,6 +1,6 @@
 """One flat, commented configuration of a run, saved with every run.
 
-Defaults are the paper's (REFERENCE.md) where the paper has a value; a
+Defaults are the paper's (docs/semantics.md, "Paper hyper-parameters") where it has one; a
 dataset preset (``presets.py``) fills the per-dataset hyper-parameters of
 Table 7; every field can be overridden from the command line.
 """
@@ -12,10 +12,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUTS
 from .errors import ConfigError
-from .layers import INITS, WEIGHT_INITS
 
+# The choices of the string fields.  They live here, in a module without the
+# compiled kernels, so that a configuration can be built, validated and saved
+# before ``make``; activations.py and layers.py take theirs from here.
+HIDDEN_ACTIVATIONS = ("relu", "allrelu", "leaky", "srelu", "tanh", "sigmoid")
+OUTPUTS = ("softmax", "sigmoid")
+WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
+# 'zero' is for an output layer only (--output-init zero): a hidden layer of
+# zeros passes no gradient to the layers below it
+INITS = (*WEIGHT_INITS, "zero")
 DECAY_MODES = ("paper", "decoupled")
 # beyond the paper (sparse_mlp/growth.py)
 GROWTH_MODES = ("random", "gradient", "momentum")

@@ -1,6 +1,6 @@
 """Topology evolution of one layer: SET, Importance Pruning, magnitude pruning.
 
-SET step (REFERENCE.md): remove the fraction zeta of the positive weights
+SET step (docs/semantics.md, "SET"): remove the fraction zeta of the positive weights
 closest to zero and the fraction zeta of the negative weights closest to
 zero, then regrow as many connections at uniformly random empty positions,
 values drawn from the layer's init distribution, momentum 0; kept weights

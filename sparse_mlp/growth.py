@@ -1,4 +1,7 @@
-"""Regrowth beyond random and ERK density allocation (beyond the paper).
+"""Gradient and momentum regrowth during training (beyond the paper).
+
+The topology a network starts with (ER and ERK density allocation) is
+``initial_topology.py``'s; this module only regrows after SET's removal.
 
 Growth strategies (``--growth``), all after SET's removal step (the same
 sign-split magnitude removal of the fraction zeta, ``evolution.py``):
@@ -33,16 +36,6 @@ per layer, O(c * k * S), for layers too large to scan.
 New weights start at 0 (``growth_init='zero'``, as RigL and sparse momentum
 do; the gradient makes them grow) or from the layer's init distribution
 (``'init'``, as SET).  Their momentum starts at 0; kept weights keep theirs.
-
-ERK allocation (``--density-allocation erk``, RigL's Erdos-Renyi-Kernel):
-the network's budget eps * sum_l (n_in + n_out) is split with layer
-densities proportional to ((n_in + n_out) / (n_in * n_out)) ** power; a
-layer that would exceed density 1 is made dense and the rest is re-split
-among the others.  For fully connected layers with power 1 the proportions
-are exactly ER's (the "kernel" part only matters for convolutions), so ERK
-differs from ``er`` only where ER caps a layer at density 1 (typically a
-small output layer): ER then drops the excess, ERK hands it to the other
-layers; ``power`` < 1 flattens the allocation towards uniform density.
 """
 
 from __future__ import annotations
@@ -56,12 +49,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from .config import DENSITY_ALLOCATIONS as ALLOCATIONS
-from .config import GROWTH_INITS, GROWTH_MODES  # noqa: F401 (re-exported)
+from .config import GROWTH_INITS
 from .errors import ConfigError
 from .evolution import EvolutionStats
 from .kernels import spmm, topology
-from .layers import SparseLayer, init_values, layer_inits, sample_positions
+from .layers import SparseLayer, init_values, sample_positions
 
 try:
     from . import _growth as kernels
@@ -74,59 +66,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GROWTH_BATCHES = {"gradient": 1, "momentum": 10}
 PROBE_SALT = 0x67726F77  # "grow": probe dropout masks differ from every training step's
-
-
-# ---------------------------------------------------------------------- ERK
-def layer_densities(sizes: Sequence[int], epsilon: float, allocation: str = "er",
-                    power: float = 1.0) -> list[float]:
-    """Density of each weight matrix of a ``sizes`` network.
-
-    ``er``: min(1, eps * (n_in + n_out) / (n_in * n_out)) per layer (the paper).
-    ``erk``: RigL's ERK split of the budget eps * sum(n_in + n_out) (module
-    docstring), densities proportional to ((n_in + n_out)/(n_in n_out))**power.
-    """
-    shapes = list(zip(sizes[:-1], sizes[1:]))
-    if allocation == "er":
-        return [min(1.0, epsilon * (a + b) / (a * b)) for a, b in shapes]
-    if allocation != "erk":
-        raise ConfigError(f"unknown density allocation {allocation!r}; choose one of "
-                          f"{', '.join(ALLOCATIONS)}")
-    n_par = np.array([a * b for a, b in shapes], dtype=np.float64)
-    raw = np.array([((a + b) / (a * b)) ** power for a, b in shapes], dtype=np.float64)
-    budget = epsilon * sum(a + b for a, b in shapes)
-    dense = np.zeros(len(shapes), dtype=bool)
-    while True:
-        rest = ~dense
-        if not rest.any():
-            break
-        c = (budget - n_par[dense].sum()) / float((raw[rest] * n_par[rest]).sum())
-        if (c * raw[rest]).max() <= 1.0:
-            break
-        # as RigL: the layer(s) of largest raw density become dense, then re-split
-        dense |= rest & (raw == raw[rest].max())
-    if not (~dense).any():
-        return [1.0] * len(shapes)
-    return [1.0 if d else float(min(1.0, c * r)) for d, r in zip(dense, raw)]
-
-
-def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.random.Generator,
-                   allocation: str = "er", power: float = 1.0,
-                   output_init: str | None = None) -> list[SparseLayer] | None:
-    """The weight matrices of a new network under ``allocation``; None for
-    ``er`` (SparseMLP draws those itself, exactly as it always has).
-    ``output_init``: the output layer's values (default ``init``).
-
-    Each layer is Erdos-Renyi at its density: connections exist
-    independently, so nnz is Binomial(n_in * n_out, density)."""
-    if allocation == "er":
-        return None
-    dens = layer_densities(sizes, epsilon, allocation, power)
-    out = []
-    inits = layer_inits(len(dens), init, output_init)
-    for (a, b), d, init_l in zip(zip(sizes[:-1], sizes[1:]), dens, inits):
-        eps_l = d * a * b / (a + b) if d < 1.0 else 2.0 * a * b / (a + b)  # capped at 1
-        out.append(SparseLayer.erdos_renyi(a, b, eps_l, init_l, rng))
-    return out
 
 
 # ---------------------------------------------------------------------- redistribution

@@ -29,13 +29,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .activations import Activation
+from .config import INITS, WEIGHT_INITS  # noqa: F401 (WEIGHT_INITS: model.py imports it here)
 from .errors import ConfigError
 from .kernels import spmm, topology
-
-WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
-# 'zero' is for an output layer only (--output-init zero): a hidden layer of
-# zeros passes no gradient to the layers below it
-INITS = (*WEIGHT_INITS, "zero")
 
 
 def layer_inits(n_layers: int, init: str, output_init: str | None = None) -> list[str]:

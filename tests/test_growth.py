@@ -1,4 +1,5 @@
-"""Gradient / momentum regrowth kernels and steps, ERK allocation, --alpha auto."""
+"""Gradient / momentum regrowth kernels and steps, ER/ERK allocation (initial_topology.py),
+--alpha auto."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from test_topology import check_invariants
 import run_experiment
 from sparse_mlp import _growth as kern
 from sparse_mlp import alpha as alpha_mod
-from sparse_mlp import growth
+from sparse_mlp import growth, initial_topology
 from sparse_mlp import reference as ref
 from sparse_mlp.config import TrainConfig
 from sparse_mlp.errors import ConfigError
@@ -343,7 +344,7 @@ def test_redistribute():
 # ---------------------------------------------------------------------- ERK
 def test_er_densities_match_layers():
     sizes = [500, 400, 100, 400, 2]
-    d = growth.layer_densities(sizes, 10, "er")
+    d = initial_topology.layer_densities(sizes, 10, "er")
     assert d == [er_probability(a, b, 10) for a, b in zip(sizes[:-1], sizes[1:])]
     assert d[-1] == 1.0
 
@@ -351,29 +352,29 @@ def test_er_densities_match_layers():
 def test_erk_spends_the_whole_budget():
     sizes = [500, 400, 100, 400, 2]
     eps = 10
-    d = growth.layer_densities(sizes, eps, "erk")
+    d = initial_topology.layer_densities(sizes, eps, "erk")
     shapes = list(zip(sizes[:-1], sizes[1:]))
     budget = eps * sum(a + b for a, b in shapes)
     assert sum(x * a * b for x, (a, b) in zip(d, shapes)) == pytest.approx(budget)
     assert d[-1] == 1.0
-    er = growth.layer_densities(sizes, eps, "er")
+    er = initial_topology.layer_densities(sizes, eps, "er")
     ratios = [x / y for x, y in zip(d[:-1], er[:-1])]
     assert max(ratios) == pytest.approx(min(ratios)) and ratios[0] > 1.1  # ER's shape, scaled up
     # no capped layer: ERK (power 1) is exactly ER
-    assert growth.layer_densities([784, 1000, 1000, 100], 20, "erk") == pytest.approx(
-        growth.layer_densities([784, 1000, 1000, 100], 20, "er"))
+    assert initial_topology.layer_densities([784, 1000, 1000, 100], 20, "erk") == pytest.approx(
+        initial_topology.layer_densities([784, 1000, 1000, 100], 20, "er"))
     # power 0: uniform density over the layers that are not dense
-    u = growth.layer_densities([300, 200, 100], 5, "erk", power=0.0)
+    u = initial_topology.layer_densities([300, 200, 100], 5, "erk", power=0.0)
     assert u[0] == pytest.approx(u[1])
-    assert growth.layer_densities([4, 3, 2], 50, "erk") == [1.0, 1.0]
+    assert initial_topology.layer_densities([4, 3, 2], 50, "erk") == [1.0, 1.0]
     with pytest.raises(ConfigError):
-        growth.layer_densities([4, 3], 1, "uniform")
+        initial_topology.layer_densities([4, 3], 1, "uniform")
 
 
 def test_initial_layers_erk(rng):
-    assert growth.initial_layers([20, 10, 3], 2, "normal", rng) is None
-    layers = growth.initial_layers([500, 400, 100, 400, 2], 10, "normal", rng, "erk")
-    d = growth.layer_densities([500, 400, 100, 400, 2], 10, "erk")
+    assert initial_topology.initial_layers([20, 10, 3], 2, "normal", rng) is None
+    layers = initial_topology.initial_layers([500, 400, 100, 400, 2], 10, "normal", rng, "erk")
+    d = initial_topology.layer_densities([500, 400, 100, 400, 2], 10, "erk")
     for lay, x in zip(layers, d):
         check_invariants(lay)
         exp = x * lay.n_in * lay.n_out
