@@ -1,11 +1,12 @@
 """HDF5 checkpoints: save, load and resume a run exactly.
 
 A checkpoint is a plain record of everything needed to continue a run bit
-for bit: the fully resolved configuration, the model (every layer's CSR
-arrays with momentum, biases, SReLU parameters), the loop's state (epoch,
-step, position inside the epoch, history, best accuracy) and every random
-stream's state.  N epochs straight and N/2 epochs + resume + N/2 epochs give
-identical weights, topology and metrics.
+for bit: the fully resolved configuration, the model (a SparseMLP's CSR
+arrays or a DenseMLP's weight matrices, with momentum, biases, SReLU
+parameters), the loop's state (epoch, step, position inside the epoch,
+history, best accuracy) and every random stream's state.  N epochs
+straight and N/2 epochs + resume + N/2 epochs give identical weights,
+topology and metrics.
 
 File layout (schema version :data:`SCHEMA_VERSION`; "u8 JSON" is a uint8
 dataset holding UTF-8 JSON text; every dataset is chunked with a fletcher32
@@ -14,13 +15,19 @@ checksum; strings in attributes are fixed-length ASCII)::
     /                    attrs format="sparse_mlp.checkpoint", schema_version,
                          sparse_mlp_version, created (UTC, ISO 8601)
     /config              u8 JSON: the TrainConfig (absent in a model-only file)
-    /model               attrs sizes (int64), epsilon, activation, alpha (NaN: none),
-                         weight_init, output, dropout
+    /model               attrs kind ("sparse": SparseMLP, "dense": dense.DenseMLP;
+                         absent in files written before dense models were
+                         stored here: sparse), sizes (int64), epsilon (sparse
+                         only), activation, alpha (NaN: none), weight_init,
+                         output, dropout
     /model/layers/<l>    l = 0 (input -> first hidden) ... L-1; attrs n_in, n_out,
-                         nnz, init; datasets indptr int64 (n_out+1), indices int32
-                         (nnz; input neuron of each weight, sorted per output
-                         neuron), data float32 (nnz), velocity float32 (nnz),
-                         bias float32 (n_out), bias_velocity float32 (n_out)
+                         nnz, init; sparse: datasets indptr int64 (n_out+1),
+                         indices int32 (nnz; input neuron of each weight, sorted
+                         per output neuron), data float32 (nnz), velocity float32
+                         (nnz); dense: W float32 (n_out, n_in) (row j: the
+                         weights into output neuron j), velocity float32 (n_out,
+                         n_in); both: bias float32 (n_out), bias_velocity float32
+                         (n_out)
     /model/activations/<h>  h = 0 ... L-2; attrs name, kind, slope; SReLU only:
                          params float32 (n, 4) = (t_left, a_left, t_right,
                          a_right) per neuron, velocity float32 (n, 4)
@@ -51,6 +58,21 @@ either the previous file or the new one, never a mix.  A model holding NaN
 or inf is never written (:class:`~sparse_mlp.errors.DivergenceError`), so a
 diverged run cannot replace a good checkpoint.
 
+Write failures (disk full, quota, permission, I/O error): HDF5 cannot
+recover from a write that fails under it -- its metadata cache is left half
+flushed, later calls raise from destructors, and the process can crash.  So
+HDF5 never writes to disk itself here: files are written through h5py's
+Python-file driver into :class:`_GuardedFile`, which keeps a failed write
+(and every later one) in memory, lets HDF5 finish and close cleanly, and
+then raises the error.  :func:`save_checkpoint` first compares the free
+space with the checkpoint's size, and turns any failure into one
+:class:`~sparse_mlp.errors.CheckpointError`; the temporary file is removed
+and the checkpoints already there are untouched (:class:`CheckpointDir`
+deletes old ones only after a successful save).  Appending to an existing
+file (the topology log) writes the new bytes past its old end first and
+applies HDF5's updates inside the old part only once those are on disk: a
+failed append is cut off again and leaves the file as it was.
+
 Integrity: besides fletcher32 on every dataset, files are written with
 HDF5 1.10 format bounds (``libver=("v110", "v110")``: readable by HDF5 >=
 1.10), whose superblock and object headers (where the attributes live)
@@ -63,19 +85,33 @@ problem, never returns silently wrong weights.
 
 File locking: HDF5 locks files it opens (``flock``).  Some network
 filesystems (NFS without lockd, some Lustre or GPFS mounts) refuse locks,
-and HDF5 then fails with "unable to lock file".  Files here are opened with
+and HDF5 then fails with "unable to lock file" (errno 37).  A file that
+another process has open for writing fails with errno 11: that raises
+:class:`~sparse_mlp.errors.CheckpointBusyError`, and :func:`latest_checkpoint`
+never takes such a file for damaged (it raises too, instead of quietly
+resuming from an older checkpoint).  So does a file whose superblock still
+carries HDF5's "open for write" mark, left by a process killed while it
+had the file open (``h5clear -s`` removes the mark).  Damaged checkpoints
+are renamed ``*.corrupt`` and listed by :func:`quarantined_checkpoints`, so
+that ``--resume auto`` can refuse every time instead of starting afresh.
+Files here are opened with
 h5py's ``locking="best-effort"`` (lock where the filesystem supports it);
 a filesystem that still refuses is retried once without locking, with a
 warning.  ``SPARSE_MLP_HDF5_LOCKING=true|false|best-effort`` chooses the
 mode; HDF5's own ``HDF5_USE_FILE_LOCKING=FALSE`` switches locking off for
 every HDF5 program and takes precedence.  Checkpoints never need the lock
 for safety: each one is written once, under a unique temporary name, by
-one process, and only renamed when complete.
+one process, and only renamed when complete.  A file appended in place
+(the topology log) is locked by :class:`_GuardedFile` itself, with the
+``flock`` HDF5 uses, so readers see it busy while it changes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import io
 import json
 import logging
 import os
@@ -92,10 +128,17 @@ import numpy as np
 from . import __version__
 from .activations import Activation
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, DivergenceError
+from .dense import DenseLayer, DenseMLP
+from .epoch import nonfinite_parts
+from .errors import CheckpointBusyError, CheckpointError, ConfigError, DivergenceError
 from .layers import SparseLayer
 from .model import SparseMLP
-from .training import RandomStreams, TrainState, nonfinite_parts
+from .training import RandomStreams, TrainState
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +149,9 @@ CHECKPOINT_DIR = "checkpoints"  # inside a run's output folder
 LOCKING_ENV = "SPARSE_MLP_HDF5_LOCKING"
 LAYER_ARRAYS = {"indptr": np.int64, "indices": np.int32, "data": np.float32,
                 "velocity": np.float32, "bias": np.float32, "bias_velocity": np.float32}
+DENSE_LAYER_ARRAYS = {"W": np.float32, "velocity": np.float32, "bias": np.float32,
+                      "bias_velocity": np.float32}
+CHUNK_BYTES = 4 << 20  # larger datasets are stored in chunks of this size (few, large writes)
 _NAME = re.compile(r"^ckpt_e(\d+)_s(\d+)\.h5$")
 _TMP = re.compile(r"^\.(.+)\.tmp-(.+)-(\d+)$")
 _unlocked_fallback = False  # set once a filesystem has refused HDF5 locks
@@ -134,8 +180,8 @@ def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
 
     Raises
     ------
-    CheckpointError
-        When another process holds the file's lock.
+    CheckpointBusyError
+        When another process has the file open (holds its lock).
     OSError
         Any other failure to open (the caller words it).
     """
@@ -149,18 +195,225 @@ def open_h5(path: str | Path, mode: str = "r") -> h5py.File:
         return h5py.File(path, mode, libver=LIBVER)
     except OSError as exc:
         msg = str(exc).lower()
-        if "lock" not in msg or locking is False:
+        if "already open for write" in msg:  # the superblock's mark of a writer
+            raise CheckpointBusyError(
+                f"{path} is marked as open for writing by another process, or by one that "
+                f"was killed while it had the file open; it is not damaged. If no process "
+                f"uses it, clear the mark with `h5clear -s {path}` (HDF5's tools).") from exc
+        # (HDF5 says "unable to lock file"; a truncated file's message names the
+        # "sblock" (superblock), which a bare "lock" would match)
+        if "unable to lock" not in msg or locking is False:
             raise
         if "errno = 11" in msg or "temporarily unavailable" in msg:
-            raise CheckpointError(
-                f"{path} is locked by another process that has it open (HDF5 file lock). "
-                f"Close that program, or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway."
-            ) from exc
+            raise _busy(path) from exc
         log.warning("the filesystem of %s refuses HDF5 file locks (%s); continuing without "
                     "locking. Set HDF5_USE_FILE_LOCKING=FALSE (or %s=false) to skip this "
                     "attempt.", path, exc, LOCKING_ENV)
         _unlocked_fallback = True
         return h5py.File(path, mode, locking=False, libver=LIBVER)
+
+
+def _busy(path: str | Path) -> CheckpointBusyError:
+    return CheckpointBusyError(
+        f"{path} is locked by another process that has it open (HDF5 file lock): it is "
+        f"being written or read elsewhere, not damaged. Wait for that program or close it, "
+        f"or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway.")
+
+
+class _GuardedFile(io.RawIOBase):
+    """The bytes under an HDF5 file that h5py writes through its Python-file
+    driver, kept so that HDF5 never sees a failed write (module docs).
+
+    A failed write is remembered; it and every later write are held in
+    memory (HDF5 reads back what it wrote) and :meth:`finish`, called after
+    HDF5 closed the file, raises the error.  ``in_place=False``: a new file,
+    written straight through.  ``in_place=True``: an existing file; writes
+    past its old end go straight to disk, writes inside it are held until
+    :meth:`finish` has made the appended bytes durable; a failure before
+    that cuts the file back to its old length.
+
+    Parameters
+    ----------
+    path : Path
+    in_place : bool
+    lock : bool
+        Take HDF5's exclusive ``flock`` on the file (with the package's
+        locking policy); raises CheckpointBusyError when another process
+        holds it.
+    """
+
+    def __init__(self, path: Path, in_place: bool, lock: bool = False) -> None:
+        super().__init__()
+        self.path, self.in_place = Path(path), in_place
+        flags = os.O_RDWR | (0 if in_place else os.O_CREAT | os.O_TRUNC)
+        self.fd = os.open(self.path, flags, 0o644)
+        try:
+            if lock:
+                self._lock()
+            self.base = os.fstat(self.fd).st_size if in_place else 0
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.size = self.base   # the length HDF5 sees
+        self.pos = 0
+        self.held: list[tuple[int, bytes]] = []  # (offset, bytes) not on disk yet, in order
+        self.error: OSError | None = None
+
+    def _lock(self) -> None:
+        if fcntl is None or _locking_mode() is False or \
+                os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() == "FALSE":
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _busy(self.path) from None
+        except OSError:  # a filesystem without locks: best effort, as HDF5
+            pass
+
+    # the io interface h5py's driver uses
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        self.pos = start + int(offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def truncate(self, size: int | None = None) -> int:
+        self.size = self.pos if size is None else int(size)  # applied in finish()
+        return self.size
+
+    def flush(self) -> None:
+        pass
+
+    def readinto(self, b) -> int:
+        out = memoryview(b).cast("B")
+        pos = self.pos
+        n = min(len(out), max(0, self.size - pos))
+        got = os.preadv(self.fd, [out[:n]], pos) if n else 0
+        if got < n:
+            out[got:n] = bytes(n - got)
+        for off, data in self.held:  # what HDF5 wrote that is not on disk (yet)
+            lo, hi = max(off, pos), min(off + len(data), pos + n)
+            if lo < hi:
+                out[lo - pos:hi - pos] = data[lo - off:hi - off]
+        self.pos = pos + n
+        return n
+
+    def write(self, b) -> int:
+        data = memoryview(b).cast("B")
+        pos, n = self.pos, len(data)
+        inside = min(n, max(0, self.base - pos))  # bytes inside the old file: held
+        if inside:
+            self.held.append((pos, bytes(data[:inside])))
+        if inside < n:
+            self._to_disk(pos + inside, data[inside:])
+        self.pos = pos + n
+        self.size = max(self.size, self.pos)
+        return n
+
+    def _to_disk(self, pos: int, data: memoryview) -> None:
+        if self.error is None:
+            try:
+                _pwrite_all(self.fd, data, pos)
+                return
+            except OSError as exc:
+                self.error = exc
+        self.held.append((pos, bytes(data)))
+
+    # after HDF5 closed the file
+    def finish(self) -> None:
+        """Make the file durable, or raise the first failed write (OSError)."""
+        applying = False
+        try:
+            if self.error is None:
+                os.fsync(self.fd)  # the appended bytes, before anything in the old part
+                applying = True
+                for off, data in self.held:
+                    _pwrite_all(self.fd, memoryview(data), off)
+                self.held = []
+                if os.fstat(self.fd).st_size != self.size:
+                    os.ftruncate(self.fd, self.size)
+                os.fsync(self.fd)
+        except OSError as exc:
+            self.error = exc
+        if self.error is not None:
+            if not applying:
+                self.abort()
+            raise self.error
+
+    def abort(self) -> None:
+        """Forget what HDF5 wrote: an existing file is cut back to its old length."""
+        self.held = []
+        if self.in_place:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, self.base)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
+    while len(data):
+        k = os.pwrite(fd, data, pos)
+        if k <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        data, pos = data[k:], pos + k
+
+
+@contextlib.contextmanager
+def guarded_h5(path: str | Path, mode: str = "w"):
+    """Open an HDF5 file for writing so that a failing disk cannot break HDF5
+    (:class:`_GuardedFile`, module docs).
+
+    Parameters
+    ----------
+    path : str or Path
+    mode : "w" or "a"
+        "w": create or replace the file (not locked: for a new, unique
+        temporary file); "a": change an existing file in place, under an
+        exclusive lock (created first when missing).
+
+    Yields
+    ------
+    h5py.File
+
+    Raises
+    ------
+    CheckpointBusyError
+        ("a") another process has the file open.
+    OSError
+        A write failed (disk full, quota, I/O error): a new file is left
+        incomplete (the caller removes it), an existing one as it was.
+    """
+    if mode not in ("w", "a"):
+        raise ConfigError(f"guarded_h5 writes with mode 'w' or 'a', got {mode!r}")
+    path = Path(path)
+    in_place = mode == "a" and path.exists() and path.stat().st_size > 0
+    raw = _GuardedFile(path, in_place=in_place, lock=mode == "a")
+    try:
+        with h5py.File(raw, "r+" if in_place else "w", libver=LIBVER) as f:
+            yield f
+        raw.finish()
+    except BaseException:
+        raw.abort()
+        if mode == "a" and not in_place:  # a log this call started: nothing of it is kept
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    finally:
+        raw.close()
 
 
 def _put_str(obj, name: str, value: str) -> None:
@@ -196,13 +449,24 @@ def _get_json(ds) -> Any:
 
 def _put_array(group, name: str, arr: np.ndarray, dtype=None):
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    return group.create_dataset(name, data=arr, fletcher32=True)
+    chunks = None  # h5py's guess for small arrays; large ones in few, large writes,
+    if arr.nbytes > CHUNK_BYTES and arr.ndim:  # of equal rows (HDF5 stores edge chunks whole)
+        n_chunks = -(-arr.nbytes // CHUNK_BYTES)
+        chunks = (-(-arr.shape[0] // n_chunks), *arr.shape[1:])
+    return group.create_dataset(name, data=arr, fletcher32=True, chunks=chunks)
 
 
 # ---------------------------------------------------------------------- writing
-def _write_model(g, model: SparseMLP) -> None:
+def _model_kind(model: SparseMLP | DenseMLP) -> str:
+    return "dense" if isinstance(model, DenseMLP) else "sparse"
+
+
+def _write_model(g, model: SparseMLP | DenseMLP) -> None:
+    kind = _model_kind(model)
+    _put_str(g, "kind", kind)
     g.attrs["sizes"] = np.asarray(model.sizes, dtype=np.int64)
-    g.attrs["epsilon"] = float(model.epsilon)
+    if kind == "sparse":
+        g.attrs["epsilon"] = float(model.epsilon)
     _put_str(g, "activation", model.activation)
     g.attrs["alpha"] = float("nan") if model.alpha is None else float(model.alpha)
     _put_str(g, "weight_init", model.init)
@@ -212,6 +476,12 @@ def _write_model(g, model: SparseMLP) -> None:
         lg = g.create_group(f"layers/{li}")
         lg.attrs["n_in"], lg.attrs["n_out"], lg.attrs["nnz"] = layer.n_in, layer.n_out, layer.nnz
         _put_str(lg, "init", layer.init)
+        if kind == "dense":
+            for name, dtype in DENSE_LAYER_ARRAYS.items():
+                a = getattr(layer, name)
+                _put_array(lg, name, a.reshape(layer.W.shape) if name == "velocity" else a,
+                           dtype)
+            continue
         for name, dtype in LAYER_ARRAYS.items():
             _put_array(lg, name, getattr(layer, name), dtype)
     for h, act in enumerate(model.acts):
@@ -263,7 +533,44 @@ def _streams_dict(streams: RandomStreams | dict | None) -> dict | None:
     return {**streams.state(), "seed": streams.seed, "dropout_seed": streams.dropout_seed}
 
 
-def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseMLP,
+def _model_bytes(model: SparseMLP | DenseMLP) -> int:
+    names = DENSE_LAYER_ARRAYS if isinstance(model, DenseMLP) else LAYER_ARRAYS
+    n = sum(int(getattr(lay, k).nbytes) for lay in model.layers for k in names)
+    return n + sum(int(a.nbytes) for act in model.acts for a in (act.params, act.velocity)
+                   if a is not None)
+
+
+def _check_space(folder: Path, need: int) -> None:
+    """Refuse before writing when the filesystem has clearly too little room."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs: the write itself will tell
+        return
+    free = st.f_bavail * st.f_frsize
+    if free < need:
+        raise OSError(errno.ENOSPC, f"No space left on device: the checkpoint needs about "
+                                    f"{need / 2**20:.1f} MiB, {folder} has "
+                                    f"{free / 2**20:.1f} MiB free")
+
+
+def _write_failure(path: Path, exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    low = text.lower()
+    code = getattr(exc, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "no space" in low or "quota" in low \
+            or "errno = 28" in low or "errno = 122" in low:
+        fix = "Free some disk space (or quota) or choose another --out"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) or "permission" in low \
+            or "read-only" in low:
+        fix = "Make the folder writable or choose another --out"
+    else:
+        fix = "Check the disk and the folder, or choose another --out"
+    return (f"could not write checkpoint {path}: {text}. {fix}; the checkpoints already "
+            f"there are untouched.")
+
+
+def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None,
+                    model: SparseMLP | DenseMLP,
                     state: TrainState | None, streams: RandomStreams | dict | None,
                     extra: dict | None = None) -> Path:
     """Write a checkpoint atomically (module docs: layout, crash safety).
@@ -275,7 +582,7 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseM
     cfg : TrainConfig or None
         The run's configuration (None: a model-only file, which loads and
         predicts but cannot resume training).
-    model : SparseMLP
+    model : SparseMLP or DenseMLP
     state : TrainState or None
     streams : RandomStreams, dict or None
         The random streams, or their state as :meth:`Trainer.streams_state`
@@ -294,8 +601,10 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseM
     DivergenceError
         The model holds NaN or inf (nothing is written).
     CheckpointError
-        The file could not be written (disk full, no permission...); the
-        previous file at ``path``, if any, is untouched.
+        The file could not be written (disk full, quota, no permission, an
+        HDF5 error...): one message naming the file, the cause and the fix.
+        The temporary file is removed; the previous file at ``path``, if
+        any, is untouched.
     """
     path = Path(path)
     bad = nonfinite_parts(model)
@@ -305,7 +614,8 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseM
     tmp = folder / f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with open_h5(tmp, "w") as f:
+        _check_space(folder, _model_bytes(model) + (64 << 10))
+        with guarded_h5(tmp, "w") as f:
             f.attrs["format"] = np.bytes_(FORMAT.encode())
             f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
             _put_str(f, "sparse_mlp_version", __version__)
@@ -319,17 +629,14 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None, model: SparseM
             if streams_state is not None:
                 _put_json(f, "streams", streams_state)
             _write_extra(f.create_group("extra"), extra or {})
-            f.flush()
-        _fsync(tmp)
-        os.replace(tmp, path)
+        os.replace(tmp, path)  # guarded_h5 fsynced the file
         _fsync(folder, directory=True)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {exc}. Free some disk space or choose "
-                f"another --out; any previous file at that path is untouched.") from exc
-        raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if not isinstance(exc, Exception) or isinstance(exc, (ConfigError, TypeError)):
+            raise  # an interrupt, or what the caller asked to store cannot be stored
+        raise CheckpointError(_write_failure(path, exc)) from exc
     return path
 
 
@@ -360,8 +667,8 @@ class Checkpoint:
     path : Path
     cfg : TrainConfig or None
         None for a model-only file.
-    model : SparseMLP
-        Ready to predict or to continue training.
+    model : SparseMLP or DenseMLP
+        Ready to predict or to continue training (``kind`` says which).
     state : TrainState or None
     streams_state : dict or None
         Every random stream's state (see :meth:`streams`).
@@ -375,7 +682,7 @@ class Checkpoint:
 
     path: Path
     cfg: TrainConfig | None
-    model: SparseMLP
+    model: SparseMLP | DenseMLP
     state: TrainState | None
     streams_state: dict | None
     extra: dict = field(default_factory=dict)
@@ -395,13 +702,37 @@ class Checkpoint:
         return streams
 
     @property
+    def kind(self) -> str:
+        """"sparse" (SparseMLP) or "dense" (DenseMLP)."""
+        return _model_kind(self.model)
+
+    @property
     def resumable(self) -> bool:
         return self.cfg is not None and self.state is not None and self.streams_state is not None
 
 
-def _read_model(g, n_threads: int | None) -> SparseMLP:
-    sizes = [int(s) for s in g.attrs["sizes"]]
-    alpha = float(g.attrs["alpha"])
+def _read_dense_layers(g, sizes: list[int]) -> list[DenseLayer]:
+    layers = []
+    for li in range(len(sizes) - 1):
+        lg = g[f"layers/{li}"]
+        n_in, n_out = int(lg.attrs["n_in"]), int(lg.attrs["n_out"])
+        if (n_in, n_out) != (sizes[li], sizes[li + 1]):
+            raise ValueError(f"layer {li} is {n_in} x {n_out}, the sizes say "
+                             f"{sizes[li]} x {sizes[li + 1]}")
+        arr = {}
+        for name, dtype in DENSE_LAYER_ARRAYS.items():
+            a = lg[name][()]
+            want = (n_out,) if "bias" in name else (n_out, n_in)
+            if a.dtype != dtype or a.shape != want:
+                raise ValueError(f"layer {li} {name} is {a.dtype} {a.shape}, expected "
+                                 f"{np.dtype(dtype)} {want}")
+            arr[name] = a
+        layers.append(DenseLayer(n_in, n_out, arr["W"], _get_str(lg, "init"), arr["bias"],
+                                 arr["velocity"], arr["bias_velocity"]))
+    return layers
+
+
+def _read_sparse_layers(g, sizes: list[int]) -> list[SparseLayer]:
     layers = []
     for li in range(len(sizes) - 1):
         lg = g[f"layers/{li}"]
@@ -423,6 +754,17 @@ def _read_model(g, n_threads: int | None) -> SparseMLP:
                                   init=_get_str(lg, "init"), bias=arr["bias"],
                                   velocity=arr["velocity"], bias_velocity=arr["bias_velocity"],
                                   check=True))
+    return layers
+
+
+def _read_model(g, n_threads: int | None) -> SparseMLP | DenseMLP:
+    kind = _get_str(g, "kind") if "kind" in g.attrs else "sparse"  # older files: sparse
+    if kind not in ("sparse", "dense"):
+        raise ValueError(f"its model is of an unknown kind {kind!r}")
+    sizes = [int(s) for s in g.attrs["sizes"]]
+    alpha = float(g.attrs["alpha"])
+    read_layers = _read_dense_layers if kind == "dense" else _read_sparse_layers
+    layers = read_layers(g, sizes)
     acts = []
     for h in range(len(sizes) - 2):
         ag = g[f"activations/{h}"]
@@ -433,12 +775,15 @@ def _read_model(g, n_threads: int | None) -> SparseMLP:
                 raise ValueError(f"activation {h} parameters are {a.dtype} {a.shape}")
         acts.append(Activation(_get_str(ag, "name"), int(ag.attrs["kind"]),
                                float(ag.attrs["slope"]), params, velocity))
-    model = SparseMLP(sizes, epsilon=float(g.attrs["epsilon"]),
-                      activation=_get_str(g, "activation"),
-                      alpha=None if np.isnan(alpha) else alpha,
-                      init=_get_str(g, "weight_init"), output=_get_str(g, "output"),
-                      dropout=float(g.attrs["dropout"]), n_threads=n_threads, layers=layers,
-                      activations=acts)
+    settings = dict(activation=_get_str(g, "activation"),
+                    alpha=None if np.isnan(alpha) else alpha,
+                    init=_get_str(g, "weight_init"), output=_get_str(g, "output"),
+                    dropout=float(g.attrs["dropout"]), n_threads=n_threads, layers=layers,
+                    activations=acts)
+    if kind == "dense":
+        model = DenseMLP(sizes, **settings)
+    else:
+        model = SparseMLP(sizes, epsilon=float(g.attrs["epsilon"]), **settings)
     bad = nonfinite_parts(model)
     if bad:
         raise ValueError(f"NaN or inf in {', '.join(bad)}")
@@ -549,8 +894,8 @@ def _describe_damage(path: Path, exc: Exception) -> str:
             f"(--resume auto picks the newest valid one).")
 
 
-def load(path: str | Path, n_threads: int | None = None) -> SparseMLP:
-    """A saved model, ready to predict.
+def load(path: str | Path, n_threads: int | None = None) -> SparseMLP | DenseMLP:
+    """A saved model (sparse or dense), ready to predict.
 
     Parameters
     ----------
@@ -561,7 +906,7 @@ def load(path: str | Path, n_threads: int | None = None) -> SparseMLP:
 
     Returns
     -------
-    SparseMLP
+    SparseMLP or DenseMLP
     """
     return load_checkpoint(resolve_checkpoint(path), n_threads=n_threads).model
 
@@ -593,9 +938,33 @@ def _checkpoint_folder(path: Path) -> Path:
     return path
 
 
+def quarantined_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoints found damaged and renamed aside (``ckpt_*.h5.corrupt*``),
+    sorted by name.  A run whose folder holds these but no valid checkpoint
+    must not start afresh under ``--resume auto``.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A run's output folder or its ``checkpoints`` folder.
+    """
+    folder = _checkpoint_folder(Path(folder))
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.name.startswith("ckpt_") and ".h5.corrupt" in p.name and p.is_file())
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file as given, or for a folder (a run's output folder or
-    its ``checkpoints`` folder) the newest checkpoint that loads."""
+    its ``checkpoints`` folder) the newest checkpoint that loads.
+
+    Raises
+    ------
+    CheckpointBusyError
+        The newest checkpoint is open in another process (never skipped).
+    CheckpointError
+        The folder holds no valid checkpoint."""
     path = Path(path)
     if not path.is_dir():
         return path
@@ -611,10 +980,24 @@ def latest_checkpoint(folder: str | Path, n_threads: int | None = None,
     """The newest checkpoint of ``folder`` that loads, or None if it has none.
 
     Damaged files are skipped with a warning and, with ``quarantine``,
-    renamed to ``<name>.corrupt`` so that nothing picks them again."""
+    renamed to ``<name>.corrupt`` so that nothing picks them again (see
+    :func:`quarantined_checkpoints`).
+
+    Raises
+    ------
+    CheckpointBusyError
+        A checkpoint newer than any valid one is open in another process
+        (HDF5 file lock held).  It is not damaged, so it is neither skipped
+        nor renamed: resuming from an older one would silently lose work.
+    """
     for p in reversed(list_checkpoints(folder)):
         try:
             return load_checkpoint(p, n_threads=n_threads)
+        except CheckpointBusyError as exc:
+            raise CheckpointBusyError(
+                f"the newest checkpoint {p} is open in another process: is this run still "
+                f"going elsewhere, or is the file being copied? Not resuming from an older "
+                f"checkpoint. {exc}") from exc
         except CheckpointError as exc:
             log.warning("skipping a damaged checkpoint: %s", exc)
             if quarantine:
@@ -662,15 +1045,24 @@ class CheckpointDir:
     def list(self) -> list[Path]:
         return list_checkpoints(self.folder)
 
-    def save(self, *, cfg: TrainConfig, model: SparseMLP, state: TrainState,
+    def save(self, *, cfg: TrainConfig, model: SparseMLP | DenseMLP, state: TrainState,
              streams: RandomStreams | dict, extra: dict | None = None) -> Path:
-        """Save the state as the folder's newest checkpoint and delete the
-        ones beyond ``keep`` (only after the new one is safely renamed)."""
+        """Save the state (sparse or dense model) as the folder's newest
+        checkpoint and delete the ones beyond ``keep`` -- only after the new
+        one is safely renamed: a failed save (CheckpointError) deletes
+        nothing."""
         path = self.folder / checkpoint_name(state.epoch, state.step)
         save_checkpoint(path, cfg=cfg, model=model, state=state, streams=streams, extra=extra)
         for old in self.list()[:-self.keep]:
-            old.unlink(missing_ok=True)
+            try:
+                old.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not delete the old checkpoint %s: %s", old, exc)
         return path
+
+    def quarantined(self) -> list[Path]:
+        """Checkpoints renamed aside as damaged (:func:`quarantined_checkpoints`)."""
+        return quarantined_checkpoints(self.folder)
 
     def latest(self, n_threads: int | None = None) -> Checkpoint | None:
         """The newest checkpoint that loads (damaged ones renamed aside)."""

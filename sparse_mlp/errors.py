@@ -31,6 +31,12 @@ class CheckpointError(SparseMLPError):
     """A checkpoint that is missing, corrupt, foreign or of another version."""
 
 
+class CheckpointBusyError(CheckpointError):
+    """A checkpoint (or topology log) that another process has open: HDF5's
+    file lock is held.  The file is not damaged; it must not be skipped,
+    renamed aside or replaced by an older one."""
+
+
 class DivergenceError(SparseMLPError, FloatingPointError):
     """Training produced NaN or inf values."""
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
+import secrets
+import socket
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -14,11 +17,29 @@ import numpy as np
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file + rename); NaN becomes null."""
+    """Write JSON atomically; NaN becomes null.
+
+    The text goes to a temporary file of its own in the same folder
+    (``.<name>.tmp-<host>-<pid>-<random>``: writers in several processes or
+    on several hosts never share one), is fsynced and renamed over ``path``
+    (atomic on POSIX): a reader always sees one whole document, the old one
+    or the new one.  On any failure the temporary file is removed and
+    ``path`` is left as it was.
+    """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2) + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(_clean(obj), indent=2) + "\n"  # before any file exists
+    tmp = path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
+                         f"{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def _clean(obj: Any) -> Any:

@@ -20,9 +20,15 @@ for the paper's densities, readable by any HDF5 tool (``np.cumsum`` of the
 dataset gives the positions back).
 
 The file is appended in place, opened only while one snapshot is written
-(other programs can read it between epochs).  A resumed run drops the
-snapshots written after its checkpoint; a log damaged by a kill during an
-append is renamed to ``topology.h5.damaged`` and a new one started.
+(other programs can read it between epochs), through
+:func:`~sparse_mlp.checkpoint.guarded_h5`: the new snapshot's bytes go past
+the file's old end first, HDF5's updates inside the old part follow only
+once those are on disk, and a failed write (disk full, quota, I/O error)
+is cut off again, so the file keeps every snapshot written before.  After
+such a failure the log logs one warning and writes no more snapshots in
+that run; training goes on.  A resumed run drops the snapshots written
+after its checkpoint; a log damaged by a kill during an append is renamed
+to ``topology.h5.damaged`` and a new one started.
 
 Reading::
 
@@ -35,14 +41,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-from .checkpoint import open_h5
-from .errors import CheckpointError, ConfigError
+from .checkpoint import guarded_h5, open_h5
+from .errors import CheckpointBusyError, CheckpointError, ConfigError
 from .layers import SparseLayer
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 FORMAT = "sparse_mlp.topology"
 TOPOLOGY_FILE = "topology.h5"
+BUSY_WAITS = (0.2, 0.5, 1.0, 2.0)  # seconds to wait for a reader that has the file open
 
 
 def layer_positions(layer: SparseLayer) -> np.ndarray:
@@ -89,11 +97,18 @@ class TopologyLog:
     path : str or Path
     sizes : list of int
         The network's layer widths (checked against an existing file).
+
+    Attributes
+    ----------
+    failed : str or None
+        Why the log stopped (a snapshot could not be written); None while
+        it works.
     """
 
     def __init__(self, path: str | Path, sizes: list[int]) -> None:
         self.path = Path(path)
         self.sizes = [int(s) for s in sizes]
+        self.failed: str | None = None
 
     def start(self, model) -> None:
         """A new log holding snapshot 0 (replaces any file at ``path``)."""
@@ -105,10 +120,12 @@ class TopologyLog:
         drop later snapshots, add snapshot ``epoch`` if it is missing."""
         if self.path.exists():
             try:
-                with open_h5(self.path, "a") as f:
+                with guarded_h5(self.path, "a") as f:
                     self._check(f)
                     for key in [k for k in f["epochs"] if int(k) > epoch]:
                         del f["epochs"][key]
+            except CheckpointBusyError:
+                raise  # another process has it open: not damaged, not ours to move
             except (OSError, KeyError, ValueError, RuntimeError, CheckpointError) as exc:
                 aside = self.path.with_name(self.path.name + ".damaged")
                 os.replace(self.path, aside)
@@ -123,9 +140,40 @@ class TopologyLog:
             raise ValueError(f"it records a {'-'.join(map(str, f.attrs['sizes']))} network, "
                              f"this one is {'-'.join(map(str, self.sizes))}")
 
-    def append(self, epoch: int, model, replace: bool = True) -> None:
-        """Store the connectivity of every layer of ``model`` as snapshot ``epoch``."""
-        with open_h5(self.path, "a") as f:
+    def append(self, epoch: int, model, replace: bool = True) -> bool:
+        """Store the connectivity of every layer of ``model`` as snapshot ``epoch``.
+
+        Returns
+        -------
+        bool
+            False when the snapshot could not be written (one warning; the
+            file keeps the earlier snapshots) or the log stopped after an
+            earlier failure: training goes on without it.
+        """
+        if self.failed is not None:
+            log.debug("topology log stopped (%s): no snapshot %d", self.failed, epoch)
+            return False
+        for wait in (*BUSY_WAITS, None):
+            try:
+                self._append(epoch, model, replace)
+                return True
+            except CheckpointBusyError as exc:
+                if wait is None:
+                    return self._stop(epoch, exc)
+                time.sleep(wait)  # a reader between epochs: it closes the file soon
+            except (OSError, RuntimeError, ValueError, KeyError, CheckpointError) as exc:
+                return self._stop(epoch, exc)
+        return False  # pragma: no cover
+
+    def _stop(self, epoch: int, exc: Exception) -> bool:
+        self.failed = f"{type(exc).__name__}: {exc}"
+        log.warning("could not add snapshot %d to the topology log %s (%s); it keeps the "
+                    "snapshots written before, and this run writes no more of them "
+                    "(training goes on)", epoch, self.path, self.failed)
+        return False
+
+    def _append(self, epoch: int, model, replace: bool) -> None:
+        with guarded_h5(self.path, "a") as f:
             if "format" not in f.attrs:
                 f.attrs["format"] = np.bytes_(FORMAT.encode())
                 f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)

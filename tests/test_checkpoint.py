@@ -69,7 +69,7 @@ def small_cfg(tmp_path, name="run", **kw) -> TrainConfig:
 @pytest.fixture(autouse=True)
 def _no_plots(monkeypatch):
     """The learning-curve PNG is not what these tests are about (and costs ~1 s)."""
-    monkeypatch.setattr("sparse_mlp.experiment.plot_learning_curves", lambda *a, **k: None)
+    monkeypatch.setattr("sparse_mlp.run.plot_learning_curves", lambda *a, **k: None)
 
 
 def assert_same_model(a: SparseMLP, b: SparseMLP) -> None:
@@ -635,3 +635,14 @@ def test_cli_help_documents_checkpoints(capsys):
 def test_checkpoint_dir_rejects_keep_zero(tmp_path):
     with pytest.raises(ConfigError, match="keep must be at least 1"):
         CheckpointDir(tmp_path, keep=0)
+
+
+def test_a_truncated_file_does_not_switch_hdf5_locking_off(saved, tmp_path, monkeypatch):
+    """HDF5 reports a truncated file with "sblock->base_addr" in the message: that is
+    damage, not a filesystem that refuses locks, and locking must stay on."""
+    monkeypatch.setattr(ckmod, "_unlocked_fallback", False)
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(saved[0].read_bytes()[:242])
+    with pytest.raises(CheckpointError, match="bad.h5"):
+        load_checkpoint(bad)
+    assert ckmod._unlocked_fallback is False
