@@ -233,7 +233,7 @@ def test_make_classification_float32_is_sklearn_in_float32(shape):
 
 def test_synthetic_chunked_path_used_for_big_shapes(monkeypatch):
     small = load_dataset("synthetic", n_features=30, n_samples=80, n_classes=3, seed=4)
-    monkeypatch.setattr(datasets, "SYNTHETIC_SKLEARN_MAX_ENTRIES", 0)
+    monkeypatch.setattr(datasets.synthetic, "SYNTHETIC_SKLEARN_MAX_ENTRIES", 0)
     big = load_dataset("synthetic", n_features=30, n_samples=80, n_classes=3, seed=4)
     assert "make_classification_float32" in big.info["generator"]
     assert "sklearn.datasets" in small.info["generator"]
@@ -243,15 +243,16 @@ def test_synthetic_chunked_path_used_for_big_shapes(monkeypatch):
 
 
 def test_synthetic_sizes_default_to_table4():
-    opts = datasets._make_options(None, None, None, None, None, None, None, 0, True, None, True)
-    assert datasets._synthetic_sizes(opts) == (10000, 7000, 3000)
+    opts = datasets.base._make_options(None, None, None, None, None, None, None, 0, True, None,
+                                       True)
+    assert datasets.synthetic._synthetic_sizes(opts) == (10000, 7000, 3000)
     opts.n_train = 700
-    assert datasets._synthetic_sizes(opts) == (1000, 700, 300)
+    assert datasets.synthetic._synthetic_sizes(opts) == (1000, 700, 300)
     opts.n_train, opts.n_samples = None, 500
-    assert datasets._synthetic_sizes(opts) == (500, 350, 150)
+    assert datasets.synthetic._synthetic_sizes(opts) == (500, 350, 150)
     opts.n_train, opts.n_test = 100, 100
     with pytest.raises(ConfigError, match="n_samples"):
-        datasets._synthetic_sizes(opts)
+        datasets.synthetic._synthetic_sizes(opts)
 
 
 def test_synthetic_rejects_label_column_and_tiny_features():
@@ -483,8 +484,8 @@ def test_cifar10_missing_member_truncated_and_unsafe_pickle(tmp_path):
 
 @pytest.fixture
 def small_higgs(monkeypatch, tmp_path):
-    monkeypatch.setattr(datasets, "HIGGS_TEST_START", 30)
-    monkeypatch.setattr(datasets, "HIGGS_TEST_ROWS", 20)
+    monkeypatch.setattr(datasets.higgs, "HIGGS_TEST_START", 30)
+    monkeypatch.setattr(datasets.higgs, "HIGGS_TEST_ROWS", 20)
     rows = higgs_rows(50)
     (tmp_path / "higgs").mkdir()
     write_higgs(tmp_path / "higgs" / "HIGGS.csv.gz", rows)
@@ -539,7 +540,7 @@ def test_higgs_ragged_row(small_higgs):
 
 def test_line_reader_block_boundaries():
     text = b"".join(f"{i},{i * i}\n".encode() for i in range(100)) + b"100,10000"
-    reader = datasets._LineReader(io.BytesIO(text), block=7)
+    reader = datasets.higgs._LineReader(io.BytesIO(text), block=7)
     first, n = reader.take(3)
     assert n == 3 and first == b"0,0\n1,1\n2,4\n"
     assert reader.skip(50) == 50
