@@ -15,10 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from sparse_mlp.errors import ConfigError, SparseMLPError
 
-PREEMPTED_EXIT_CODE = 75  # sparse_mlp.training.PREEMPTED_EXIT_CODE (EX_TEMPFAIL)
 # the "parallel (MPI)" flags, named as their TrainConfig fields
 PARALLEL_FLAGS = ("parallel", "phase1_epochs", "warmup_epochs", "mpi_wait", "mpi_chunk_bytes")
 
@@ -38,7 +38,8 @@ dropout 0.3, zeta 0.3, 500 epochs, All-ReLU, IP from epoch 200 every 10 at the 2
 exit status: 0 done, 2 bad input or settings (the message says what to change),
 3 training diverged (the last good checkpoint is kept), 75 preempted: SIGTERM or
 SIGUSR1 stopped the run after a batch and a checkpoint (continue it exactly with
---resume auto --out DIR), 130 interrupted."""
+--resume auto --out DIR), 130 SIGINT (Ctrl-C) and 129 SIGHUP: stopped the same way
+with a checkpoint (a second Ctrl-C stops at once, without one)."""
 
 
 def _int_list(text: str) -> list[int]:
@@ -148,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "dropout on the first N training samples (metrics.csv columns "
                         "train_eval_*; the running training loss is taken with dropout on "
                         "moving weights). Default 0: off")
-    r.add_argument("--out", help="output folder (default: runs/<dataset>_<time>_seed<seed>)")
+    r.add_argument("--out", help="output folder (default: runs/<dataset>_<time>_seed<seed>); "
+                   "a folder that holds another run's results is refused (see --overwrite)")
+    r.add_argument("--overwrite", action="store_true", default=None,
+                   help="start a new run in --out even though it holds an earlier run's "
+                        "results, deleting them (without it: refused, so that nothing is "
+                        "lost; continue that run with --resume auto)")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one log line per epoch (automatic when not a terminal)")
     r.add_argument("--quiet", action="store_true", help="warnings and the result only")
@@ -252,15 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table2: every row of Table 2 for --dataset (SET-MLP ReLU / All-ReLU, "
                         "with and without Importance Pruning, and the dense MLP with both), "
                         "over --seeds seeds, next to the paper's numbers, with the figures "
-                        "(default --out results/DATASET_table2); table6: post-training "
+                        "(default --out runs/DATASET_table2; the committed tables are under "
+                        "results/, written there only when --out says so); table6: post-training "
                         "Importance Pruning at the 5th-25th percentiles of Table 2's All-ReLU "
                         "models (same default --out: it prunes those runs, training the "
                         "missing ones); table3: the parallel rows (WASAP/WASSP-SGD, needs "
                         "mpiexec); table4: the extreme-scale rows on synthetic data (default "
                         "2 epochs; --dry-run: memory plans only). Finished runs are reused, "
                         "unfinished ones continue from their checkpoints")
-    x.add_argument("--seeds", type=int, default=5, help="seeds per row for --reproduce "
-                   "(default 5)")
+    x.add_argument("--seeds", type=int, help="seeds per row for --reproduce (default 5)")
     x.add_argument("--synthetic-shape", action="store_true", default=None,
                    help="table2/table6: synthetic data of the dataset's shape (features, "
                         "classes, train/test sizes) instead of its files: timing only")
@@ -347,6 +353,8 @@ def config_from_args(args: argparse.Namespace):
     _check_contradictions(args, activation, args.dataset)
     cfg = cfg.replace(**changes)
     cfg.validate()
+    from sparse_mlp.run import check_supported  # (refused before any MPI rank starts)
+    check_supported(cfg, "parallel" if cfg.parallel else "sparse")
     return cfg
 
 
@@ -363,15 +371,21 @@ REPRODUCE_FLAGS = {
 }
 
 
+# flags that only --reproduce reads
+REPRODUCE_ONLY = ("seeds", "synthetic_shape", "rows", "only_seed", "width_scale")
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from sparse_mlp import reproduce as rep
 
     table = args.reproduce
+    if args.seeds is None:
+        args.seeds = 5
     if args.seeds < 1:
         raise ConfigError("--seeds must be at least 1")
     given = {k: v for k, v in vars(args).items()
              if v is not None and k not in {"dataset", "reproduce", "seeds", "out",
-                                             "no_progress", "quiet"}}
+                                             "no_progress", "quiet", "overwrite"}}
     extra = sorted(set(given) - REPRODUCE_FLAGS[table])
     if extra:
         raise ConfigError(f"--reproduce {table} uses the paper's settings; besides --dataset, "
@@ -385,24 +399,24 @@ def _reproduce(args: argparse.Namespace) -> int:
     synthetic = bool(args.synthetic_shape)
     tag = f"{args.dataset}{'_synthetic' if synthetic else ''}"
     if table == "table2":
-        out = args.out or f"results/{tag}_table2"
+        out = args.out or f"runs/{tag}_table2"
         text = rep.reproduce_table2(args.dataset, seeds=args.seeds, epochs=args.epochs, out=out,
                                     overrides=overrides, synthetic=synthetic, rows=args.rows,
                                     only_seed=args.only_seed)
         files = "table2.md, table2.csv, fig_*.png (one folder per row and seed)"
     elif table == "table6":
-        out = args.out or f"results/{tag}_table2"
+        out = args.out or f"runs/{tag}_table2"
         text = rep.reproduce_table6(args.dataset, seeds=args.seeds, epochs=args.epochs,
                                     out=out, overrides=overrides, synthetic=synthetic)
         files = "table6.md, table6.csv"
     elif table == "table3":
-        out = args.out or f"results/{tag}_table3"
+        out = args.out or f"runs/{tag}_table3"
         text = rep.reproduce_table3(args.dataset, seeds=args.seeds, epochs=args.epochs,
                                     out=out, overrides=overrides, synthetic=synthetic,
-                                    sequential_from=f"results/{tag}_table2")
+                                    sequential_from=f"{Path(out).parent}/{tag}_table2")
         files = "table3.md, table3.csv"
     else:
-        out = args.out or "results/table4"
+        out = args.out or "runs/table4"
         text = rep.reproduce_table4(out, epochs=args.epochs or rep.TABLE4_EPOCHS,
                                     threads=args.threads, width_scale=args.width_scale or 1.0,
                                     n_features=args.n_features, dry_run=bool(args.dry_run),
@@ -487,6 +501,12 @@ def main(argv: list[str] | None = None) -> int:
             return _reproduce(args)
         if args.evaluate:
             return _evaluate(args, dataset_given)
+        stray = [f for f in REPRODUCE_ONLY if getattr(args, f) is not None]
+        if stray:
+            them = "it" if len(stray) == 1 else "them"
+            raise ConfigError(", ".join("--" + f.replace("_", "-") for f in stray)
+                              + f": only --reproduce TABLE reads {them}; drop {them} or add "
+                                "--reproduce")
         cfg = config_from_args(args)
         from sparse_mlp.experiment import dry_run, run
 
@@ -511,16 +531,18 @@ def main(argv: list[str] | None = None) -> int:
             from sparse_mlp.parallel import run_parallel
 
             summary = run_parallel(cfg, progress=False if args.no_progress else None,
-                                   resume=args.resume, overrides=overrides)
+                                   resume=args.resume, overrides=overrides,
+                                   overwrite=bool(args.overwrite))
             if summary is None:  # a worker rank: rank 0 reports
                 return 0
         else:
             summary = run(cfg, progress=False if args.no_progress else None,
-                          resume=args.resume, overrides=overrides)
+                          resume=args.resume, overrides=overrides,
+                          overwrite=bool(args.overwrite))
     except SparseMLPError as exc:
         if getattr(exc, "quiet", False):  # a --parallel worker told to stop: rank 0 reports
             return exc.exit_code
-        preempted = exc.exit_code == PREEMPTED_EXIT_CODE
+        preempted = exc.exit_code in (75, 129, 130)  # stopped by a signal, checkpoint saved
         print(f"{'preempted' if preempted else 'error'}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -33,26 +33,25 @@ Leukemia's dense 54675-27500-27500-18 MLP (2.26e9 weights, ~25 GiB) is a
 the same files in the run folder (config.json, metrics.csv, summary.json,
 learning_curves.png, diagnostics.json with ``cfg.diagnostics``), the same
 summary keys, SIGTERM/SIGUSR1 -> checkpoint -> :class:`PreemptedError`, and
-exact resume from ``<out>/checkpoints/dense_*.npz`` (a plain NumPy archive:
+exact resume from ``<out>/checkpoints/ckpt_*.h5``: the package's HDF5
+checkpoints (:mod:`sparse_mlp.checkpoint`, ``/model`` attrs kind="dense":
 weights, momentum, loop state, random streams).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .activations import Activation, make_activation
+from .activations import Activation
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, MemoryBudgetError
+from .errors import ConfigError, MemoryBudgetError
 from .kernels import activation as act_kernels
 from .kernels import default_threads, spmm
 from .layers import init_values
@@ -62,7 +61,6 @@ from .model import LayerStack
 log = logging.getLogger(__name__)
 
 BYTES_PER_DENSE_WEIGHT = 12  # value 4 + momentum 4 + gradient 4
-CHECKPOINT_PREFIX = "dense_"
 
 
 # --------------------------------------------------------------------------- threads
@@ -420,202 +418,77 @@ class DenseMLP(LayerStack):
         return out
 
 
-# --------------------------------------------------------------------------- checkpoints
-def save_dense_checkpoint(folder: Path, cfg: TrainConfig, model: DenseMLP, state,
-                          streams: dict, extra: dict, keep: int = 2) -> Path:
-    """Write ``dense_e<epochs>_s<steps>.npz`` atomically (temporary file,
-    fsync, rename) and keep the ``keep`` newest: weights, momentum, SReLU
-    parameters, the loop state with its history, the random streams and the
-    run's record, as plain arrays and JSON text."""
-    from .training import TrainState
-
-    folder.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {}
-    for i, lay in enumerate(model.layers):
-        arrays[f"W{i}"], arrays[f"v{i}"] = lay.W, lay.velocity
-        arrays[f"b{i}"], arrays[f"bv{i}"] = lay.bias, lay.bias_velocity
-    for h, act in enumerate(model.acts):
-        if act.params is not None:
-            arrays[f"srelu{h}"], arrays[f"srelu_v{h}"] = act.params, act.velocity
-    st = {f.name: getattr(state, f.name) for f in fields(TrainState)}
-    meta = {"format": "sparse_mlp.dense_checkpoint", "version": 1, "config": cfg.to_dict(),
-            "sizes": model.sizes, "state": st, "streams": streams, "extra": extra}
-    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    path = folder / f"{CHECKPOINT_PREFIX}e{state.epoch:06d}_s{state.step:010d}.npz"
-    tmp = folder / f".{path.name}.tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    for old in list_dense_checkpoints(folder)[:-keep]:
-        old.unlink(missing_ok=True)
-    return path
-
-
-def list_dense_checkpoints(folder: Path) -> list[Path]:
-    """Dense checkpoints in a folder, oldest first."""
-    if not folder.is_dir():
-        return []
-    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}e*_s*.npz"))
-
-
-def load_dense_checkpoint(path: Path, n_threads: int | None = None) -> dict[str, Any]:
-    """Read a dense checkpoint: {"cfg", "model", "state", "streams", "extra", "path"}."""
-    from .training import TrainState
-
-    try:
-        with np.load(path) as z:
-            meta = json.loads(z["meta"].tobytes())
-            cfg = TrainConfig.from_dict(meta["config"])
-            sizes = meta["sizes"]
-            layers = [DenseLayer(a, b, z[f"W{i}"], cfg.weight_init, z[f"b{i}"], z[f"v{i}"],
-                                 z[f"bv{i}"])
-                      for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
-            acts = [make_activation(cfg.activation, h + 1, sizes[h + 1], cfg.alpha)
-                    for h in range(len(sizes) - 2)]
-            for h, act in enumerate(acts):
-                if act.params is not None:
-                    act.params = z[f"srelu{h}"].copy()
-                    act.velocity = z[f"srelu_v{h}"].copy()
-    except (OSError, ValueError, KeyError, EOFError) as exc:
-        raise CheckpointError(f"{path} is not a readable dense checkpoint ({exc})") from None
-    if meta.get("format") != "sparse_mlp.dense_checkpoint":
-        raise CheckpointError(f"{path} is not a sparse_mlp dense checkpoint")
-    model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output, cfg.dropout,
-                     n_threads=n_threads, layers=layers, activations=acts)
-    return {"cfg": cfg, "model": model, "state": TrainState(**meta["state"]),
-            "streams": meta["streams"], "extra": meta["extra"], "path": Path(path)}
-
-
-def latest_dense_checkpoint(folder: Path) -> dict[str, Any] | None:
-    """The newest readable dense checkpoint of a folder (unreadable ones are
-    renamed ``*.corrupt``), or None."""
-    for path in reversed(list_dense_checkpoints(folder)):
-        try:
-            return load_dense_checkpoint(path)
-        except CheckpointError as exc:
-            log.warning("%s; renaming it %s.corrupt", exc, path.name)
-            os.replace(path, path.with_name(path.name + ".corrupt"))
-    return None
+# Dense checkpoints are the package's HDF5 checkpoints (sparse_mlp.checkpoint:
+# /model attrs kind="dense", /model/layers/<l>/W ...): save_checkpoint,
+# load_checkpoint, CheckpointDir and load() take and return a DenseMLP.
 
 
 # --------------------------------------------------------------------------- run
 def dense_config(cfg: TrainConfig) -> TrainConfig:
-    """A configuration as a dense run uses it: no topology evolution, no
-    Importance Pruning, no post-training pruning (all weights are kept)."""
+    """The dense twin of a sparse configuration (Table 2's dense rows): the
+    same data, widths, activation and optimiser, without the settings of a
+    sparse topology (evolution, Importance Pruning, post-training pruning,
+    growth, topology history), which :func:`run_dense` refuses."""
     return cfg.replace(evolution=False, importance_pruning=False, post_prune=[],
-                       growth="random", save_topology=False)
+                       growth="random", regrow_init="init", save_topology=False,
+                       density_allocation="er", output_init=None, lr_fan_in_cap=None)
 
 
 def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
-              resume: str | None = None) -> dict[str, Any]:
-    """Train a dense MLP with ``cfg`` (the twin of :func:`sparse_mlp.experiment.run`).
+              resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train a dense MLP with ``cfg`` (the twin of :func:`sparse_mlp.experiment.run`,
+    in a run folder owned by :class:`sparse_mlp.run.Run`).
 
     Parameters
     ----------
     cfg : TrainConfig
         ``hidden``, activation, optimiser, dropout, epochs, seed, ``out`` ...
-        (epsilon, evolution and pruning settings do not apply).
+        (a dense configuration: :func:`dense_config`; topology settings are
+        refused).
     data : Dataset, optional
         Use this data instead of loading ``cfg.dataset``.
-    resume : "auto", optional
-        Continue from the newest dense checkpoint in ``cfg.out`` (a new run
-        when there is none).
+    resume : str or Path, optional
+        As :func:`sparse_mlp.experiment.run` ("auto": the newest checkpoint in
+        ``cfg.out``, a new run when there is none).
 
     Raises
     ------
     MemoryBudgetError
         The dense model would not fit in memory (nothing is allocated).
     PreemptedError
-        SIGTERM / SIGUSR1 arrived: stopped after a batch with a checkpoint.
+        A stop signal arrived: stopped after a batch with a checkpoint.
     """
-    from .experiment import data_fingerprint, finish_run, load_data, summarize_run
-    from .report import MetricsCSV, write_json
-    from .training import (
-        METRIC_COLUMNS,
-        PreemptedError,
-        RandomStreams,
-        StopRequest,
-        Trainer,
-        TrainState,
-        stop_on_signals,
-    )
+    from .run import Run
+    from .training import METRIC_COLUMNS, RandomStreams, TrainState
 
-    cfg = dense_config(cfg)
-    cfg.validate()
-    if not cfg.out:
-        raise ConfigError("run_dense needs cfg.out, the run's folder")
-    t_start = time.perf_counter()
-    out = Path(cfg.out)
-    ckdir = out / "checkpoints"
-    ck = latest_dense_checkpoint(ckdir) if resume == "auto" else None
-    if ck is not None:
-        saved = ck["cfg"]
-        cfg = saved.replace(out=str(out), threads=cfg.threads)
-    if data is None:
-        data = load_data(cfg)
-    sizes = [data.n_features, *cfg.hidden, data.n_classes]
-    check_dense_fits(sizes, cfg.batch_size, cfg.eval_batch_size,
-                     data.X_train.shape[0] + data.X_test.shape[0])
-    fingerprint = data_fingerprint(data)
-    threads = cfg.threads or default_threads()
-    cfg = cfg.replace(threads=threads)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", {**cfg.to_dict(), "model": "dense", "data": data.info,
-                                     "n_features": data.n_features,
-                                     "n_classes": data.n_classes, "classes": data.classes})
-    if ck is None:
-        streams = RandomStreams(cfg.seed)
-        t0 = time.perf_counter()
-        model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output,
-                         cfg.dropout, rng=streams.init, n_threads=threads)
-        state = TrainState()
-        info = {"init_s": time.perf_counter() - t0, "data_fingerprint": fingerprint,
-                "wall_s": 0.0, "sessions": []}
-    else:
-        if ck["extra"].get("data_fingerprint", fingerprint) != fingerprint:
-            raise ConfigError(f"the data differ from those the run of {ck['path']} trained "
-                              f"on; resume it with the same data")
-        model, state, info = ck["model"], ck["state"], dict(ck["extra"])
-        model.n_threads = threads
-        streams = RandomStreams(cfg.seed)
-        streams.set_state(ck["streams"])
-        streams.dropout_seed = ck["streams"]["dropout_seed"]
-        log.info("resuming dense run from %s: %d epochs done", ck["path"], state.epoch)
-    info["sessions"] = [*info.get("sessions", []),
-                        {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         "resumed_from": None if ck is None else str(ck["path"]),
-                         "epoch": state.epoch, "step": state.step}]
-    wall_before = float(info.get("wall_s", 0.0))
+    with Run(cfg, "dense", resume=resume, overwrite=overwrite) as r:
+        cfg, ckpt = r.cfg, r.ckpt
+        data = r.load_data(data)
+        sizes = [data.n_features, *cfg.hidden, data.n_classes]
+        check_dense_fits(sizes, cfg.batch_size, cfg.eval_batch_size,
+                         data.X_train.shape[0] + data.X_test.shape[0])
+        threads = cfg.threads or default_threads()
+        cfg = r.cfg = cfg.replace(threads=threads)
+        r.write_config(data, model="dense")
+        if ckpt is None:
+            streams = RandomStreams(cfg.seed)
+            t0 = time.perf_counter()
+            model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output,
+                             cfg.dropout, rng=streams.init, n_threads=threads)
+            state = TrainState()
+            r.info["init_s"] = time.perf_counter() - t0
+            r.info["nnz_per_layer_start"] = model.nnz_per_layer()
+        else:
+            model, streams, state = ckpt.model, ckpt.streams(), ckpt.state
+            model.n_threads = threads
+            r.info.setdefault("init_s", 0.0)
+            r.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
+        r.begin_session(state)
+        r.checkpoints(state)
+        csv_out = r.metrics(METRIC_COLUMNS, state.history)
 
-    csv_out = MetricsCSV(out / "metrics.csv", METRIC_COLUMNS)
-    for row in state.history:
-        csv_out(row)
-
-    def on_checkpoint(trainer: Trainer, reason: str) -> Path | None:
-        info["wall_s"] = wall_before + time.perf_counter() - t_start
-        path = save_dense_checkpoint(ckdir, cfg, model, trainer.state, trainer.streams_state(),
-                                     info, keep=min(cfg.keep_checkpoints, 2))
-        log.info("%s dense checkpoint %s", reason, path)
-        return path
-
-    stop = StopRequest()
-    trainer = Trainer(cfg, model, data.X_train, data.y_train, data.X_test, data.y_test,
-                      streams, on_epoch=csv_out, state=state, on_checkpoint=on_checkpoint,
-                      stop=stop)
-    try:
-        with stop_on_signals(stop), blas_threads(threads):
-            state = trainer.run(progress=progress)
-    except PreemptedError as exc:
-        raise PreemptedError(f"{exc}. Continue it with --resume auto", exc.checkpoint) from None
-    finally:
-        csv_out.close()
-    latest = list_dense_checkpoints(ckdir)
-    summary = {"model": "dense", **summarize_run(
-        cfg, data.name, model, state, info, model.nnz_per_layer(),
-        wall_before + time.perf_counter() - t_start, threads, [],
-        latest[-1] if latest else None, None, out)}
-    finish_run(out, cfg, summary, state.history,
-               f"{data.name} {summary['architecture']} dense {cfg.activation}")
-    return summary
+        state = r.train(model, data, streams, state, on_epoch=csv_out, progress=progress,
+                        context=blas_threads(threads))
+        summary = {"model": "dense", **r.summary(data.name, model, state, [], None, threads)}
+        return r.finish(summary, state.history,
+                        f"{data.name} {summary['architecture']} dense {cfg.activation}")

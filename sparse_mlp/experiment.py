@@ -1,121 +1,43 @@
-"""One experiment end to end: data -> model -> training -> results on disk.
+"""The sequential pipeline: data -> sparse model -> training -> results on disk.
 
-``run(cfg)`` is what ``run_experiment.py`` calls.  It writes into the
-output folder:
-  config.json          the fully resolved configuration (and the data's provenance)
-  metrics.csv          one row per epoch (written as training goes)
-  summary.json         best / final accuracy, nnz, times, peak memory, versions
-                       (of the whole run, over all its sessions)
-  post_pruning.csv     Table 6 rows, when --post-prune is given
-  learning_curves.png  loss, accuracy and nnz over epochs
-  diagnostics.json     with cfg.diagnostics: per epoch the gradient flow, nnz per
-                       layer and connections per input (sparse_mlp.figures)
-  checkpoints/         ckpt_e<epochs done>_s<steps done>.h5, the newest
-                       --keep-checkpoints of them (sparse_mlp.checkpoint)
-  topology.h5          every epoch's connectivity, with --save-topology
-                       (sparse_mlp.topology_log)
-
-``run(cfg, resume=...)`` continues a run from a checkpoint (a path, or
-"auto": the newest valid one in ``cfg.out``) exactly where it stopped:
-metrics.csv is rewritten with the checkpoint's rows and continued,
-checkpoints newer than the one resumed from are renamed ``*.superseded``.
-SIGTERM / SIGUSR1 during training stop the run after the current batch
-with a checkpoint (:class:`~sparse_mlp.training.PreemptedError`).
-``evaluate_checkpoint`` evaluates a saved model on a dataset.
+``run(cfg)`` is what ``run_experiment.py`` calls.  The run folder, resume,
+config.json, metrics, checkpoints and the closing files belong to the run
+owner (:class:`sparse_mlp.run.Run`, which lists the files); this module
+builds the sparse model (memory plan first), runs the
+:class:`~sparse_mlp.training.Trainer` and says what to do when a run stops
+early.  SIGTERM / SIGUSR1 / SIGINT / SIGHUP during training stop the run
+after the current batch with a checkpoint
+(:class:`~sparse_mlp.training.PreemptedError`).  Also: ``dry_run`` (the
+memory plan as text) and ``evaluate_checkpoint`` (a saved model on a
+dataset).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import platform
-import resource
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from . import __version__
 from .alpha import resolve_alpha
-from .checkpoint import (
-    CHECKPOINT_DIR,
-    Checkpoint,
-    CheckpointDir,
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    resolve_checkpoint,
-)
+from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, DivergenceError, MemoryBudgetError
-from .evolution import importance_prune
-from .growth import initial_layers
-from .kernels import build_info, default_threads
+from .errors import ConfigError, MemoryBudgetError
+from .initial_topology import initial_layers
+from .kernels import default_threads
 from .layers import MAX_NNZ, expected_nnz
 from .memory import GiB, MemoryEstimate, available_bytes, estimate, largest_batch, plan
 from .model import SparseMLP
-from .report import MetricsCSV, plot_learning_curves, write_json
+from .report import write_json
+from .run import Run, load_data, versions
 from .topology_log import TOPOLOGY_FILE, TopologyLog
 from .training import (
-    DIAGNOSTIC_KEYS,
     METRIC_COLUMNS,
-    PreemptedError,
     RandomStreams,
-    StopRequest,
-    Trainer,
     TrainState,
-    stop_on_signals,
 )
 
 log = logging.getLogger(__name__)
-
-# settings a resumed run may change (the others must match the checkpoint's)
-RESUME_OVERRIDABLE = ("epochs", "lr", "threads", "eval_every", "eval_batch_size", "train_eval",
-                      "out", "data_dir", "post_prune", "checkpoint_every", "keep_checkpoints",
-                      "save_topology")
-# ... of which these make the continuation differ from an uninterrupted run
-RESUME_INEXACT = ("epochs", "lr")
-
-
-def resolve_out_dir(cfg: TrainConfig) -> Path:
-    """The run's folder: --out, or a new runs/<dataset>_<time> folder."""
-    if cfg.out:
-        out = Path(cfg.out)
-    else:
-        name = Path(cfg.dataset).stem if ("/" in cfg.dataset or "." in cfg.dataset) \
-            else cfg.dataset
-        out = Path("runs") / f"{name}_{time.strftime('%Y%m%d_%H%M%S')}_seed{cfg.seed}"
-        k = 1
-        while out.exists():
-            out = out.with_name(out.name.split("__")[0] + f"__{k}")
-            k += 1
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def load_data(cfg: TrainConfig):
-    """The dataset of a configuration (sparse_mlp.datasets)."""
-    from .datasets import load_dataset
-    return load_dataset(cfg.dataset, cfg.data_dir, n_train=cfg.n_train, n_test=cfg.n_test,
-                        n_features=cfg.n_features, n_classes=cfg.n_classes,
-                        label_column=cfg.label_column, test_fraction=cfg.test_fraction,
-                        seed=cfg.seed)
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (Linux reports KiB)."""
-    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(r if sys.platform == "darwin" else r * 1024)
-
-
-def versions() -> dict[str, Any]:
-    import scipy
-    return {"sparse_mlp": __version__, "python": platform.python_version(),
-            "numpy": np.__version__, "scipy": scipy.__version__, **build_info(),
-            "machine": platform.machine(), "platform": platform.platform()}
-
 
 # shapes of the named datasets (features, classes, train + test rows), for
 # --dry-run without loading them; synthetic follows its flags
@@ -205,22 +127,6 @@ def dry_run(cfg: TrainConfig) -> str:
     return "\n".join(lines)
 
 
-def post_training_pruning(model: SparseMLP, X_test, y_test, percentiles, batch_size: int
-                          ) -> list[dict]:
-    """Paper Table 6: prune once at each percentile (on a copy) and evaluate."""
-    rows = []
-    base_loss, base_acc = model.evaluate(X_test, y_test, batch_size)
-    rows.append({"percentile": 0, "test_acc": base_acc, "test_loss": base_loss,
-                 "nnz": model.nnz})
-    for p in percentiles:
-        m = model.copy()
-        for layer in m.layers[:-1]:
-            importance_prune(layer, p, n_threads=m.n_threads)
-        loss, acc = m.evaluate(X_test, y_test, batch_size)
-        rows.append({"percentile": p, "test_acc": acc, "test_loss": loss, "nnz": m.nnz})
-    return rows
-
-
 def check_feasible(cfg: TrainConfig, n_features: int, n_classes: int, n_train: int) -> None:
     """Refuse settings that cannot work with this data, before the model is
     allocated: a batch larger than the training set, a layer that would get
@@ -228,7 +134,7 @@ def check_feasible(cfg: TrainConfig, n_features: int, n_classes: int, n_train: i
 
     A layer for which epsilon asks for more weights than it has positions
     is not refused: the Erdos-Renyi probability is capped at 1
-    (REFERENCE.md), so it is fully connected, as the paper's own small
+    (docs/semantics.md, "Erdos-Renyi initialisation"), so fully connected, as the paper's own small
     output layers are (Higgs, Madelon: 1000 x 2 and 400 x 2 at epsilon 10).
     """
     problems = []
@@ -260,111 +166,11 @@ def check_feasible(cfg: TrainConfig, n_features: int, n_classes: int, n_train: i
                           "model):\n  - " + "\n  - ".join(problems))
 
 
-def data_fingerprint(data) -> str:
-    """A short hash of a dataset's shapes, labels and 256 evenly spaced rows of
-    each split: a resumed run checks that it trains on the same data."""
-    h = hashlib.sha256()
-    for arr in (data.X_train, data.y_train, data.X_test, data.y_test):
-        a = np.asarray(arr)
-        h.update(f"{a.shape}{a.dtype.str}".encode())
-        if a.shape[0]:
-            rows = np.unique(np.linspace(0, a.shape[0] - 1, min(a.shape[0], 256)).astype(int))
-            h.update(np.ascontiguousarray(a[rows]).tobytes())
-    return h.hexdigest()[:32]
-
-
-def check_same_data(ckpt: Checkpoint, data, fingerprint: str) -> None:
-    """Refuse to resume a run on other data than it trained on."""
-    sizes = ckpt.model.sizes
-    if [data.n_features, data.n_classes] != [sizes[0], sizes[-1]]:
-        raise ConfigError(f"the data have {data.n_features} features and {data.n_classes} "
-                          f"classes, the model of {ckpt.path} {sizes[0]} and {sizes[-1]}")
-    if ckpt.extra.get("run", {}).get("data_fingerprint", fingerprint) != fingerprint:
-        raise ConfigError(f"the data differ from those the run of {ckpt.path} trained on "
-                          f"(another file, split or --n-train/--n-test?); resume it with the "
-                          f"same data")
-
-
-def find_resume_checkpoint(resume: str | Path, cfg: TrainConfig) -> Checkpoint | None:
-    """The checkpoint to continue: ``resume`` is a checkpoint file, a run
-    folder (its newest valid checkpoint) or "auto" (the newest valid
-    checkpoint in ``cfg.out``; None when that folder has none yet)."""
-    if str(resume) == "auto":
-        if not cfg.out:
-            raise ConfigError("--resume auto needs --out, the folder of the run to continue")
-        folder = Path(cfg.out) / CHECKPOINT_DIR
-        n_files = len(list_checkpoints(folder))
-        ckpt = latest_checkpoint(folder)
-        if ckpt is None and n_files:
-            raise CheckpointError(f"none of the {n_files} checkpoints in {folder} loads (they "
-                                  f"are renamed *.corrupt); resume from another copy or start "
-                                  f"a new run with another --out")
-        if ckpt is None:
-            log.info("--resume auto: no checkpoint in %s yet, starting a new run", folder)
-            return None
-    else:
-        ckpt = load_checkpoint(resolve_checkpoint(resume))
-    if not ckpt.resumable:
-        raise CheckpointError(f"{ckpt.path} holds a model only (no configuration, loop state "
-                              f"or random streams): it can predict, not resume training")
-    log.info("resuming from %s: %d epochs and %d steps done (written %s by sparse_mlp %s)",
-             ckpt.path, ckpt.state.epoch, ckpt.state.step, ckpt.created,
-             ckpt.sparse_mlp_version)
-    return ckpt
-
-
-def resumed_config(ckpt: Checkpoint, overrides: dict[str, Any] | None,
-                   out: str | None = None) -> TrainConfig:
-    """The checkpoint's configuration with the settings the user gave again.
-
-    ``overrides`` maps TrainConfig fields to the values the user set
-    explicitly.  Equal values are fine; different ones are applied for the
-    fields in :data:`RESUME_OVERRIDABLE` and refused for the others (they
-    would make a different run).  The run continues in ``out``, else in the
-    run folder holding the checkpoint, else in its saved ``out``; with this
-    machine's cores unless ``threads`` is given."""
-    saved = ckpt.cfg
-    changes: dict[str, Any] = {"threads": None}
-    if out:
-        changes["out"] = str(out)
-    elif ckpt.path.parent.name == CHECKPOINT_DIR:
-        changes["out"] = str(ckpt.path.parent.parent)
-    conflicts = []
-    for key, value in (overrides or {}).items():
-        if key == "threads":
-            changes["threads"] = value
-        if key in ("threads", "out"):  # where and how fast, not what, it computes
-            continue
-        if getattr(saved, key) == value:
-            continue
-        if key in RESUME_OVERRIDABLE:
-            changes[key] = value
-            if key in RESUME_INEXACT:
-                log.warning("resuming with --%s %s instead of %s: the continuation is no "
-                            "longer identical to an uninterrupted run", key.replace("_", "-"),
-                            value, getattr(saved, key))
-        else:
-            conflicts.append(f"--{key.replace('_', '-')} {value} (the run has "
-                             f"{getattr(saved, key)})")
-    if conflicts:
-        raise ConfigError(
-            f"--resume continues the run of {ckpt.path} with its saved settings, and these "
-            f"flags differ from them:\n  - " + "\n  - ".join(conflicts) + "\nDrop them, or "
-            "start a new run in another --out. On resume only "
-            + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE)
-            + " may change.")
-    cfg = saved.replace(**changes)
-    cfg.validate()
-    if cfg.epochs < ckpt.state.epoch or (cfg.epochs == ckpt.state.epoch and ckpt.state.batch):
-        raise ConfigError(f"--epochs {cfg.epochs}: the run in {ckpt.path} has already done "
-                          f"{ckpt.state.epoch} epochs")
-    return cfg
-
-
 def run(cfg: TrainConfig, data=None, progress: bool | None = None,
-        resume: str | Path | None = None,
-        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one experiment, or continue one; returns the summary (also in summary.json).
+        resume: str | Path | None = None, overrides: dict[str, Any] | None = None,
+        overwrite: bool = False) -> dict[str, Any]:
+    """Run one sequential experiment, or continue one; returns the summary
+    (also in summary.json).
 
     Parameters
     ----------
@@ -379,91 +185,71 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
         A checkpoint file, a run folder, or "auto" (the newest valid
         checkpoint in ``cfg.out``; a new run from ``cfg`` when there is none).
     overrides : dict, optional
-        On resume, the settings the user gave explicitly (see
-        :func:`resumed_config`).
+        On resume, the settings the user gave explicitly
+        (:func:`sparse_mlp.run.resumed_config`).
+    overwrite : bool
+        Replace the results of an earlier run in ``cfg.out``.
 
     Raises
     ------
     PreemptedError
-        SIGTERM / SIGUSR1 arrived: the run stopped after a batch and saved a
-        checkpoint (exit status 75 on the command line).
+        A stop signal arrived: the run stopped after a batch and saved a
+        checkpoint (exit status 75, or 130 / 129 for SIGINT / SIGHUP).
     DivergenceError
         NaN or inf appeared; the message names the last good checkpoint.
     """
-    cfg.validate()
-    t_start = time.perf_counter()
-    # 1. where to start: a new run, or a checkpoint (its settings win)
-    ckpt = find_resume_checkpoint(resume, cfg) if resume is not None else None
-    if ckpt is not None:
-        out_given = cfg.out if str(resume) == "auto" else (overrides or {}).get("out")
-        cfg = resumed_config(ckpt, overrides, out=out_given)
     if cfg.parallel:  # WASAP / WASSP run over MPI: sparse_mlp.parallel.run_parallel
-        par = ckpt.extra.get("parallel", {}) if ckpt is not None else {}
-        ranks = f"{int(par['workers']) + 1}" if "workers" in par else "K+1"
         raise ConfigError(
-            f"--parallel {cfg.parallel}{f' (the run of {ckpt.path})' if ckpt else ''} trains "
-            f"over MPI: start it with `mpiexec -n {ranks} python run_experiment.py --parallel "
-            f"{cfg.parallel} ...` (sparse_mlp.parallel.run_parallel from Python)")
-    # 2. the data, and what cannot work with it, refused before any allocation
-    if data is None:
-        data = load_data(cfg)
+            f"--parallel {cfg.parallel} trains over MPI: start it with `mpiexec -n K+1 python "
+            f"run_experiment.py --parallel {cfg.parallel} ...` (sparse_mlp.parallel.run_parallel "
+            f"from Python)")
+    with Run(cfg, "sparse", resume=resume, overrides=overrides, overwrite=overwrite) as r:
+        return _train(r, data, progress)
+
+
+def _train(r: Run, data, progress: bool | None) -> dict[str, Any]:
+    """The sequential pipeline inside its run folder."""
+    cfg, ckpt = r.cfg, r.ckpt
+    # the data, and what cannot work with it, refused before any allocation
+    data = r.load_data(data)
     check_feasible(cfg, data.n_features, data.n_classes, data.X_train.shape[0])
-    fingerprint = data_fingerprint(data)
-    if ckpt is not None:
-        check_same_data(ckpt, data, fingerprint)
     cfg = resolve_alpha(cfg, data.X_train)  # --alpha auto (alpha.py), before config.json
     if ckpt is None:  # how a batch is held in memory, decided before anything is allocated
-        model_plan = plan_memory(cfg, data.n_features, data.n_classes,
-                                 data.X_train.shape[0] + data.X_test.shape[0])
-        cfg = model_plan[0]
+        cfg, est = plan_memory(cfg, data.n_features, data.n_classes,
+                               data.X_train.shape[0] + data.X_test.shape[0])
+        r.info["activation_memory"] = est.activation_memory
+        r.info["micro_batch"] = cfg.micro_batch or cfg.batch_size
     threads = cfg.threads or default_threads()
-    cfg = cfg.replace(threads=threads)
-    out = resolve_out_dir(cfg)
-    cfg = cfg.replace(out=str(out))
-    write_json(out / "config.json", {**cfg.to_dict(), "data": data.info,
-                                     "n_features": data.n_features,
-                                     "n_classes": data.n_classes, "classes": data.classes})
+    cfg = r.cfg = cfg.replace(threads=threads)
+    r.write_config(data)
     log.info("dataset %s: %d train / %d test samples, %d features, %d classes", data.name,
              data.X_train.shape[0], data.X_test.shape[0], data.n_features, data.n_classes)
 
-    # 3. model, random streams and loop state: drawn now, or the checkpoint's
+    # model, random streams and loop state: drawn now, or the checkpoint's
     if ckpt is None:
         streams = RandomStreams(cfg.seed)
         t0 = time.perf_counter()
         model = build_model(cfg, data.n_features, data.n_classes, streams,
                             data.X_train.shape[0] + data.X_test.shape[0])
         state = TrainState()
-        info = {"init_s": time.perf_counter() - t0,
-                "activation_memory": model_plan[1].activation_memory,
-                "micro_batch": cfg.micro_batch or cfg.batch_size,
-                "nnz_per_layer_start": model.nnz_per_layer(),
-                "data_fingerprint": fingerprint, "wall_s": 0.0, "sessions": []}
+        r.info["init_s"] = time.perf_counter() - t0
+        r.info["nnz_per_layer_start"] = model.nnz_per_layer()
         log.info("model %s: %s weights (%s per layer), init %.2fs, %d threads",
-                 "-".join(map(str, model.sizes)), f"{model.nnz:,}", info["nnz_per_layer_start"],
-                 info["init_s"], threads)
+                 "-".join(map(str, model.sizes)), f"{model.nnz:,}", model.nnz_per_layer(),
+                 r.info["init_s"], threads)
     else:
         model, streams, state = ckpt.model, ckpt.streams(), ckpt.state
         model.n_threads = threads
         model.lean = cfg.activation_memory == "lean"
-        info = dict(ckpt.extra.get("run", {}))
-        # a checkpoint written outside run() (Trainer, estimator) lacks the run's record
-        info.setdefault("init_s", 0.0)
-        info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
-        info.setdefault("data_fingerprint", fingerprint)
-    info["sessions"] = [*info.get("sessions", []),
-                        {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         "resumed_from": None if ckpt is None else str(ckpt.path),
-                         "epoch": state.epoch, "step": state.step}]
-    wall_before = float(info.get("wall_s", 0.0))
+        # a checkpoint written outside a Run (Trainer, estimator) lacks the run's record
+        r.info.setdefault("init_s", 0.0)
+        r.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
+    r.begin_session(state)
 
-    # 4. training: metrics rows, topology snapshots and checkpoints as it goes
-    ckdir = CheckpointDir(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
-    if ckpt is not None:
-        ckdir.retire_after(state.step, state.epoch)
-    csv_out = MetricsCSV(out / "metrics.csv", METRIC_COLUMNS)
-    for row in state.history:  # a resumed run: the rows up to its checkpoint
-        csv_out(row)
-    topo = TopologyLog(out / TOPOLOGY_FILE, model.sizes) if cfg.save_topology else None
+    # training: metrics rows, topology snapshots and checkpoints as it goes
+    r.checkpoints(state)
+    csv_out = r.metrics(METRIC_COLUMNS, state.history)
+    topo = TopologyLog(r.out / TOPOLOGY_FILE, model.sizes) if cfg.save_topology else None
     if topo is not None:
         topo.start(model) if ckpt is None else topo.resume(state.epoch, model)
 
@@ -472,111 +258,13 @@ def run(cfg: TrainConfig, data=None, progress: bool | None = None,
         if topo is not None:
             topo.append(row["epoch"] + 1, model)
 
-    def on_checkpoint(trainer: Trainer, reason: str) -> Path | None:
-        info["wall_s"] = wall_before + time.perf_counter() - t_start
-        t0 = time.perf_counter()
-        try:
-            path = ckdir.save(cfg=cfg, model=model, state=trainer.state,
-                              streams=trainer.streams_state(), extra={"run": info})
-        except CheckpointError as exc:
-            if reason == "preempted":
-                raise
-            log.error("%s Training goes on without this checkpoint.", exc)
-            return None
-        log.info("%s checkpoint %s (%.1f MB, %.2fs)", reason, path,
-                 path.stat().st_size / 1e6, time.perf_counter() - t0)
-        return path
-
-    stop = StopRequest()
-    trainer = Trainer(cfg, model, data.X_train, data.y_train, data.X_test, data.y_test,
-                      streams, on_epoch=on_epoch, state=state, on_checkpoint=on_checkpoint,
-                      stop=stop)
-    try:
-        with stop_on_signals(stop):
-            state = trainer.run(progress=progress)
-    except PreemptedError as exc:
-        raise PreemptedError(f"{exc}. Continue it exactly with --resume auto --out {out}",
-                             exc.checkpoint) from None
-    except DivergenceError as exc:
-        good = ckdir.list()
-        raise DivergenceError(
-            f"{exc} " + (f"The last good checkpoint is {good[-1]}: continue from it with "
-                         f"--resume {good[-1]} and a lower --lr." if good else
-                         "No checkpoint of this run was written before it diverged.")
-        ) from None
-    finally:
-        csv_out.close()
-    hist = state.history
-
-    post_rows = []
-    if cfg.post_prune:
-        post_rows = post_training_pruning(model, data.X_test, data.y_test, cfg.post_prune,
-                                          cfg.eval_batch_size)
-        pp = MetricsCSV(out / "post_pruning.csv", ["percentile", "test_acc", "test_loss", "nnz"])
-        for r in post_rows:
-            pp(r)
-        pp.close()
-
-    latest = ckdir.list()
-    summary = summarize_run(
-        cfg, data.name, model, state, info, [int(n) for n in info["nnz_per_layer_start"]],
-        wall_before + time.perf_counter() - t_start, threads, post_rows,
-        latest[-1] if latest else None, str(out / TOPOLOGY_FILE) if topo is not None else None,
-        out)
-    finish_run(out, cfg, summary, hist, f"{data.name} {summary['architecture']} {cfg.activation}"
-                                  f"{' + IP' if cfg.importance_pruning else ''}")
-    return summary
-
-
-def summarize_run(cfg: TrainConfig, data_name: str, model, state, info: dict,
-                  nnz_start: list[int], wall_s: float, threads: int, post_rows: list,
-                  checkpoint, topology: str | None, out: Path) -> dict[str, Any]:
-    """summary.json of a finished run (sparse, dense or parallel): the
-    fields every run reports; ``info`` is the run's session record."""
-    hist = state.history
-    nan = float("nan")
-    last = hist[-1] if hist else {"test_acc": nan, "test_loss": nan, "train_loss": nan}
-    return {
-        "dataset": data_name,
-        "architecture": "-".join(map(str, model.sizes)),
-        "activation": cfg.activation, "alpha": cfg.alpha,
-        "importance_pruning": cfg.importance_pruning,
-        "epochs": cfg.epochs, "seed": cfg.seed,
-        "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
-        "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
-        "final_train_loss": last["train_loss"],
-        "nnz_start": int(sum(nnz_start)), "nnz_end": model.nnz,
-        "nnz_per_layer_start": nnz_start, "nnz_per_layer_end": model.nnz_per_layer(),
-        "init_s": info["init_s"],
-        "train_s": sum(r["train_s"] for r in hist),
-        "test_s": sum(r["test_s"] for r in hist),
-        "evolution_s": sum(r.get("evolution_s", 0.0) for r in hist),
-        "wall_s": wall_s,
-        "mean_epoch_train_s": float(np.mean([r["train_s"] for r in hist])) if hist else 0.0,
-        "peak_rss_bytes": peak_rss_bytes(),
-        "threads": threads,
-        "post_pruning": post_rows,
-        "sessions": len(info["sessions"]),
-        "resumed_from": [x["resumed_from"] for x in info["sessions"] if x["resumed_from"]],
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "topology": topology,
-        "versions": versions(),
-        "out": str(out),
-    }
-
-
-def finish_run(out: Path, cfg: TrainConfig, summary: dict, hist: list[dict], title: str) -> None:
-    """The last files of a run: diagnostics.json (with cfg.diagnostics: per
-    epoch the gradient flow, nnz per layer, inputs' connections),
-    summary.json and learning_curves.png."""
-    if cfg.diagnostics:
-        write_json(out / "diagnostics.json",
-                   {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})
-    write_json(out / "summary.json", summary)
-    try:
-        plot_learning_curves(hist, out / "learning_curves.png", title=title)
-    except Exception as exc:  # a plot must never lose a finished run
-        log.warning("could not draw learning_curves.png: %s", exc)
+    state = r.train(model, data, streams, state, on_epoch=on_epoch, progress=progress)
+    post_rows = r.post_prune(model, data.X_test, data.y_test)
+    summary = r.summary(data.name, model, state, post_rows,
+                        str(r.out / TOPOLOGY_FILE) if topo is not None else None, threads)
+    return r.finish(summary, state.history,
+                    f"{data.name} {summary['architecture']} {cfg.activation}"
+                    f"{' + IP' if cfg.importance_pruning else ''}")
 
 
 DATA_FIELDS = ("data_dir", "n_train", "n_test", "n_features", "n_classes", "label_column",

@@ -171,9 +171,8 @@ def test_pcg64_words_and_header_fields():
     assert np.array_equal(h.rng(codec.Header.RNG_SHUFFLE), words)
 
 
-@needs_mpi4py
 def test_worker_streams_and_warmup():
-    from sparse_mlp.parallel.wasap import jumped_words, warmup_factor, worker_dropout_seed
+    from sparse_mlp.parallel.state import jumped_words, warmup_factor, worker_dropout_seed
 
     gen = np.random.default_rng(3)
     assert np.array_equal(jumped_words(gen, 0), codec.pack_pcg64(gen))  # worker 0 = the run's
@@ -220,8 +219,13 @@ def test_parallel_settings_are_checked():
 
     cfg = TrainConfig(parallel="wasap", epochs=10, batch_size=32)
     assert check_parallel(cfg, 2, 1000).phase1_epochs == default_phase1_epochs(10) == 7
-    with pytest.raises(ConfigError, match="--growth gradient is not available"):
-        check_parallel(cfg.replace(growth="gradient"), 2, 1000)
+    from sparse_mlp.run import check_supported
+    for flag, change in (("--growth gradient", {"growth": "gradient"}),
+                         ("--diagnostics True", {"diagnostics": True}),
+                         ("--train-eval 64", {"train_eval": 64}),
+                         ("--save-topology True", {"save_topology": True})):
+        with pytest.raises(ConfigError, match=f"--parallel wasap does not use {flag}"):
+            check_supported(cfg.replace(**change), "parallel")
     with pytest.raises(ConfigError, match="fewer than one batch"):
         check_parallel(cfg, 40, 1000)
     with pytest.raises(ConfigError, match="--phase1-epochs must be between"):

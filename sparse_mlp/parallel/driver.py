@@ -14,7 +14,7 @@ order:
 3. rank 0 sends each worker its partition of the training set (every K-th
    sample; chunked buffers) and keeps only the test set;
 4. rank 0 draws the model (or loads the checkpoint's) and runs the
-   parameter server; the workers run theirs (``wasap.py``);
+   parameter server (``server.py``); the workers run theirs (``worker.py``);
 5. rank 0 writes metrics.csv as it goes, checkpoints (only rank 0 writes
    files), and at the end summary.json, post-training pruning and the
    learning curves, like the sequential runner;
@@ -37,12 +37,15 @@ from typing import Any
 
 import numpy as np
 
-from ..checkpoint import CHECKPOINT_DIR, CheckpointDir
+from ..alpha import resolve_alpha
 from ..config import TrainConfig
-from ..errors import CheckpointError, ConfigError, SparseMLPError
+from ..errors import ConfigError, SparseMLPError
+from ..experiment import build_model, check_feasible, plan_memory
 from ..layers import SparseLayer, layer_inits
 from ..memory import available_bytes
 from ..model import SparseMLP
+from ..report import write_json
+from ..run import Run
 from ..training import (
     METRIC_COLUMNS,
     PreemptedError,
@@ -53,21 +56,13 @@ from ..training import (
 )
 from . import codec, transport
 from .codec import Header, Layout
-from .wasap import (
-    MODES,
-    ParameterServer,
-    RankStopped,
-    Worker,
-    WorkerState,
-    coordinated,
-    jumped_words,
-)
+from .server import ParameterServer
+from .state import MODES, RankStopped, WorkerState, coordinated, jumped_words
+from .worker import Worker
 
 log = logging.getLogger(__name__)
 
 PARALLEL_COLUMNS = (*METRIC_COLUMNS, "phase", "bytes")
-# settings that change how, not what, a resumed run computes
-MPI_SETTINGS = ("mpi_wait", "mpi_chunk_bytes", "threads")
 DEFAULT_PHASE1_FRACTION = 0.7  # the authors' code switches to local training at 70%
 
 
@@ -88,12 +83,6 @@ def check_parallel(cfg: TrainConfig, K: int, n_train: int | None = None) -> Trai
     if not 0 <= tau1 <= cfg.epochs:
         problems.append(f"--phase1-epochs must be between 0 and --epochs ({cfg.epochs}), "
                         f"got {tau1}")
-    if cfg.growth != "random":
-        problems.append(f"--growth {cfg.growth} is not available with --parallel (the "
-                        f"parameter server holds no training data to probe); use the paper's "
-                        f"random regrowth")
-    if cfg.save_topology:
-        problems.append("--save-topology is not available with --parallel")
     if n_train is not None and K >= 1 and n_train // K < cfg.batch_size:
         problems.append(f"each of the {K} workers gets about {n_train // K} training samples, "
                         f"fewer than one batch of {cfg.batch_size}: use fewer workers or a "
@@ -152,8 +141,8 @@ def skeleton(cfg: TrainConfig, sizes: list[int], threads: int) -> SparseMLP:
 
 # ====================================================================== entry point
 def run_parallel(cfg: TrainConfig, comm=None, *, data=None, resume: str | Path | None = None,
-                 overrides: dict[str, Any] | None = None,
-                 progress: bool | None = None) -> dict[str, Any] | None:
+                 overrides: dict[str, Any] | None = None, progress: bool | None = None,
+                 overwrite: bool = False) -> dict[str, Any] | None:
     """Train with WASAP-SGD or WASSP-SGD over MPI (``cfg.parallel``).
 
     Call it on every rank of ``comm`` (default ``MPI.COMM_WORLD``) with the
@@ -180,6 +169,8 @@ def run_parallel(cfg: TrainConfig, comm=None, *, data=None, resume: str | Path |
         checkpoint's, as the sequential runner does).
     progress : bool, optional
         Progress bar on rank 0 (default: when stderr is a terminal).
+    overwrite : bool
+        Replace the results of an earlier run in ``cfg.out``.
 
     Returns
     -------
@@ -190,7 +181,7 @@ def run_parallel(cfg: TrainConfig, comm=None, *, data=None, resume: str | Path |
     ------
     PreemptedError, DivergenceError, ConfigError...
         On rank 0, as the sequential runner; on the workers
-        :class:`~sparse_mlp.parallel.wasap.RankStopped` with the same exit
+        :class:`~sparse_mlp.parallel.state.RankStopped` with the same exit
         status (``quiet``: rank 0 reports).  An error on a single rank ends
         the whole job with ``MPI_Abort`` (the message names the rank).
     """
@@ -215,7 +206,7 @@ def run_parallel(cfg: TrainConfig, comm=None, *, data=None, resume: str | Path |
         with stop_on_signals(stop):
             if rank == 0:
                 result = _parameter_server(cfg, t, table, threads, stop, data, resume,
-                                           overrides, progress)
+                                           overrides, progress, overwrite)
             else:
                 _worker(cfg, t, threads, stop)
     except BaseException as exc:  # noqa: B036 - every failure must end the job
@@ -259,110 +250,73 @@ def _worker(cfg_local: TrainConfig, t: transport.Transport, threads: int,
 
 
 # ====================================================================== parameter server
-class _Setup:
-    """What rank 0 prepared before training."""
-
-    cfg: TrainConfig
-    data: Any
-    ckpt: Any
-    out: Path
-    info: dict
-    plan: Any
-
-
-def _prepare(cfg: TrainConfig, K: int, table: list, threads: int, data, resume, overrides
-             ) -> _Setup:
-    """The sequential runner's preparation, for K workers: configuration
-    (or the checkpoint's), data, checks, memory plan, output folder."""
-    from ..alpha import resolve_alpha
-    from ..experiment import (
-        check_feasible,
-        check_same_data,
-        data_fingerprint,
-        find_resume_checkpoint,
-        load_data,
-        plan_memory,
-        resolve_out_dir,
-        resumed_config,
-    )
-    from ..report import write_json
-
-    s = _Setup()
-    cfg.validate()
-    local_mpi = {k: getattr(cfg, k) for k in MPI_SETTINGS}
-    s.ckpt = None
-    if resume is not None:
-        s.ckpt = find_resume_checkpoint(resume, cfg)
-    if s.ckpt is not None:
-        par = s.ckpt.extra.get("parallel")
-        if par is None:
-            raise ConfigError(f"{s.ckpt.path} is the checkpoint of a sequential run: resume it "
-                              f"without --parallel and without mpiexec")
-        if int(par["workers"]) != K:
-            raise ConfigError(f"{s.ckpt.path} was written by a run with {par['workers']} "
-                              f"workers; resume it with the same number: mpiexec -n "
-                              f"{int(par['workers']) + 1} (this job has {K} workers)")
-        given = {k: v for k, v in (overrides or {}).items() if k not in MPI_SETTINGS}
-        out_given = cfg.out if str(resume) == "auto" else (overrides or {}).get("out")
-        cfg = resumed_config(s.ckpt, given, out=out_given)
-        cfg = cfg.replace(**{k: v for k, v in local_mpi.items() if k != "threads"})
-    if data is None:
-        data = load_data(cfg)
+def _prepare(r: Run, K: int, table: list, threads: int, data) -> tuple[TrainConfig, Any, Any]:
+    """The run owner's preparation for K workers: data, checks, memory plan
+    (per rank of this node), config.json.  Returns (cfg, data, plan)."""
+    ckpt = r.ckpt
+    if ckpt is not None and int(ckpt.extra["parallel"]["workers"]) != K:
+        par = ckpt.extra["parallel"]
+        raise ConfigError(f"{ckpt.path} was written by a run with {par['workers']} "
+                          f"workers; resume it with the same number: mpiexec -n "
+                          f"{int(par['workers']) + 1} (this job has {K} workers)")
+    data = r.load_data(data)
     n_train = data.X_train.shape[0]
+    cfg = r.cfg
     check_feasible(cfg, data.n_features, data.n_classes, n_train)
     cfg = check_parallel(cfg, K, n_train)
-    fingerprint = data_fingerprint(data)
-    if s.ckpt is not None:
-        check_same_data(s.ckpt, data, fingerprint)
     cfg = resolve_alpha(cfg, data.X_train)
     local, _, _ = transport.node_plan(table, 0)
-    s.plan = None
-    if s.ckpt is None:
+    plan = None
+    if ckpt is None:
         # every rank of this node holds a model and up to a worker's share of the data
         per_rank = data.X_test.shape[0] + -(-n_train // K)
-        cfg, s.plan = plan_memory(cfg, data.n_features, data.n_classes, per_rank,
-                                  available=available_bytes() // max(1, local))
-    cfg = cfg.replace(threads=threads)
-    s.out = resolve_out_dir(cfg)
-    cfg = cfg.replace(out=str(s.out))
-    write_json(s.out / "config.json", {**cfg.to_dict(), "data": data.info,
-                                       "n_features": data.n_features,
-                                       "n_classes": data.n_classes, "classes": data.classes,
-                                       "mpi": {"ranks": len(table), "workers": K,
-                                               "threads_per_rank": threads,
-                                               "hosts": sorted({r.host for r in table})}})
-    s.info = ({**s.ckpt.extra.get("run", {})} if s.ckpt is not None else
-              {"data_fingerprint": fingerprint, "wall_s": 0.0, "sessions": []})
-    s.info.setdefault("data_fingerprint", fingerprint)
-    s.cfg, s.data = cfg, data
-    return s
+        cfg, plan = plan_memory(cfg, data.n_features, data.n_classes, per_rank,
+                                available=available_bytes() // max(1, local))
+    cfg = r.cfg = cfg.replace(threads=threads)
+    r.write_config(data, mpi={"ranks": len(table), "workers": K, "threads_per_rank": threads,
+                              "hosts": sorted({x.host for x in table})})
+    return cfg, data, plan
+
+
+def _stop_workers(t: transport.Transport, exc: SparseMLPError) -> BaseException:
+    """Tell every worker that the run stops before training (they exit with
+    the same status, rank 0 reports)."""
+    for k in range(1, t.size):
+        t.send_object(k, {"ok": False, "exit_code": exc.exit_code, "message": str(exc)})
+    return coordinated(exc)
 
 
 def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, threads: int,
-                      stop: StopRequest, data, resume, overrides, progress
+                      stop: StopRequest, data, resume, overrides, progress, overwrite: bool
                       ) -> dict[str, Any]:
-    from ..experiment import finish_run, post_training_pruning, summarize_run
-    from ..growth import initial_layers
-    from ..report import MetricsCSV, write_json
-
-    t_start = time.perf_counter()
     K = t.size - 1
     log.info("MPI: %d ranks (1 parameter server + %d workers) on %d node(s), %d thread(s) "
              "per rank, waiting by %s; %s", t.size, K, len({r.host for r in table}), threads,
              "spinning" if t.spin else "sleeping", "; ".join(
                  transport.describe(r) for r in table))
-    # 1. configuration, data, checks (errors here stop every rank cleanly)
+    # 1. the run folder, configuration, data, checks (errors here stop every rank cleanly)
     try:
-        s = _prepare(cfg, K, table, threads, data, resume, overrides)
+        run = Run(cfg.replace(threads=threads), "parallel", resume=resume, overrides=overrides,
+                  overwrite=overwrite)
     except SparseMLPError as exc:
-        for k in range(1, t.size):
-            t.send_object(k, {"ok": False, "exit_code": exc.exit_code, "message": str(exc)})
-        raise coordinated(exc) from None
-    cfg, data = s.cfg, s.data
+        raise _stop_workers(t, exc) from None
+    with run:
+        try:
+            cfg, data, plan = _prepare(run, K, table, threads, data)
+        except SparseMLPError as exc:
+            raise _stop_workers(t, exc) from None
+        return _serve(run, cfg, data, plan, t, table, threads, stop, progress)
+
+
+def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: list,
+           threads: int, stop: StopRequest, progress) -> dict[str, Any]:
+    """Rank 0 inside its run folder: partitions, model, the parameter server,
+    the closing files."""
+    K = t.size - 1
     sizes = [data.n_features, *cfg.hidden, data.n_classes]
-    write_json(s.out / "ranks.json", [{"rank": r.rank, "role": transport.role(r.rank),
-                                       "pid": r.pid, "host": r.host, "cores": list(r.cores)}
-                                      for r in table])
+    write_json(r.out / "ranks.json", [{"rank": x.rank, "role": transport.role(x.rank),
+                                       "pid": x.pid, "host": x.host, "cores": list(x.cores)}
+                                      for x in table])
     for k in range(1, t.size):
         t.send_object(k, {"ok": True, "cfg": cfg.to_dict(), "sizes": sizes})
 
@@ -372,7 +326,7 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
     h = Header(len(sizes) - 1)
     partition_sizes = []
     for k in range(1, t.size):
-        rows = np.arange(k - 1, n_train, K, dtype=np.int64)
+        rows = partition(n_train, K, k - 1)
         Xk = np.ascontiguousarray(data.X_train[rows], dtype=np.float32)
         yk = np.ascontiguousarray(data.y_train[rows], dtype=np.int32)
         h.clear()
@@ -386,23 +340,17 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
              "/".join(map(str, partition_sizes)), data_bytes / 1e6)
 
     # 3. the model, the streams and where each worker is: new, or the checkpoint's
-    ckpt = s.ckpt
+    ckpt, info = r.ckpt, r.info
     if ckpt is None:
         streams = RandomStreams(cfg.seed)
         t0 = time.perf_counter()
-        layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
-                                cfg.density_allocation, cfg.erk_power, cfg.output_init)
-        model = SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation,
-                          alpha=cfg.alpha, init=cfg.weight_init, output=cfg.output,
-                          dropout=cfg.dropout, rng=streams.init, n_threads=threads,
-                          layers=layers, activation_memory=cfg.activation_memory,
-                          output_init=cfg.output_init)
+        model = build_model(cfg, data.n_features, data.n_classes, streams)
         state = TrainState()
         workers = [WorkerState(shuffle=jumped_words(streams.shuffle, i)) for i in range(K)]
-        s.info.update({"init_s": time.perf_counter() - t0,
-                       "activation_memory": s.plan.activation_memory,
-                       "micro_batch": cfg.micro_batch or cfg.batch_size,
-                       "nnz_per_layer_start": model.nnz_per_layer()})
+        info.update({"init_s": time.perf_counter() - t0,
+                     "activation_memory": plan.activation_memory,
+                     "micro_batch": cfg.micro_batch or cfg.batch_size,
+                     "nnz_per_layer_start": model.nnz_per_layer()})
         stats_before: dict = {}
         log.info("model %s: %s weights (%s per layer), %s, %d workers, phase 1 (%s) for %d "
                  "of %d epochs", "-".join(map(str, sizes)), f"{model.nnz:,}",
@@ -419,47 +367,25 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
             if ws.model is not None:
                 ws.model.n_threads = threads
         stats_before = dict(par.get("stats", {}))
-        s.info.setdefault("init_s", 0.0)
-        s.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
-    info = s.info
-    info["sessions"] = [*info.get("sessions", []),
-                        {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                         "resumed_from": None if ckpt is None else str(ckpt.path),
-                         "epoch": state.epoch, "step": state.step, "workers": K}]
-    wall_before = float(info.get("wall_s", 0.0))
+        info.setdefault("init_s", 0.0)
+        info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
+    r.begin_session(state, workers=K)
 
     # 4. metrics, checkpoints, the parameter server
-    out = s.out
-    ckdir = CheckpointDir(out / CHECKPOINT_DIR, keep=cfg.keep_checkpoints)
-    if ckpt is not None:
-        ckdir.retire_after(state.step, state.epoch)
-    csv_out = MetricsCSV(out / "metrics.csv", PARALLEL_COLUMNS)
-    for row in state.history:
-        csv_out(row)
+    r.checkpoints(state)
+    csv_out = r.metrics(PARALLEL_COLUMNS, state.history)
     layout = Layout.of(model)
 
     def on_checkpoint(ps: ParameterServer, reason: str, ck_model: SparseMLP):
-        info["wall_s"] = wall_before + time.perf_counter() - t_start
-        t0 = time.perf_counter()
-        extra = {"run": info,
-                 "parallel": {"mode": cfg.parallel, "workers": K,
+        extra = {"parallel": {"mode": cfg.parallel, "workers": K,
                               "phase1_epochs": cfg.phase1_epochs, "phase": ps.phase,
                               "worker": {f"w{k}": ws.to_extra(layout)
                                          for k, ws in enumerate(ps.workers, start=1)},
                               "stats": _merged_stats(stats_before, ps.stats)}}
         streams_state = {**streams.state(), "seed": streams.seed,
                          "dropout_seed": streams.dropout_seed}
-        try:
-            path = ckdir.save(cfg=cfg, model=ck_model, state=ps.state, streams=streams_state,
-                              extra=extra)
-        except CheckpointError as exc:
-            if reason == "preempted":
-                raise
-            log.error("%s Training goes on without this checkpoint.", exc)
-            return None
-        log.info("%s checkpoint %s (%.1f MB, %.2fs)", reason, path, path.stat().st_size / 1e6,
-                 time.perf_counter() - t0)
-        return path
+        return r.save_checkpoint(reason, model=ck_model, state=ps.state, streams=streams_state,
+                                 extra=extra)
 
     bar = None
     if progress is None:
@@ -475,41 +401,27 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
     try:
         ps.run()
     except PreemptedError as exc:
-        raise coordinated(PreemptedError(
-            f"{exc}. Continue it with the same number of ranks: mpiexec -n {K + 1} python "
-            f"run_experiment.py --parallel {cfg.parallel} --resume auto --out {out}",
-            exc.checkpoint)) from None
+        raise coordinated(exc.continued(
+            f"Continue it with the same number of ranks: mpiexec -n {K + 1} python "
+            f"run_experiment.py --parallel {cfg.parallel} --resume auto --out {r.out}")) from None
     finally:
-        csv_out.close()
         if bar is not None:
             bar.close()
 
     # 5. the result: the final model (phase 2: the average of the K replicas)
     final = ps.final_model
-    hist = state.history
-    post_rows = []
-    if cfg.post_prune:
-        post_rows = post_training_pruning(final, X_test, y_test, cfg.post_prune,
-                                          cfg.eval_batch_size)
-        pp = MetricsCSV(out / "post_pruning.csv", ["percentile", "test_acc", "test_loss", "nnz"])
-        for r in post_rows:
-            pp(r)
-        pp.close()
+    post_rows = r.post_prune(final, X_test, y_test)
     stats = _merged_stats(stats_before, ps.stats)
-    latest = ckdir.list()
     dense = layout.nbytes_dense()
     sparse_values = 4 * layout.n_values(final.nnz_per_layer())
     grads_per_epoch = ps.steps_per_epoch * (K if ps.sync else 1)
     ep1, ep2 = stats["epochs_phase1"], stats["epochs_phase2"]
     summary = {
-        **summarize_run(cfg, data.name, final, state, info,
-                        [int(n) for n in info["nnz_per_layer_start"]],
-                        wall_before + time.perf_counter() - t_start, threads, post_rows,
-                        latest[-1] if latest else None, None, out),
+        **r.summary(data.name, final, state, post_rows, None, threads),
         "parallel": {
             "mode": cfg.parallel, "workers": K, "ranks": t.size, "threads_per_rank": threads,
             "mpi_wait": "spin" if t.spin else "sleep", "mpi_chunk_bytes": t.chunk_bytes,
-            "hosts": sorted({r.host for r in table}),
+            "hosts": sorted({x.host for x in table}),
             "phase1_epochs": cfg.phase1_epochs, "phase2_epochs": cfg.epochs - cfg.phase1_epochs,
             "warmup_epochs": cfg.warmup_epochs if ps.sync else None,
             "partition_sizes": partition_sizes,
@@ -528,9 +440,9 @@ def _parameter_server(cfg: TrainConfig, t: transport.Transport, table: list, thr
             "ps_wait_s": t.wait_s,
         },
     }
-    finish_run(out, cfg, summary, hist,
-               f"{data.name} {summary['architecture']} {cfg.activation}"
-               f"{' + IP' if cfg.importance_pruning else ''}, {cfg.parallel.upper()} x{K}")
+    r.finish(summary, state.history,
+             f"{data.name} {summary['architecture']} {cfg.activation}"
+             f"{' + IP' if cfg.importance_pruning else ''}, {cfg.parallel.upper()} x{K}")
     if not math.isfinite(summary["best_test_acc"]) or summary["best_test_acc"] < 0:
         log.warning("no test evaluation happened in this run")
     return summary
