@@ -1,4 +1,4 @@
-"""The paper's configurations (REFERENCE.md, Tables 2 and 7) and the demo.
+"""The paper's configurations (docs/semantics.md, "Paper hyper-parameters") and the demo.
 
 A preset is a dict of :class:`~sparse_mlp.config.TrainConfig` fields; the
 command line starts from the preset of ``--dataset`` and applies the user's
@@ -45,36 +45,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 USER_DATA_PRESET: dict[str, Any] = {**PRESETS["fashionmnist"], "epochs": 100}
 
 PAPER_DATASETS = ("leukemia", "higgs", "madelon", "fashionmnist", "cifar10")
-
-# Table 2 (sequential, 1 core): per row (best test accuracy %, start nnz, end nnz,
-# training minutes for 500 epochs on one laptop core); dense rows on 12 cores (Keras)
-PAPER_TABLE2: dict[str, dict[str, tuple]] = {
-    "leukemia": {"relu": (85.98, 1684944, 1684944, 375), "relu_ip": (85.40, 1582214, 312900,
-                 266.5), "allrelu": (86.42, 1582518, 1582518, 375),
-                 "allrelu_ip": (85.69, 1582581, 313047, 266.5),
-                 "dense_relu": (None, 2260362518, 2260362518, None),
-                 "dense_allrelu": (None, 2260362518, 2260362518, None)},
-    "higgs": {"relu": (73.59, 50224, 50244, 216.67), "relu_ip": (73.50, 50246, 10065, 182.3),
-              "allrelu": (73.67, 50165, 50165, 216.67),
-              "allrelu_ip": (73.76, 50165, 9992, 140.3),
-              "dense_relu": (70.59, 2033002, 2033002, 182.3),
-              "dense_allrelu": (70.10, 2033002, 2033002, 140.13)},
-    "madelon": {"relu": (68.50, 19000, 19000, 3.6), "relu_ip": (75.00, 19000, 2739, 3.2),
-                "allrelu": (71.33, 19011, 19011, 3.6), "allrelu_ip": (77.00, 19000, 2737, 3.2),
-                "dense_relu": (59.66, 281702, 281702, 3.62),
-                "dense_allrelu": (62.00, 281702, 281702, 3.62)},
-    "fashionmnist": {"relu": (90.48, 126302, 126302, 137.5),
-                     "relu_ip": (89.43, 126302, 26111, 96.25),
-                     "allrelu": (91.38, 126302, 126302, 137.5),
-                     "allrelu_ip": (90.12, 126302, 25759, 96.25),
-                     "dense_relu": (90.85, 2797010, 2797010, 95.05),
-                     "dense_allrelu": (90.73, 2797010, 2797010, 95.05)},
-    "cifar10": {"relu": (67.05, 381758, 381758, 590), "relu_ip": (65.21, 381758, 238114, 530),
-                "allrelu": (69.83, 381425, 381425, 590),
-                "allrelu_ip": (68.55, 380318, 221323, 530),
-                "dense_relu": (64.94, 20337010, 20337010, 530.7),
-                "dense_allrelu": (67.96, 20337010, 20337010, 530.7)},
-}
 
 
 def preset_for(dataset: str) -> tuple[str, dict[str, Any]]:

@@ -19,20 +19,21 @@ from test_training import blobs, make_trainer, small_cfg
 
 import run_experiment
 import sparse_mlp.dense as dense_mod
-import sparse_mlp.experiment as experiment_mod
-import sparse_mlp.report as report_mod
 from sparse_mlp import figures, reproduce
+from sparse_mlp.checkpoint import list_checkpoints, load_checkpoint
 from sparse_mlp.datasets import Dataset
 from sparse_mlp.dense import (
     DenseMLP,
     check_dense_fits,
+    dense_config,
     dense_weights,
-    list_dense_checkpoints,
     run_dense,
 )
 from sparse_mlp.errors import ConfigError, MemoryBudgetError
 from sparse_mlp.layers import SparseLayer
 from sparse_mlp.model import SparseMLP
+from sparse_mlp.reproduce import table2 as table2_mod
+from sparse_mlp.reproduce import table3 as table3_mod
 from sparse_mlp.training import PreemptedError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,9 +49,18 @@ def data():
 
 @pytest.fixture
 def no_run_plots(monkeypatch):
-    """The per-run learning-curve PNG costs most of a tiny run's time."""
-    monkeypatch.setattr(experiment_mod, "plot_learning_curves", lambda *a, **k: None)
-    monkeypatch.setattr(report_mod, "plot_learning_curves", lambda *a, **k: None)
+    """The per-run learning-curve PNG costs most of a tiny run's time: off in
+    every module that looks the plotting function up (the run owner,
+    ``sparse_mlp.run``, where there is one; ``experiment`` before it)."""
+    import importlib
+
+    for name in ("sparse_mlp.experiment", "sparse_mlp.report", "sparse_mlp.run"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "plot_learning_curves"):
+            monkeypatch.setattr(mod, "plot_learning_curves", lambda *a, **k: None)
 
 
 def sparse_twin(d: DenseMLP) -> SparseMLP:
@@ -137,7 +147,7 @@ def test_dense_memory_is_estimated_and_refused():
 def test_run_dense_resumes_exactly_after_preemption(tmp_path, data, monkeypatch, no_run_plots):
     """SIGTERM mid-epoch -> checkpoint -> PreemptedError; the resumed run ends
     bit-identical to one that was never stopped."""
-    cfg = small_cfg(epochs=3, diagnostics=True)
+    cfg = dense_config(small_cfg(epochs=3, diagnostics=True))
     straight = run_dense(cfg.replace(out=str(tmp_path / "a")), data=data, progress=False)
 
     import sparse_mlp.training as training
@@ -159,9 +169,10 @@ def test_run_dense_resumes_exactly_after_preemption(tmp_path, data, monkeypatch,
     assert resumed["sessions"] == 2 and resumed["resumed_from"]
     for k in ("best_test_acc", "final_test_loss", "final_train_loss"):
         assert resumed[k] == straight[k]
-    a, b = (dense_mod.load_dense_checkpoint(list_dense_checkpoints(p / "checkpoints")[-1])
+    a, b = (load_checkpoint(list_checkpoints(p / "checkpoints")[-1])
             for p in (tmp_path / "a", tmp_path / "b"))
-    for la, lb in zip(a["model"].layers, b["model"].layers):
+    assert a.kind == b.kind == "dense"
+    for la, lb in zip(a.model.layers, b.model.layers):
         assert np.array_equal(la.W, lb.W) and np.array_equal(la.velocity, lb.velocity)
     da, db = (json.loads((tmp_path / p / "diagnostics.json").read_text()) for p in "ab")
     assert da["grad_flow"] == db["grad_flow"] and da["in_degree"] == [None] * 3
@@ -249,7 +260,8 @@ def test_table2_continues_an_unfinished_run_from_its_checkpoint(tmp_path, data, 
 
 def test_table2_partial_runs_write_the_table_from_finished_runs(tmp_path, data, monkeypatch,
                                                                no_run_plots):
-    monkeypatch.setattr(reproduce, "table2_base",
+    # reproduce_table2 looks table2_base up in its own module, sparse_mlp.reproduce.table2
+    monkeypatch.setattr(table2_mod, "table2_base",
                         lambda *a, **k: small_cfg(epochs=2, preset="madelon"))
     text = reproduce.reproduce_table2("madelon", seeds=3, out=tmp_path, rows=["relu"],
                                       only_seed=1, data=data)
@@ -521,7 +533,7 @@ def test_table3_without_mpi_prints_the_mpiexec_command(tmp_path, monkeypatch):
          "date": "d"},
         {"dataset": "higgs", "mode": "csr", "threads": 1, "sec_per_epoch": [8.0]}]}))
     original = reproduce.torch_cpu_reference
-    monkeypatch.setattr(reproduce, "torch_cpu_reference", lambda ds: original(ds, bench))
+    monkeypatch.setattr(table3_mod, "torch_cpu_reference", lambda ds: original(ds, bench))
     text = reproduce.reproduce_table3("higgs", seeds=2, out=tmp_path / "t3",
                                       overrides={"threads": 1})
     assert ("mpiexec -n 6 python run_experiment.py --reproduce table3 --dataset higgs "
@@ -566,7 +578,7 @@ def test_cli_table4_takes_rows_and_training_options(monkeypatch, capsys):
         seen.update(kw, out=out)
         return "table"
 
-    monkeypatch.setattr(reproduce, "reproduce_table4", fake)
+    monkeypatch.setattr(reproduce, "reproduce_table4", fake)  # the CLI calls rep.reproduce_table4
     assert run_experiment.main(["--reproduce", "table4", "--rows", "65536-5Mx4-2",
                                 "--weight-init", "he_uniform_sparse", "--output-init", "zero",
                                 "--lr-fan-in-cap", "5", "--dropout", "0", "--epochs", "3",
@@ -576,3 +588,116 @@ def test_cli_table4_takes_rows_and_training_options(monkeypatch, capsys):
     assert (seen["output_init"], seen["dropout"], seen["epochs"]) == ("zero", 0.0, 3)
     with pytest.raises(ConfigError, match="unknown Table 4 architecture.*65536-5Mx10-2"):
         reproduce.table4_configs(archs=["65536-5Mx5-2"])
+
+
+# ----------------------------------------------------------------------------- paper numbers
+def test_paper_numbers_load_from_the_data_file():
+    data = reproduce.load_paper_numbers()
+    for n in (2, 3, 4, 6):
+        table = data[f"table{n}"]
+        assert table["source"].startswith(f"Table {n} of the paper") and table["columns"]
+    cols = {n: set(data[f"table{n}"]["columns"]) for n in (2, 3, 4, 6)}
+    assert all(set(r) == cols[2] for rows in data["table2"]["rows"].values()
+               for r in rows.values())
+    assert all(set(r) == cols[3] for rows in data["table3"]["rows"].values() for r in rows)
+    assert all(set(r) == cols[4] for r in data["table4"]["rows"].values())
+    assert all(set(r) == cols[6] for r in data["table6"]["rows"].values())
+    assert data["table2"]["rows"]["madelon"]["allrelu_ip"]["accuracy"] == 77.00
+    # in the shapes the writers index (the paper's column order)
+    assert reproduce.PAPER_TABLE2["madelon"]["allrelu_ip"] == (77.00, 19000, 2737, 3.2)
+    assert reproduce.PAPER_TABLE6["madelon"][:2] == (71.33, 19006)
+    assert reproduce.PAPER_TABLE6["madelon"][2][10.0] == (72.00, 17661)
+    assert ("WASAP-SGD", True, 12, False, 74.88, 108.33, 62, 2800) in reproduce.PAPER_TABLE3[
+        "higgs"]
+    assert [a[0] for a in reproduce.TABLE4_ARCHS] == list(data["table4"]["rows"])
+    assert reproduce.TABLE4_ARCHS[3][3] == {"neurons": "20 M", "params": "40.3 M", "workers": 8,
+                                            "init": 5, "train": 26, "test": 18, "evolution": 6}
+    from sparse_mlp import presets
+    assert not hasattr(presets, "PAPER_TABLE2")  # one home for the paper's numbers
+
+
+def test_paper_numbers_are_package_data():
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    tool = read_configuration(ROOT / "pyproject.toml")["tool"]["setuptools"]
+    assert "sparse_mlp.reproduce" in tool["packages"]
+    assert "paper_numbers.json" in tool["package-data"]["sparse_mlp.reproduce"]
+    assert (ROOT / "sparse_mlp" / "reproduce" / "paper_numbers.json").is_file()
+
+
+def _paper_cell(v, fmt: str, none: str = "n/a") -> str:
+    return none if v is None else format(v, fmt)
+
+
+def _table_line(text: str, start: str) -> list[str]:
+    line = next(ln for ln in text.splitlines() if ln.startswith(start))
+    return [c.strip() for c in line.split("|")[1:-1]]
+
+
+@pytest.mark.parametrize("dataset", ["leukemia", "higgs", "madelon", "fashionmnist", "cifar10"])
+def test_table_writers_print_the_paper_numbers_of_the_data_file(tmp_path, dataset):
+    paper = reproduce.load_paper_numbers()
+    prune = [{"percentile": p, "test_acc": 0.5, "nnz": 90} for p in (0.0, 5.0, 10.0, 15.0,
+                                                                      20.0, 25.0)]
+    run = {"best_test_acc": 0.5, "nnz_start": 100, "nnz_end": 90, "train_s": 60.0,
+           "evolution_s": 6.0, "wall_s": 70.0, "test_s": 1.0, "peak_rss_bytes": 2**20,
+           "epochs": 500, "dataset": dataset, "post_pruning": prune}
+    # Table 2: accuracy, start and end nnz, minutes of every row
+    results = {k: [run] for k, _, _ in reproduce.TABLE2_ALL_ROWS}
+    text = reproduce.write_table2(dataset, reproduce.table2_rows(dataset, results), tmp_path, 500)
+    for key, p in paper["table2"]["rows"][dataset].items():
+        model = "Dense MLP" if key.startswith("dense_") else "SET-MLP"
+        cells = _table_line(text, f"| {model} {reproduce.ROW_LABELS[key]} |")
+        assert cells[2] == _paper_cell(p["accuracy"], ".2f")
+        assert cells[3].endswith(f"({p['start_nnz']:,})") and cells[4].endswith(
+            f"({p['end_nnz']:,})")
+        assert cells[5].endswith(f"({_paper_cell(p['minutes'], 'g')})")
+    if dataset == "madelon":
+        assert _table_line(text, "| SET-MLP All-ReLU + IP |")[2] == "77.00"
+    # Table 6: the model, then every pruning threshold
+    p6 = paper["table6"]["rows"][dataset]
+    text = reproduce.write_table6(dataset, [run], tmp_path, 500, reproduce.POST_PRUNE_PERCENTILES)
+    assert f"(paper {p6['accuracy']:.2f})" in text and f"(paper {p6['params']:,})" in text
+    for pct, p in p6["percentiles"].items():
+        cells = _table_line(text, f"| {pct}th percentile |")
+        assert (cells[2], cells[4]) == (f"{p['accuracy']:.2f}", f"{p['end_nnz']:,}")
+    # Table 3 (three of the datasets): accuracy, minutes and memory of each row
+    records = paper["table3"]["rows"].get(dataset, [])
+    res3 = {k: [run] for k in ("wassp", "wassp_ip", "wasap", "wasap_ip", "allrelu",
+                               "allrelu_ip")}
+    text = reproduce.write_table3(dataset, res3, tmp_path, 500, 5, None, [])
+    for p in records:
+        if p["framework"].startswith("Keras"):
+            continue
+        cells = _table_line(text, f"| {p['framework']} | {'yes' if p['ip'] else 'no'} |")
+        assert cells[4] == _paper_cell(p["accuracy"], ".2f")
+        assert cells[5].endswith(f"({p['minutes']:g})")
+        assert cells[6].endswith(f"({p['memory_mb']:g})")
+    gpu = [p for p in records if p["gpu"]]
+    assert (f"missing ({gpu[0]['minutes']:g})" if gpu else "missing (n/a)") in text
+
+
+def test_table4_writer_prints_the_paper_numbers_of_the_data_file(tmp_path):
+    paper = reproduce.load_paper_numbers()["table4"]["rows"]
+    rows = []
+    for name, cfg, p in reproduce.table4_configs(out=tmp_path):
+        assert p == paper[name]
+        rows.append({"name": name, "epsilon": cfg.epsilon, "status": "does not fit",
+                     **{f"paper_{k}": v for k, v in p.items()}})
+    text = reproduce.write_table4(rows, tmp_path, 2, 1.0, True, False)
+    for name, p in paper.items():
+        cells = _table_line(text, f"| {name} |")
+        assert cells[4:8] == [f"({p[k]})" for k in ("init", "train", "test", "evolution")]
+
+
+def test_no_default_output_folder_in_the_tracked_results():
+    import inspect
+
+    for name in ("reproduce_table2", "reproduce_table3", "reproduce_table4", "reproduce_table6"):
+        out = inspect.signature(getattr(reproduce, name)).parameters["out"]
+        assert out.default is inspect.Parameter.empty, name  # the caller says where
+    for mod in (reproduce.common, reproduce.table2, reproduce.table3, reproduce.table4,
+                reproduce.table6):
+        for name, fn in inspect.getmembers(mod, inspect.isfunction):
+            for p in inspect.signature(fn).parameters.values():
+                assert not str(p.default).startswith("results"), f"{mod.__name__}.{name}"
