@@ -29,23 +29,16 @@ that would not fit with :class:`~sparse_mlp.errors.MemoryBudgetError` --
 Leukemia's dense 54675-27500-27500-18 MLP (2.26e9 weights, ~25 GiB) is a
 "memory error" here as it was in the paper.
 
-:func:`run_dense` is the dense twin of :func:`sparse_mlp.experiment.run`:
-the same files in the run folder (config.json, metrics.csv, summary.json,
-learning_curves.png, diagnostics.json with ``cfg.diagnostics``), the same
-summary keys, SIGTERM/SIGUSR1 -> checkpoint -> :class:`PreemptedError`, and
-exact resume from ``<out>/checkpoints/ckpt_*.h5``: the package's HDF5
-checkpoints (:mod:`sparse_mlp.checkpoint`, ``/model`` attrs kind="dense":
-weights, momentum, loop state, random streams).
+The dense pipeline is :func:`sparse_mlp.experiment.run_dense`, the twin of
+the sparse one in a run folder owned by :class:`sparse_mlp.run.Run`, with
+the package's HDF5 checkpoints (``/model`` attrs kind="dense").
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -426,69 +419,7 @@ class DenseMLP(LayerStack):
 # --------------------------------------------------------------------------- run
 def dense_config(cfg: TrainConfig) -> TrainConfig:
     """The dense twin of a sparse configuration (Table 2's dense rows): the
-    same data, widths, activation and optimiser, without the settings of a
-    sparse topology (evolution, Importance Pruning, post-training pruning,
-    growth, topology history), which :func:`run_dense` refuses."""
-    return cfg.replace(evolution=False, importance_pruning=False, post_prune=[],
-                       growth="random", regrow_init="init", save_topology=False,
-                       density_allocation="er", output_init=None, lr_fan_in_cap=None)
-
-
-def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
-              resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
-    """Train a dense MLP with ``cfg`` (the twin of :func:`sparse_mlp.experiment.run`,
-    in a run folder owned by :class:`sparse_mlp.run.Run`).
-
-    Parameters
-    ----------
-    cfg : TrainConfig
-        ``hidden``, activation, optimiser, dropout, epochs, seed, ``out`` ...
-        (a dense configuration: :func:`dense_config`; topology settings are
-        refused).
-    data : Dataset, optional
-        Use this data instead of loading ``cfg.dataset``.
-    resume : str or Path, optional
-        As :func:`sparse_mlp.experiment.run` ("auto": the newest checkpoint in
-        ``cfg.out``, a new run when there is none).
-
-    Raises
-    ------
-    MemoryBudgetError
-        The dense model would not fit in memory (nothing is allocated).
-    PreemptedError
-        A stop signal arrived: stopped after a batch with a checkpoint.
-    """
-    from .run import Run
-    from .training import METRIC_COLUMNS, RandomStreams, TrainState
-
-    with Run(cfg, "dense", resume=resume, overwrite=overwrite) as r:
-        cfg, ckpt = r.cfg, r.ckpt
-        data = r.load_data(data)
-        sizes = [data.n_features, *cfg.hidden, data.n_classes]
-        check_dense_fits(sizes, cfg.batch_size, cfg.eval_batch_size,
-                         data.X_train.shape[0] + data.X_test.shape[0])
-        threads = cfg.threads or default_threads()
-        cfg = r.cfg = cfg.replace(threads=threads)
-        r.write_config(data, model="dense")
-        if ckpt is None:
-            streams = RandomStreams(cfg.seed)
-            t0 = time.perf_counter()
-            model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output,
-                             cfg.dropout, rng=streams.init, n_threads=threads)
-            state = TrainState()
-            r.info["init_s"] = time.perf_counter() - t0
-            r.info["nnz_per_layer_start"] = model.nnz_per_layer()
-        else:
-            model, streams, state = ckpt.model, ckpt.streams(), ckpt.state
-            model.n_threads = threads
-            r.info.setdefault("init_s", 0.0)
-            r.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
-        r.begin_session(state)
-        r.checkpoints(state)
-        csv_out = r.metrics(METRIC_COLUMNS, state.history)
-
-        state = r.train(model, data, streams, state, on_epoch=csv_out, progress=progress,
-                        context=blas_threads(threads))
-        summary = {"model": "dense", **r.summary(data.name, model, state, [], None, threads)}
-        return r.finish(summary, state.history,
-                        f"{data.name} {summary['architecture']} dense {cfg.activation}")
+    same data, widths, activation and optimiser, without SET, Importance
+    Pruning and post-training pruning (:func:`run_dense` refuses every
+    setting of a sparse topology)."""
+    return cfg.replace(evolution=False, importance_pruning=False, post_prune=[])

@@ -1,9 +1,10 @@
-"""The sequential pipeline: data -> sparse model -> training -> results on disk.
+"""The sequential pipelines: data -> model -> training -> results on disk.
 
-``run(cfg)`` is what ``run_experiment.py`` calls.  The run folder, resume,
+``run(cfg)`` (a sparse MLP) is what ``run_experiment.py`` calls;
+``run_dense(cfg)`` trains the dense twin (Table 2's dense rows).  The run folder, resume,
 config.json, metrics, checkpoints and the closing files belong to the run
 owner (:class:`sparse_mlp.run.Run`, which lists the files); this module
-builds the sparse model (memory plan first), runs the
+builds the model (memory plan first), runs the
 :class:`~sparse_mlp.training.Trainer` and says what to do when a run stops
 early.  SIGTERM / SIGUSR1 / SIGINT / SIGHUP during training stop the run
 after the current batch with a checkpoint
@@ -22,6 +23,7 @@ from typing import Any
 from .alpha import resolve_alpha
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
+from .dense import DenseMLP, blas_threads, check_dense_fits
 from .errors import ConfigError, MemoryBudgetError
 from .initial_topology import initial_layers
 from .kernels import default_threads
@@ -31,11 +33,7 @@ from .model import SparseMLP
 from .report import write_json
 from .run import Run, load_data, versions
 from .topology_log import TOPOLOGY_FILE, TopologyLog
-from .training import (
-    METRIC_COLUMNS,
-    RandomStreams,
-    TrainState,
-)
+from .training import METRIC_COLUMNS, RandomStreams, TrainState
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +263,63 @@ def _train(r: Run, data, progress: bool | None) -> dict[str, Any]:
     return r.finish(summary, state.history,
                     f"{data.name} {summary['architecture']} {cfg.activation}"
                     f"{' + IP' if cfg.importance_pruning else ''}")
+
+
+def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
+              resume: str | Path | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Train a dense MLP with ``cfg`` (Table 2's dense rows; the twin of
+    :func:`run`, in a run folder owned by :class:`sparse_mlp.run.Run`).
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        ``hidden``, activation, optimiser, dropout, epochs, seed, ``out`` ...
+        (a dense configuration: :func:`sparse_mlp.dense.dense_config`;
+        topology settings are refused).
+    data : Dataset, optional
+        Use this data instead of loading ``cfg.dataset``.
+    resume : str or Path, optional
+        As :func:`sparse_mlp.experiment.run` ("auto": the newest checkpoint in
+        ``cfg.out``, a new run when there is none).
+
+    Raises
+    ------
+    MemoryBudgetError
+        The dense model would not fit in memory (nothing is allocated).
+    PreemptedError
+        A stop signal arrived: stopped after a batch with a checkpoint.
+    """
+    with Run(cfg, "dense", resume=resume, overwrite=overwrite) as r:
+        cfg, ckpt = r.cfg, r.ckpt
+        data = r.load_data(data)
+        sizes = [data.n_features, *cfg.hidden, data.n_classes]
+        check_dense_fits(sizes, cfg.batch_size, cfg.eval_batch_size,
+                         data.X_train.shape[0] + data.X_test.shape[0])
+        threads = cfg.threads or default_threads()
+        cfg = r.cfg = cfg.replace(threads=threads)
+        r.write_config(data, model="dense")
+        if ckpt is None:
+            streams = RandomStreams(cfg.seed)
+            t0 = time.perf_counter()
+            model = DenseMLP(sizes, cfg.activation, cfg.alpha, cfg.weight_init, cfg.output,
+                             cfg.dropout, rng=streams.init, n_threads=threads)
+            state = TrainState()
+            r.info["init_s"] = time.perf_counter() - t0
+            r.info["nnz_per_layer_start"] = model.nnz_per_layer()
+        else:
+            model, streams, state = ckpt.model, ckpt.streams(), ckpt.state
+            model.n_threads = threads
+            r.info.setdefault("init_s", 0.0)
+            r.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
+        r.begin_session(state)
+        r.checkpoints(state)
+        csv_out = r.metrics(METRIC_COLUMNS, state.history)
+
+        state = r.train(model, data, streams, state, on_epoch=csv_out, progress=progress,
+                        context=blas_threads(threads))
+        summary = {"model": "dense", **r.summary(data.name, model, state, [], None, threads)}
+        return r.finish(summary, state.history,
+                        f"{data.name} {summary['architecture']} dense {cfg.activation}")
 
 
 DATA_FIELDS = ("data_dir", "n_train", "n_test", "n_features", "n_classes", "label_column",

@@ -43,9 +43,11 @@ Files of a run folder::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -58,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy
 
 from . import __version__
 from .checkpoint import (
@@ -71,8 +74,18 @@ from .checkpoint import (
     resolve_checkpoint,
 )
 from .config import TrainConfig
+from .datasets import load_dataset
 from .errors import CheckpointError, ConfigError, DivergenceError
+from .evolution import importance_prune
+from .kernels import build_info
 from .report import MetricsCSV, plot_learning_curves, write_json
+from .training import (
+    DIAGNOSTIC_KEYS,
+    PreemptedError,
+    StopRequest,
+    Trainer,
+    stop_on_signals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +211,6 @@ class FolderLock:
 # ---------------------------------------------------------------------- data
 def load_data(cfg: TrainConfig):
     """The dataset of a configuration (sparse_mlp.datasets)."""
-    from .datasets import load_dataset
     return load_dataset(cfg.dataset, cfg.data_dir, n_train=cfg.n_train, n_test=cfg.n_test,
                         n_features=cfg.n_features, n_classes=cfg.n_classes,
                         label_column=cfg.label_column, test_fraction=cfg.test_fraction,
@@ -327,9 +339,6 @@ def peak_rss_bytes() -> int:
 
 
 def versions() -> dict[str, Any]:
-    import scipy
-
-    from .kernels import build_info
     return {"sparse_mlp": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "scipy": scipy.__version__, **build_info(),
             "machine": platform.machine(), "platform": platform.platform()}
@@ -337,8 +346,6 @@ def versions() -> dict[str, Any]:
 
 def post_training_pruning(model, X_test, y_test, percentiles, batch_size: int) -> list[dict]:
     """Paper Table 6: prune once at each percentile (on a copy) and evaluate."""
-    from .evolution import importance_prune
-
     rows = []
     base_loss, base_acc = model.evaluate(X_test, y_test, batch_size)
     rows.append({"percentile": 0, "test_acc": base_acc, "test_loss": base_loss,
@@ -486,7 +493,6 @@ class Run:
 
     def _same_run(self, cfg: TrainConfig) -> bool:
         """Does the folder's config.json describe the run ``cfg`` asks for?"""
-        import json
         try:
             saved = json.loads((self.out / "config.json").read_text())
         except (OSError, ValueError):
@@ -591,10 +597,6 @@ class Run:
         saying how to continue, divergence naming the last good checkpoint.
         ``context``: entered around the loop (the dense run's BLAS threads).
         Returns the final TrainState."""
-        import contextlib
-
-        from .training import PreemptedError, StopRequest, Trainer, stop_on_signals
-
         def on_checkpoint(trainer: Trainer, reason: str) -> Path | None:
             return self.save_checkpoint(reason, model=model, state=trainer.state,
                                         streams=trainer.streams_state())
@@ -675,8 +677,6 @@ class Run:
     def finish(self, summary: dict, hist: list[dict], title: str) -> dict:
         """The last files: diagnostics.json (with --diagnostics), summary.json,
         learning_curves.png.  Returns ``summary``."""
-        from .training import DIAGNOSTIC_KEYS
-
         if self.cfg.diagnostics:
             write_json(self.out / "diagnostics.json",
                        {k: [r.get(k) for r in hist] for k in ("epoch", *DIAGNOSTIC_KEYS)})

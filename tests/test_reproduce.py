@@ -27,9 +27,9 @@ from sparse_mlp.dense import (
     check_dense_fits,
     dense_config,
     dense_weights,
-    run_dense,
 )
 from sparse_mlp.errors import ConfigError, MemoryBudgetError
+from sparse_mlp.experiment import run_dense
 from sparse_mlp.layers import SparseLayer
 from sparse_mlp.model import SparseMLP
 from sparse_mlp.reproduce import table2 as table2_mod
@@ -150,6 +150,7 @@ def test_run_dense_resumes_exactly_after_preemption(tmp_path, data, monkeypatch,
     cfg = dense_config(small_cfg(epochs=3, diagnostics=True))
     straight = run_dense(cfg.replace(out=str(tmp_path / "a")), data=data, progress=False)
 
+    import sparse_mlp.run as run_mod
     import sparse_mlp.training as training
 
     class StopAfter(training.StopRequest):
@@ -160,10 +161,10 @@ def test_run_dense_resumes_exactly_after_preemption(tmp_path, data, monkeypatch,
             StopAfter.polls += 1
             return StopAfter.polls == 14  # mid-epoch 2 (10 batches + 1 poll per epoch)
 
-    monkeypatch.setattr(training, "StopRequest", StopAfter)
+    monkeypatch.setattr(run_mod, "StopRequest", StopAfter)  # (the run owner makes it)
     with pytest.raises(PreemptedError, match="--resume auto"):
         run_dense(cfg.replace(out=str(tmp_path / "b")), data=data, progress=False)
-    monkeypatch.setattr(training, "StopRequest", StopAfter.__mro__[1])
+    monkeypatch.setattr(run_mod, "StopRequest", StopAfter.__mro__[1])
     resumed = run_dense(cfg.replace(out=str(tmp_path / "b")), data=data, progress=False,
                         resume="auto")
     assert resumed["sessions"] == 2 and resumed["resumed_from"]

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..config import TrainConfig
-from ..dense import check_dense_fits, dense_config, run_dense
+from ..dense import check_dense_fits, dense_config
 from ..errors import ConfigError, DivergenceError, MemoryBudgetError
-from ..experiment import dataset_shape, run
+from ..experiment import dataset_shape, run, run_dense
 from ..presets import preset_for
 from ..report import write_json
 from ..run import load_data
