@@ -23,6 +23,12 @@ from typing import Any
 from .alpha import resolve_alpha
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
+from .datasets import (
+    SYNTHETIC_N_CLASSES,
+    SYNTHETIC_N_FEATURES,
+    SYNTHETIC_N_SAMPLES,
+    SYNTHETIC_TEST_FRACTION,
+)
 from .dense import DenseMLP, blas_threads, check_dense_fits
 from .errors import ConfigError, MemoryBudgetError
 from .initial_topology import initial_layers
@@ -49,12 +55,6 @@ def dataset_shape(cfg: TrainConfig) -> tuple[int, int, int] | None:
     loading it, or None when only loading tells (a user's file)."""
     name = cfg.dataset.lower().replace("-", "").replace("_", "")
     if name == "synthetic":
-        from .datasets import (
-            SYNTHETIC_N_CLASSES,
-            SYNTHETIC_N_FEATURES,
-            SYNTHETIC_N_SAMPLES,
-            SYNTHETIC_TEST_FRACTION,
-        )
         n_train = cfg.n_train or int(round(SYNTHETIC_N_SAMPLES * (1 - SYNTHETIC_TEST_FRACTION)))
         n_test = cfg.n_test or int(round(SYNTHETIC_N_SAMPLES * SYNTHETIC_TEST_FRACTION))
         return (cfg.n_features or SYNTHETIC_N_FEATURES, cfg.n_classes or SYNTHETIC_N_CLASSES,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import read_until
 
 import run_experiment
 from sparse_mlp.checkpoint import (
@@ -37,21 +38,6 @@ def _spawn(*args: str, env_extra: dict | None = None) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 30.0) -> list[str]:
-    """Read the process's output until a line contains ``marker``."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return seen
-    proc.kill()
-    raise AssertionError(f"{marker!r} never appeared; output:\n{''.join(seen)}")
-
-
 def _rows(path: Path) -> list[dict]:
     """metrics.csv without the timing columns."""
     with open(path) as fh:
@@ -69,9 +55,9 @@ def test_sigkill_while_saving_keeps_the_previous_checkpoint(tmp_path):
     folder = tmp_path / "checkpoints"
     target = folder / "ckpt_e000001_s0000000007.h5"
     proc = _spawn("kill-while-saving", str(target))
-    _wait_for(proc, "saved")
+    read_until(proc, "saved")
     before = load_checkpoint(target)
-    _wait_for(proc, "writing")  # the second save is half-way through its datasets
+    read_until(proc, "writing")  # the second save is half-way through its datasets
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=10) == -signal.SIGKILL
 
@@ -103,7 +89,7 @@ def test_signal_checkpoints_and_resume_auto_continues_exactly(sig, delay, straig
     resumed run must match the uninterrupted one exactly."""
     out = tmp_path / "run"
     proc = _spawn("slow-cli", *RUN_ARGS, "--out", str(out), env_extra={"SLOW_STEP_S": "0.01"})
-    _wait_for(proc, "epoch 1/5")
+    read_until(proc, "epoch 1/5")
     time.sleep(delay)
     proc.send_signal(sig)
     rest = proc.communicate(timeout=30)[0]

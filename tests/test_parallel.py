@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import read_until
 from conftest import random_layer
 
 from sparse_mlp.checkpoint import LAYER_ARRAYS, list_checkpoints, load, load_checkpoint
@@ -263,20 +264,6 @@ def _spawn(n: int, *args: str, launcher_flags=(), env_extra: dict | None = None
                             start_new_session=True)
 
 
-def _read_until(proc: subprocess.Popen, marker: str, timeout: float = 40.0) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"{marker!r} never appeared; output:\n{''.join(seen)}")
-
-
 def _rows(path: Path) -> list[dict]:
     with open(path) as fh:
         return [{k: v for k, v in r.items() if k not in (*TIMING_COLUMNS, "bytes")}
@@ -391,7 +378,7 @@ def test_preempted_wassp_run_resumes_exactly(two_worker_runs, tmp_path):
     out = tmp_path / "run"
     args = [*BASE, "--parallel", "wassp", "--out", str(out)]
     proc = _spawn(3, "cli", *args, env_extra={"SLOW_STEP_S": "0.02"})
-    _read_until(proc, "epoch 1/4")
+    read_until(proc, "epoch 1/4", timeout=40.0, group=True)
     time.sleep(0.15)
     os.killpg(proc.pid, signal.SIGTERM)  # what SLURM does: the launcher and its ranks
     rest = proc.communicate(timeout=30)[0]
@@ -427,7 +414,7 @@ def test_a_killed_worker_stops_the_whole_job(tmp_path, cleanup):
     proc = _spawn(3, "cli", *BASE, "--epochs", "30", "--parallel", "wasap", "--out",
                   str(tmp_path / "run"), launcher_flags=flags,
                   env_extra={"SLOW_STEP_S": "0.02"})
-    seen = _read_until(proc, "epoch 1/30")
+    seen = read_until(proc, "epoch 1/30", timeout=40.0, group=True)
     pid = _pid_of(seen, 1)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)

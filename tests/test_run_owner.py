@@ -9,11 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import read_until
 
 import run_experiment
 import sparse_mlp
@@ -38,20 +38,6 @@ def _spawn_slow(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "SLOW_STEP_S": "0.02"}
     return subprocess.Popen([sys.executable, str(HELPER), "slow-cli", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 60.0) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"{marker!r} never appeared; output:\n{''.join(seen)}")
 
 
 def test_a_new_run_never_reuses_another_runs_folder(tmp_path, capsys):
@@ -82,7 +68,7 @@ def test_a_second_run_into_a_busy_folder_is_refused_naming_the_holder(tmp_path, 
     proc = _spawn_slow("--dataset", "digits", "--hidden", "16,16", "--epochs", "50",
                        "--threads", "1", "--no-progress", "--out", str(out))
     try:
-        _wait_for(proc, "epoch 1/50")
+        read_until(proc, "epoch 1/50")
         code, text = _main(capsys, *TINY, "--out", str(out))
         assert code == 2
         assert "is in use by another run" in text and f"pid {proc.pid}" in text
@@ -239,7 +225,7 @@ def test_sigint_and_sighup_checkpoint_then_exit(sig, code, tmp_path, capsys):
     args = ["--dataset", "digits", "--hidden", "16,16", "--epochs", "4", "--threads", "1",
             "--no-progress", "--checkpoint-every", "10", "--out", str(out)]
     proc = _spawn_slow(*args)
-    _wait_for(proc, "epoch 1/4")
+    read_until(proc, "epoch 1/4")
     proc.send_signal(sig)
     rest = proc.communicate(timeout=60)[0]
     assert proc.returncode == code, rest
