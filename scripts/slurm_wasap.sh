@@ -41,6 +41,7 @@ OUT=${OUT:-runs/${DATASET}_${MODE}_x5_${SLURM_JOB_ID:-local}}   # the same acros
 THREADS=${SLURM_CPUS_PER_TASK:-1}
 NTASKS=${SLURM_NTASKS:-6}
 EXTRA=${EXTRA:-}
+PYTHON=${PYTHON:-python3}                 # the interpreter that has sparse_mlp installed
 
 cd "${SLURM_SUBMIT_DIR:-.}"
 export OMP_NUM_THREADS="$THREADS" OMP_PROC_BIND=close OMP_PLACES=cores
@@ -54,10 +55,10 @@ ARGS=(run_experiment.py --dataset "$DATASET" --parallel "$MODE" --importance-pru
 
 if [ "$LAUNCH" = srun ]; then
     # --kill-on-bad-exit: a rank that dies takes the job step down at once
-    srun --kill-on-bad-exit=1 --cpu-bind=cores --mpi="$SRUN_MPI" python "${ARGS[@]}" &
+    srun --kill-on-bad-exit=1 --cpu-bind=cores --mpi="$SRUN_MPI" "$PYTHON" "${ARGS[@]}" &
 else
     # -bind-to core:T gives each rank its own T cores (the ranks then wait by spinning)
-    mpiexec -n "$NTASKS" -bind-to "core:$THREADS" python "${ARGS[@]}" &
+    mpiexec -n "$NTASKS" -bind-to "core:$THREADS" "$PYTHON" "${ARGS[@]}" &
 fi
 LAUNCHER=$!
 

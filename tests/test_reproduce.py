@@ -494,6 +494,33 @@ def test_slurm_array_task_maps_to_row_and_seed(tmp_path):
     assert "--rows relu_ip --only-seed 2" in out and "--seeds 5" in out
 
 
+def test_slurm_array_task_beyond_the_seeds_says_so(tmp_path):
+    """SEEDS=3 with the header's 30-task array: tasks 18-29 have no (row, seed);
+    they used to die with 'unbound variable'."""
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "25", "DRY_RUN": "1", "DATASET": "madelon",
+           "SEEDS": "3"}
+    r = subprocess.run(["bash", str(SLURM / "table2_array.sbatch")], env=env, cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "task 25 has no (row, seed) with SEEDS=3" in r.stderr and "--array=0-17" in r.stderr
+    assert "unbound" not in r.stderr and "--reproduce" not in r.stdout
+
+
+def test_slurm_wasap_uses_the_python_it_is_given(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mpiexec").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/launched\n")
+    (fake / "mpiexec").chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}", "LAUNCH": "mpiexec",
+           "PYTHON": "/opt/site/python3.12"}
+    env.pop("SLURM_JOB_ID", None)
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "slurm_wasap.sh")], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    launched = (tmp_path / "launched").read_text()
+    assert "/opt/site/python3.12 run_experiment.py --dataset higgs --parallel wasap" in launched
+
+
 def test_slurm_preemption_signal_reaches_python_and_requeues(tmp_path):
     """USR1 to the batch shell (sbatch --signal=B:USR1@...) is forwarded to the
     training process; its exit status 75 makes the job requeue itself."""
