@@ -41,6 +41,7 @@ from ..alpha import resolve_alpha
 from ..config import TrainConfig
 from ..errors import ConfigError, SparseMLPError
 from ..experiment import build_model, check_feasible, plan_memory
+from ..kernels import threads_source
 from ..layers import SparseLayer, layer_inits
 from ..memory import available_bytes
 from ..model import SparseMLP
@@ -93,16 +94,15 @@ def check_parallel(cfg: TrainConfig, K: int, n_train: int | None = None) -> Trai
 
 
 def threads_per_rank(cfg: TrainConfig, table: list, rank: int) -> int:
-    """--threads, else $SPARSE_MLP_THREADS / $OMP_NUM_THREADS (per process),
-    else this node's cores divided among its ranks (or, when the launcher
-    bound each rank to its own cores, the cores of this rank)."""
+    """--threads, else $SPARSE_MLP_THREADS / $OMP_NUM_THREADS (per process,
+    read as :func:`sparse_mlp.kernels.threads_source` reads them), else this
+    node's cores divided among its ranks (or, when the launcher bound each
+    rank to its own cores, the cores of this rank)."""
     if cfg.threads:
         return int(cfg.threads)
-    import os
-    for var in ("SPARSE_MLP_THREADS", "OMP_NUM_THREADS"):
-        val = os.environ.get(var, "").strip()
-        if val.isdigit() and int(val) > 0:
-            return int(val)
+    n, source = threads_source()
+    if source != "usable CPUs":
+        return n
     local, cores, disjoint = transport.node_plan(table, rank)
     if disjoint:
         return max(1, len(table[rank].cores))
@@ -428,6 +428,8 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
             "phase1_steps_per_epoch": ps.steps_per_epoch,
             "gradients_applied": stats["gradients"],
             "stale_gradient_fraction": stats["stale_gradients"] / max(1, stats["gradients"]),
+            # phase-1 gradients that reached the server after the switch (not applied)
+            "late_gradients": stats.get("late_gradients", 0),
             "dropped_entry_fraction": stats["entries_dropped"] / max(1, stats["entries_sent"]),
             "bytes_data_partitions": data_bytes,
             "bytes_per_epoch_phase1": stats["bytes_phase1"] / ep1 if ep1 else None,

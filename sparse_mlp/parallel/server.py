@@ -33,6 +33,19 @@ Phase 2 (both; from epoch ``phase1_epochs`` to ``epochs``): the workers
   averaged, absent = 0, each layer pruned by magnitude back to its target
   nnz, the workers' mean), through ``end_of_epoch`` without evolution.
   The average after the last epoch is the result.
+
+Receiving: the server keeps a :class:`.state.Peer` per worker (its phase
+and the kinds, and epochs, of the messages it owes next; the protocol is
+in :mod:`.state`) and takes each kind only from the workers that owe one
+(:meth:`ParameterServer._next`).  Workers run at their own pace: when the
+switch to phase 2 comes, a worker that has been paused (a slow node, a GC
+pause) may still owe its last phase-1 gradient while another, already
+switched, has finished a local epoch and sent its REPORT.  The late
+gradient is received, counted (``late_gradients``) and not applied (it was
+computed on the model before the switch; the switch sends every worker
+the same model), and answered with PHASE2 (or STOP); the REPORT waits in
+MPI's queue until phase 2 asks for it.  A message that is not the one a
+worker owes is a protocol error naming the rank.
 """
 
 from __future__ import annotations
@@ -57,6 +70,7 @@ from .codec import Header, Layout
 from .ops import average_models, retain_valid_updates
 from .state import (
     DIVERGED_EXIT_CODE,
+    Peer,
     WorkerState,
     coordinated,
     jumped_words,
@@ -146,6 +160,10 @@ class ParameterServer:
         self.packed_topology: tuple[int, tuple] | None = None
         self.final_model: SparseMLP | None = None
         self.phase = 1 if state.epoch < self.tau1 else 2
+        # each worker's side of the protocol, as if START were sent (start_workers sends it)
+        self.peers = {k: Peer(k, self._name(k)) for k in range(1, self.K + 1)}
+        for peer in self.peers.values():
+            peer.started(self._start_phase(), state.epoch)
         self._last_checkpoint_time = time.perf_counter()
         self._epoch_t0 = time.perf_counter()
         self._paused_s = 0.0
@@ -153,9 +171,45 @@ class ParameterServer:
         # statistics for the summary
         self.stats = {"stale_gradients": 0, "gradients": 0, "entries_dropped": 0,
                       "entries_sent": 0, "bytes_phase1": 0, "bytes_phase2": 0,
-                      "epochs_phase1": 0, "epochs_phase2": 0}
+                      "epochs_phase1": 0, "epochs_phase2": 0, "late_gradients": 0}
 
     # ------------------------------------------------------------------ helpers
+    def _name(self, k: int) -> str:
+        """'rank k (worker k, pid P on H)' from the transport's rank table."""
+        table = getattr(self.t, "table", None)
+        if table and 0 <= k < len(table):
+            return f"rank {k} (worker {k}, pid {table[k].pid} on {table[k].host})"
+        return f"rank {k} (worker {k})"
+
+    def _start_phase(self) -> int:
+        """The phase START puts the workers in: 1, 2, or 0 (nothing left)."""
+        return self.phase if self.state.epoch < self.cfg.epochs else 0
+
+    def _next(self, kind: int, ranks: list[int] | None = None) -> int:
+        """Receive the header (into ``self.hin``) of the next ``kind``
+        message, from one of the workers that owe one (of ``ranks`` only,
+        when given): whichever comes first.  Messages of workers that owe
+        something else stay queued.  Returns the sender's rank."""
+        h = self.hin
+        if ranks is None:
+            ranks = [k for k, p in self.peers.items() if p.next_kind == kind]
+        if not ranks:
+            raise RuntimeError(f"parameter server: waiting for "
+                               f"{codec.KIND_NAMES.get(kind, kind)}, which no worker owes: "
+                               f"{list(self.peers.values())}")
+        if len(ranks) == 1:
+            k = self.t.recv_header(h.arr, source=ranks[0])
+        elif len(ranks) == self.K:  # every worker may send it: take the first that comes
+            k = self.t.recv_header(h.arr)
+        else:
+            k = self.t.recv_header_from(h.arr, ranks)
+        self.peers[k].received(h.kind, h[Header.EPOCH])
+        if h.kind != kind:  # received() knows better: it owed something else
+            raise RuntimeError(f"parameter server: {self.peers[k].name} sent "
+                               f"{codec.KIND_NAMES.get(h.kind, h.kind)}, expected "
+                               f"{codec.KIND_NAMES.get(kind, kind)}")
+        return k
+
     def _traffic(self) -> int:
         return self.t.bytes_sent + self.t.bytes_received
 
@@ -206,6 +260,7 @@ class ParameterServer:
             h[Header.FLAGS] = flags
             h.nnz = self.model.nnz_per_layer()
             self.worker_version[k] = self.version
+        self.peers[k].told(kind, self.state.epoch)
         self.pending[k] = self.t.isend(k, h.arr, arrays)
 
     def _topology_arrays(self) -> tuple:
@@ -217,7 +272,7 @@ class ParameterServer:
         """START: every worker gets the model and its position (a new run:
         the initial network; a resume: the checkpoint's)."""
         st = self.state
-        phase = self.phase if st.epoch < self.cfg.epochs else 0  # 0: nothing left to do
+        phase = self._start_phase()
         for k in range(1, self.K + 1):
             ws = self.workers[k - 1]
             own = phase == 2 and ws.model is not None
@@ -237,18 +292,17 @@ class ParameterServer:
             h[Header.FLAGS] = (codec.F_TOPOLOGY | codec.F_VALUES | codec.F_VELOCITY)
             h.nnz = model.nnz_per_layer()
             self.t.send(k, h.arr, arrays)
+            self.peers[k].started(phase, st.epoch)
             if own:
                 ws.model = None  # the worker has it now; free the PS's copy
 
     # ------------------------------------------------------------------ phase 1
     def _receive_gradient(self, k: int, h: Header) -> tuple[np.ndarray, int]:
-        if h.kind != codec.GRAD:
-            raise RuntimeError(f"parameter server: expected a gradient from rank {k}, got "
-                               f"{codec.KIND_NAMES.get(h.kind, h.kind)}")
+        """The arrays of the GRAD whose header :meth:`_next` took from worker k."""
         v = h[Header.VERSION]
         if v not in self.topologies:
-            raise RuntimeError(f"rank {k} computed a gradient on topology version {v}, which "
-                               f"the parameter server no longer knows")
+            raise RuntimeError(f"{self.peers[k].name} computed a gradient on topology version "
+                               f"{v}, which the parameter server no longer knows")
         n = self.layout.n_values(h.nnz)
         if self._grad_buf.size != n:  # reused: a gradient is applied before the next arrives
             self._grad_buf = np.empty(n, dtype=np.float32)
@@ -319,7 +373,7 @@ class ParameterServer:
     def _async_step(self) -> int:
         """WASAP: one gradient from whichever worker is ready, applied."""
         st, h = self.state, self.hin
-        k = self.t.recv_header(h.arr)
+        k = self._next(codec.GRAD)
         buf, v = self._receive_gradient(k, h)
         loss = h.loss
         if not math.isfinite(loss):
@@ -335,8 +389,8 @@ class ParameterServer:
         cfg, st, h = self.cfg, self.state, self.hin
         total = None
         bad = None
-        for k in range(1, self.K + 1):
-            self.t.recv_header(h.arr, source=k)
+        for k in range(1, self.K + 1):  # rank order: the sum is the same every run
+            self._next(codec.GRAD, [k])
             buf, v = self._receive_gradient(k, h)
             if v != self.version:
                 raise RuntimeError(f"WASSP: rank {k} is at topology version {v}, the PS at "
@@ -426,17 +480,29 @@ class ParameterServer:
             log.info(msg)
 
     def _finish_phase1(self, waiting: list[int], kind: int, exit_code: int = 0) -> None:
-        """Send ``kind`` to every worker: now to those waiting, and (WASAP)
-        in answer to the gradient each other worker is computing."""
+        """Send ``kind`` (PHASE2 or STOP) to every worker: now to those
+        waiting, and (WASAP) in answer to the gradient each other worker is
+        computing.  Only those workers are listened to: one already switched
+        may send its phase-2 REPORT before a slow one's last gradient comes
+        in, and it waits in MPI's queue until phase 2 takes it.  A late
+        gradient was computed on a model before the last update: it is
+        drained, counted and not applied."""
         for k in waiting:
             self._reply(k, kind, exit_code)
-        rest = set(range(1, self.K + 1)) - set(waiting)
         h = self.hin
-        while rest:
-            k = self.t.recv_header(h.arr)
-            self._receive_gradient(k, h)  # computed on the old model: not applied
+        late = 0
+        while True:
+            computing = [k for k, p in self.peers.items() if p.next_kind == codec.GRAD]
+            if not computing:
+                break
+            k = self._next(codec.GRAD, computing)
+            self._receive_gradient(k, h)
+            late += 1
             self._reply(k, kind, exit_code)
-            rest.discard(k)
+        if late:
+            self.stats["late_gradients"] += late
+            log.debug("phase 1 ended with %d gradient(s) in flight: answered with %s, not "
+                      "applied", late, codec.KIND_NAMES[kind])
         for k in list(self.pending):
             self._wait_reply(k)
 
@@ -473,11 +539,8 @@ class ParameterServer:
         momenta, random streams and step count (kept in ``self.workers``)."""
         h = self.hin
         models = []
-        for k in range(1, self.K + 1):
-            self.t.recv_header(h.arr, source=k)
-            if h.kind != codec.WEIGHTS:
-                raise RuntimeError(f"parameter server: expected the weights of rank {k}, got "
-                                   f"{codec.KIND_NAMES.get(h.kind, h.kind)}")
+        for k in range(1, self.K + 1):  # rank order: the average is the same every run
+            self._next(codec.WEIGHTS, [k])
             nnz = h.nnz
             ip, ix = self.layout.topology_buffers(nnz)
             values = np.empty(self.layout.n_values(nnz), dtype=np.float32)
@@ -509,12 +572,8 @@ class ParameterServer:
         t0 = time.perf_counter()  # the workers train from here (the switch / the start)
         for epoch in range(st.epoch, cfg.epochs):
             loss_sum, correct, samples, stop_req = 0.0, 0, 0, False
-            for k in range(1, self.K + 1):
-                self.t.recv_header(h.arr, source=k)
-                if h.kind != codec.REPORT or h[Header.EPOCH] != epoch:
-                    raise RuntimeError(f"parameter server: expected rank {k}'s report of epoch "
-                                       f"{epoch}, got {codec.KIND_NAMES.get(h.kind, h.kind)} "
-                                       f"of epoch {h[Header.EPOCH]}")
+            for k in range(1, self.K + 1):  # rank order: the sums are the same every run
+                self._next(codec.REPORT, [k])  # of this epoch (the Peer checks)
                 loss_sum += h.loss
                 correct += h[Header.COUNT]
                 samples += h[Header.BATCH]
@@ -539,6 +598,7 @@ class ParameterServer:
             for k in range(1, self.K + 1):
                 hk = self.hout[k].clear()
                 hk[Header.KIND], hk[Header.FLAGS], hk[Header.EPOCH] = codec.CONTROL, flags, code
+                self.peers[k].controlled(epoch, flags, code)
                 self.t.send(k, hk.arr)
             t0 = time.perf_counter()  # the next local epoch starts now
             if diverged:
@@ -552,10 +612,7 @@ class ParameterServer:
             # the workers' evolution: nnz afterwards (the row's, as the sequential trainer's)
             evolution_s, nnzs = 0.0, []
             for k in range(1, self.K + 1):
-                self.t.recv_header(h.arr, source=k)
-                if h.kind != codec.EVOLVED:
-                    raise RuntimeError(f"parameter server: expected rank {k}'s evolution "
-                                       f"report, got {codec.KIND_NAMES.get(h.kind, h.kind)}")
+                self._next(codec.EVOLVED, [k])
                 evolution_s = max(evolution_s, h.loss)
                 nnzs.append(sum(h.nnz))
             if want_state:

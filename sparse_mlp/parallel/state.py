@@ -1,8 +1,30 @@
 """What the WASAP/WASSP parameter server (:mod:`.server`) and the workers
 (:mod:`.worker`) share: where a worker is (:class:`WorkerState`, saved in
-checkpoints), a replica's arrays in a checkpoint, the random streams each
+checkpoints), what the server expects from it next (:class:`Peer`, the
+protocol), a replica's arrays in a checkpoint, the random streams each
 worker derives from the run's, the WASSP learning-rate warm-up, and the
 exception that ends a worker rank when the parameter server says stop.
+
+The protocol, per worker, as the server sees it (:class:`Peer`): every
+message the server sends a worker fixes the messages that worker sends
+next, up to the point where it waits for the server again:
+
+    START phase 1, MODEL       -> GRAD
+    START phase 2 (epoch e)    -> REPORT(e)
+    PHASE2 (the switch, at e)  -> REPORT(e)
+    STOP, START phase 0        -> nothing (the worker leaves)
+    CONTROL(e, flags, code)    -> [WEIGHTS(e) if F_WANT_WEIGHTS], then nothing if
+                                  code says diverged, else EVOLVED(e),
+                                  [WEIGHTS(e) with state if F_WANT_STATE],
+                                  REPORT(e + 1) unless F_LAST
+    GRAD, REPORT received      -> nothing until the server answers
+
+so the server knows, for each worker, the kind (and epoch) of its next
+message, and receives each kind only from the workers that owe one: a
+worker that is ahead (in phase 2 while another still owes its last
+phase-1 gradient) is simply not listened to until its turn, and MPI keeps
+its messages queued, in order.  A message that is not the one expected is
+a protocol error that names the rank.
 
 Random streams: the parameter server draws the initial model and runs
 phase-1 SET with the run's ``RandomStreams(seed)`` (so the initial network
@@ -16,6 +38,7 @@ dropout masks and evolution draws.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +50,8 @@ from ..model import SparseMLP
 from . import codec
 from .codec import Layout
 
-__all__ = ["DIVERGED_EXIT_CODE", "MODES", "RankStopped", "WorkerState", "coordinated",
+__all__ = ["DIVERGED_EXIT_CODE", "MODES", "Peer", "ProtocolError", "RankStopped",
+           "WorkerState", "coordinated",
            "jumped_words", "model_from_extra", "model_to_extra", "replica", "warmup_factor",
            "worker_dropout_seed"]
 
@@ -46,6 +70,109 @@ class RankStopped(SparseMLPError):
     def __init__(self, exit_code: int, message: str = "stopped by the parameter server"):
         super().__init__(message)
         self.exit_code = int(exit_code)
+
+
+class ProtocolError(RuntimeError):
+    """A rank sent a message the protocol does not allow at that point (a
+    bug, never a matter of timing); the message names the rank."""
+
+
+class Peer:
+    """The parameter server's view of one worker's side of the protocol
+    (module docs): its phase (1, 2, or 0 once it has been told to leave)
+    and the messages it will send, in order, before it waits for the
+    server again (``expect``: (kind, epoch) pairs, epoch None when the
+    message carries none).
+
+    Parameters
+    ----------
+    rank : int
+    name : str
+        How messages name it: 'rank k (worker k, pid P on H)'.
+    """
+
+    def __init__(self, rank: int, name: str) -> None:
+        self.rank = int(rank)
+        self.name = name
+        self.phase = 1
+        self.expect: deque[tuple[int, int | None]] = deque()
+
+    def __repr__(self) -> str:
+        return f"Peer({self.rank}, phase {self.phase}, expects {self.expecting()})"
+
+    @property
+    def next_kind(self) -> int | None:
+        """The kind of the next message from this worker (None: it waits)."""
+        return self.expect[0][0] if self.expect else None
+
+    def expecting(self) -> str:
+        if not self.expect:
+            return "nothing (it waits for the parameter server)" if self.phase else \
+                "nothing (it was told to stop)"
+        kind, epoch = self.expect[0]
+        return codec.KIND_NAMES.get(kind, str(kind)) + ("" if epoch is None else
+                                                         f" of epoch {epoch}")
+
+    # ---------------------------------------------------------------- what the server sent
+    def started(self, phase: int, epoch: int) -> None:
+        """START: phase 1 (a gradient next), 2 (the report of ``epoch``) or 0."""
+        self.phase = int(phase)
+        self.expect.clear()
+        if phase == 1:
+            self.expect.append((codec.GRAD, None))
+        elif phase == 2:
+            self.expect.append((codec.REPORT, int(epoch)))
+
+    def told(self, kind: int, epoch: int = 0) -> None:
+        """MODEL, PHASE2 (the switch at ``epoch``) or STOP was sent."""
+        if self.expect:
+            raise ProtocolError(f"parameter server: answered {self.name} with "
+                                f"{codec.KIND_NAMES.get(kind, kind)} while it still owes "
+                                f"{self.expecting()}")
+        if kind == codec.MODEL:
+            self.expect.append((codec.GRAD, None))
+        elif kind == codec.PHASE2:
+            self.phase = 2
+            self.expect.append((codec.REPORT, int(epoch)))
+        elif kind == codec.STOP:
+            self.phase = 0
+        else:
+            raise ValueError(f"told() takes MODEL, PHASE2 or STOP, not {kind}")
+
+    def controlled(self, epoch: int, flags: int, code: int) -> None:
+        """CONTROL after the report of ``epoch``: what the worker sends then
+        (:meth:`Worker.phase2 <sparse_mlp.parallel.worker.Worker.phase2>`)."""
+        if self.expect:
+            raise ProtocolError(f"parameter server: sent CONTROL to {self.name} while it still "
+                                f"owes {self.expecting()}")
+        if flags & codec.F_WANT_WEIGHTS:
+            self.expect.append((codec.WEIGHTS, epoch))
+        if code == DIVERGED_EXIT_CODE:
+            self.phase = 0
+            return
+        self.expect.append((codec.EVOLVED, epoch))
+        if flags & codec.F_WANT_STATE:
+            self.expect.append((codec.WEIGHTS, epoch))
+        if flags & codec.F_LAST:
+            self.phase = 0
+        else:
+            self.expect.append((codec.REPORT, epoch + 1))
+
+    # ---------------------------------------------------------------- what it sent
+    def received(self, kind: int, epoch: int) -> None:
+        """Check a header from this worker against what it owes; raises
+        :class:`ProtocolError` (naming it) for anything else."""
+        if not self.expect:
+            raise ProtocolError(f"parameter server: {self.name} sent "
+                                f"{codec.KIND_NAMES.get(kind, kind)} (epoch {epoch}), but owes "
+                                f"{self.expecting()}")
+        want, want_epoch = self.expect[0]
+        if kind != want or (want_epoch is not None and epoch != want_epoch):
+            raise ProtocolError(f"parameter server: {self.name} sent "
+                                f"{codec.KIND_NAMES.get(kind, kind)} of epoch {epoch}; the "
+                                f"protocol says its next message is {self.expecting()} "
+                                f"(phase {self.phase})")
+        self.expect.popleft()
 
 
 def coordinated(exc: BaseException) -> BaseException:
