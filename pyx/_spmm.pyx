@@ -12,8 +12,11 @@ Parallelism: every ``prange`` splits OUTPUT ROWS of the array it writes
 (output neurons for the forward pass and the weight gradient, input
 neurons for the gradient to the inputs, features for the gather).  A row is
 written by exactly one thread, accumulated in a fixed order, so results
-are bit-identical for any thread count.  The caller (``layers.py``) owns
-every array and checks shapes; these kernels trust their inputs.
+are bit-identical for any thread count.  A call with less work than
+``min_parallel_work()`` multiply-adds runs on one thread (rowkern.h,
+"threads per call"), which therefore changes no result either.  The caller
+(``layers.py``) owns every array and checks shapes; these kernels trust
+their inputs.
 """
 
 import os
@@ -39,8 +42,10 @@ from rowkern cimport (
     smlp_sddmm_row,
     smlp_simd_level,
     smlp_spmm_row,
+    smlp_min_work,
     smlp_pf_ahead,
     smlp_prefetch_ahead,
+    smlp_threads_for,
     smlp_use_ahead,
 )
 
@@ -89,6 +94,21 @@ def prefetch_distance(distance=None):
             raise ValueError("prefetch distance must be in 0..256")
         smlp_pf_ahead = d  # no-cython-lint (the C global of rowkern.h)
     return smlp_pf_ahead
+
+
+def min_parallel_work(work=None):
+    """Calls with less work than this (multiply-adds, nnz * B) run on one
+    thread whatever ``n_threads`` says (see rowkern.h, "threads per call");
+    with an argument, set it first (0: always use the threads given).  It
+    changes speed only, never a result.  ``sparse_mlp.kernels`` sets it for
+    every module from SPARSE_MLP_MIN_PARALLEL_WORK."""
+    global smlp_min_work
+    if work is not None:
+        w = int(work)
+        if w < 0:
+            raise ValueError("min_parallel_work must be >= 0")
+        smlp_min_work = w  # no-cython-lint (the C global of rowkern.h)
+    return smlp_min_work
 
 
 def _prefetch_from_environment():
@@ -155,7 +175,7 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     cdef const float* xp
     cdef const int32_t* ip
     cdef const float* wp
-    cdef int chunk = _chunk(n_out, n_threads)
+    cdef int chunk
     if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
         raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
     if has_a and (A.shape[0] != n_out or A.shape[1] != B):
@@ -170,6 +190,8 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(indices.shape[0], n_out)
+    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         for j in prange(n_out, schedule="dynamic", chunksize=chunk):
             k0 = indptr[j]
@@ -222,7 +244,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef float* sg
     cdef int failed = 0
     cdef int* failp = &failed     # written through a pointer: shared, not thread-private
-    cdef int chunk = _chunk(n_in, n_threads)
+    cdef int chunk
     if G.shape[0] != n_in or G.shape[1] != B:
         raise ValueError("backward_input: G must be (n_in, B)")
     if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
@@ -240,6 +262,8 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     wp = _fp(data)
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in)
+    n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_in, n_threads)
     row = NULL
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
@@ -324,7 +348,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef float* sg
     cdef int failed = 0
     cdef int* failp = &failed
-    cdef int chunk = _chunk(n_in, n_threads)
+    cdef int chunk
     if X.shape[0] != n_in or X.shape[1] != B or G.shape[0] != n_in or G.shape[1] != B:
         raise ValueError("backward_update: X and G must be (n_in, B)")
     if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
@@ -354,6 +378,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         gop = _wfp(g_out)
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in)
+    n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_in, n_threads)
     row = NULL
     gbuf = NULL
     with nogil, parallel(num_threads=n_threads):
@@ -440,7 +466,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
-    cdef int chunk = _chunk(n_out, n_threads)
+    cdef int chunk
     if D.shape[0] != n_out or D.shape[1] != B:
         raise ValueError("weight_grad: D must be (n_out, B)")
     if g.shape[0] != indices.shape[0] or bias_g.shape[0] != n_out:
@@ -452,6 +478,8 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     gp = _wfp(g)
     gbuf = NULL
     ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out)
+    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -526,7 +554,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
-    cdef int chunk = _chunk(n_out, n_threads)
+    cdef int chunk
     if D.shape[0] != n_out or D.shape[1] != B:
         raise ValueError("weight_update: D must be (n_out, B)")
     if data.shape[0] != indices.shape[0] or velocity.shape[0] != data.shape[0]:
@@ -539,6 +567,8 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     ip = _ip(indices)
     gbuf = NULL
     ahead = smlp_use_ahead(indices.shape[0], n_out)
+    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -576,6 +606,7 @@ def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float
     cdef int64_t k
     if v.shape[0] != n or g.shape[0] != n:
         raise ValueError("apply_update: w, v and g must have the same length")
+    n_threads = smlp_threads_for(n, n_threads)
     with nogil:
         for k in prange(n, schedule="static", num_threads=n_threads):
             _update(&w[k], &v[k], g[k], lr, mu, decay, nesterov)
@@ -594,6 +625,7 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
         raise ValueError("gather_columns: out must be (n_features, len(rows))")
     if B == 0 or n_feat == 0:
         return
+    n_threads = smlp_threads_for(n_feat * B, n_threads)
     with nogil:
         for blk in prange(nblk, schedule="static", num_threads=n_threads):
             f0 = blk * 64

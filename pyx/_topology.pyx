@@ -13,7 +13,9 @@ is removed, so ties at the threshold all go (as in the reference code).
 
 Parallelism: ``prange`` over output rows (or over candidates); each writes
 its own slice.  The radix selection and the transposed index are sequential
-O(nnz) passes (deterministic by construction).
+O(nnz) passes (deterministic by construction).  A call touching fewer than
+``min_parallel_work()`` weights runs on one thread (rowkern.h, "threads per
+call"): same results, no team to wake for a small layer.
 """
 
 import numpy as np
@@ -24,6 +26,20 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from rowkern cimport smlp_float_bits as _key
+from rowkern cimport smlp_min_work, smlp_threads_for
+
+
+def min_parallel_work(work=None):
+    """Calls touching fewer weights than this run on one thread; with an
+    argument, set it first (0: always use the threads given).  Speed only,
+    never a result (see ``sparse_mlp.kernels.min_parallel_work``)."""
+    global smlp_min_work
+    if work is not None:
+        w = int(work)
+        if w < 0:
+            raise ValueError("min_parallel_work must be >= 0")
+        smlp_min_work = w  # no-cython-lint (the C global of rowkern.h)
+    return smlp_min_work
 
 
 cdef inline bint _removed(float w, int64_t key_neg, int64_t key_pos) noexcept nogil:
@@ -156,6 +172,7 @@ def keep_counts(const int64_t[::1] indptr, const float[::1] data, int64_t key_ne
     cdef int64_t j, k, c
     if counts.shape[0] != n_out:
         raise ValueError("keep_counts: counts must be (n_out,)")
+    n_threads = smlp_threads_for(data.shape[0], n_threads)
     with nogil:
         for j in prange(n_out, schedule="static", num_threads=n_threads):
             c = 0
@@ -190,6 +207,7 @@ def occupied(const int64_t[::1] indptr, const int32_t[::1] indices, const float[
     cdef int32_t i
     if out.shape[0] != n:
         raise ValueError("occupied: out must be (len(positions),)")
+    n_threads = smlp_threads_for(n, n_threads)
     with nogil:
         for c in prange(n, schedule="static", num_threads=n_threads):
             j = positions[c] // n_in
@@ -248,6 +266,7 @@ def merge_rows(const int64_t[::1] indptr, const int32_t[::1] indices, const floa
     (survivors + new) per row."""
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int64_t j, k, k1, q, q1, w
+    n_threads = smlp_threads_for(data.shape[0] + new_cols.shape[0], n_threads)
     with nogil:
         for j in prange(n_out, schedule="static", num_threads=n_threads):
             k = indptr[j]
@@ -281,6 +300,7 @@ def row_abs_sum(const int64_t[::1] indptr, const float[::1] data, double[::1] ou
     cdef double s
     if out.shape[0] != n_out:
         raise ValueError("row_abs_sum: out must be (n_out,)")
+    n_threads = smlp_threads_for(data.shape[0], n_threads)
     with nogil:
         for j in prange(n_out, schedule="static", num_threads=n_threads):
             s = 0.0

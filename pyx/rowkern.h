@@ -779,6 +779,31 @@ static inline int smlp_use_ahead(int64_t nnz, int64_t n_rows)
 }
 
 /* ------------------------------------------------------------------ */
+/* threads per call                                                     */
+/* ------------------------------------------------------------------ */
+/* A kernel call with less work than smlp_min_work (multiply-adds, nnz * B
+ * for the products) runs on ONE thread.  Waking a team costs a scheduler
+ * wake-up, and on a shared node a team member whose core another process
+ * holds stalls the call until it is scheduled: ~0.1-0.15 ms a call on the
+ * 2-core EPYC VM this was measured on, next to one busy process (and a time
+ * slice, milliseconds, while threads spin for libgomp's default 300000
+ * turns; kernels.py bounds that).  2^20 multiply-adds take ~60 us on one
+ * core, so below it a second thread saves at most ~30 us but can lose 0.1
+ * ms: Madelon's network at batch 128 (calls of 0.1-1.2 M) ran 2.5x slower
+ * on 2 threads than on 1 next to a busy process with 2^19 here, 1.5x with
+ * 2^20, 1.0x with 2^21; at batch 32 every call is below 2^19 and the whole
+ * step is serial.  Results never depend on it (every output row is
+ * computed by one thread in a fixed order either way).  Per module: set by
+ * min_parallel_work() (sparse_mlp.kernels.min_parallel_work sets them all). */
+static int64_t smlp_min_work = 1048576;
+
+static inline int smlp_threads_for(int64_t work, int n_threads)
+{
+    if (n_threads < 1 || work < smlp_min_work) return 1;
+    return n_threads;
+}
+
+/* ------------------------------------------------------------------ */
 /* activations (generic elementwise epilogues)                          */
 /* ------------------------------------------------------------------ */
 enum {

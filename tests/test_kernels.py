@@ -18,7 +18,17 @@ from sparse_mlp.activations import (
     srelu_initial,
 )
 from sparse_mlp.kernels import activation as K_act
-from sparse_mlp.kernels import spmm
+from sparse_mlp.kernels import min_parallel_work, spmm
+
+
+@pytest.fixture(autouse=True)
+def split_every_call():
+    """Small test layers would run on one thread (kernels.min_parallel_work):
+    split every call, so the 1-vs-2-thread identity tests test threading."""
+    before = min_parallel_work()
+    min_parallel_work(0)
+    yield
+    min_parallel_work(before)
 
 BATCHES = [1, 7, 16, 33, 64, 100, 128, 130, 257]
 ACTS = [

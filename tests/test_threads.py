@@ -1,0 +1,292 @@
+"""Kernel threads on a shared node: the default thread count, the warnings,
+the one-thread rule for small kernel calls, the bounded OpenMP spin, and a
+fault test for oversubscription (issue 19, item 9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_layer
+
+from sparse_mlp import kernels
+from sparse_mlp.activations import ACT_RELU, Activation
+from sparse_mlp.kernels import spmm, topology
+from sparse_mlp.model import SparseMLP
+
+ROOT = Path(__file__).resolve().parents[1]
+THREAD_VARS = ("SPARSE_MLP_THREADS", "OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")
+
+
+def _cpus() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return []
+
+
+def _libgomp() -> bool:
+    with open("/proc/self/maps") as f:
+        return "/libgomp.so" in f.read()
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def every_call_split():
+    """Kernel calls of any size use the threads asked for."""
+    old = kernels.min_parallel_work()
+    kernels.min_parallel_work(0)
+    yield
+    kernels.min_parallel_work(old)
+
+
+class BusyProcess:
+    """A pure-Python busy loop pinned to one CPU: 'one other busy process on
+    the node', sharing a core with one of our threads."""
+
+    def __init__(self, cpu: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{cpu}}})\n"
+                                   "while True:\n    pass\n"])
+
+    def __enter__(self) -> BusyProcess:
+        time.sleep(0.1)  # started and spinning
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+# ------------------------------------------------------------ default threads
+def test_default_threads_is_the_affinity_mask(clean_env):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+    assert kernels.usable_cpus() == 3
+    assert kernels.threads_source() == (3, "usable CPUs")
+    assert kernels.default_threads() == 3
+
+
+def test_slurm_cpus_per_task_caps_the_affinity_mask(clean_env):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    clean_env.setenv("SLURM_CPUS_PER_TASK", "4")
+    assert kernels.default_threads() == 4
+    clean_env.setenv("SLURM_CPUS_PER_TASK", "128")  # never above the mask
+    assert kernels.default_threads() == 64
+    clean_env.setenv("SLURM_CPUS_PER_TASK", "")  # unset or empty: ignored
+    assert kernels.default_threads() == 64
+
+
+def test_environment_threads_take_precedence(clean_env):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    clean_env.setenv("SLURM_CPUS_PER_TASK", "2")
+    clean_env.setenv("OMP_NUM_THREADS", "6,2")  # OpenMP's nested list: the outer level
+    assert kernels.threads_source() == (6, "OMP_NUM_THREADS")
+    clean_env.setenv("SPARSE_MLP_THREADS", "3")
+    assert kernels.threads_source() == (3, "SPARSE_MLP_THREADS")
+    clean_env.setenv("SPARSE_MLP_THREADS", "zero")  # not a positive integer: skipped
+    clean_env.setenv("OMP_NUM_THREADS", "0")
+    assert kernels.threads_source() == (2, "usable CPUs")
+
+
+# ------------------------------------------------------------------ warnings
+def test_threads_above_the_usable_cpus_warn_in_one_line(clean_env):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    (line,) = kernels.thread_warnings(8, sample_s=0)
+    assert "--threads 8" in line and "the 2 CPUs" in line and "\n" not in line
+    clean_env.setenv("SPARSE_MLP_THREADS", "5")
+    (line,) = kernels.thread_warnings(None, sample_s=0)
+    assert "$SPARSE_MLP_THREADS 5" in line and "the 2 CPUs" in line
+    assert kernels.thread_warnings(2, sample_s=0) == []
+
+
+def test_threads_above_the_free_cpus_warn(clean_env):
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    clean_env.setattr(kernels, "busy_cpus", lambda sample_s: 2.9)
+    (line,) = kernels.thread_warnings(4)
+    assert "about 1.1 of the 4 usable CPUs are free" in line and "--threads 1" in line
+    clean_env.setattr(kernels, "busy_cpus", lambda sample_s: 0.2)
+    assert kernels.thread_warnings(4) == []
+    assert kernels.thread_warnings(1) == []  # one thread never waits for another
+
+
+def test_the_cli_prints_the_warning(clean_env, tmp_path, capsys):
+    import run_experiment
+    from sparse_mlp import experiment
+    from sparse_mlp.errors import ConfigError
+
+    def no_training(cfg, **kw):  # the warning comes first; the training is not the point
+        raise ConfigError("stopped by the test")
+
+    clean_env.setattr(experiment, "run", no_training)
+    clean_env.setattr(os, "sched_getaffinity", lambda pid: {0})
+    code = run_experiment.main(["--dataset", "synthetic", "--hidden", "8", "--epochs", "1",
+                                "--threads", "2", "--quiet", "--out", str(tmp_path / "r")])
+    assert code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning:")]
+    assert "--threads 2 is more than the 1 CPU this process may use" in line
+
+
+@pytest.mark.skipif(len(_cpus()) < 2 or not os.path.exists("/proc/stat"),
+                    reason="needs two CPUs and /proc/stat")
+def test_busy_cpus_sees_a_busy_process():
+    cpu = _cpus()[-1]
+    with BusyProcess(cpu):
+        busy = kernels.busy_cpus({cpu}, sample_s=0.2)
+    assert busy is not None and busy > 0.5
+
+
+# --------------------------------------------- small calls run on one thread
+def _every_kernel(threads: int, B: int) -> list[np.ndarray]:
+    """Every threaded kernel on a small layer: forward, gradient to the
+    inputs, weight gradient, fused backward + update, update, gather,
+    topology passes."""
+    r = np.random.default_rng(7)
+    layer = random_layer(r, 120, 90, 0.05, empty_rows=[3], empty_cols=[5])
+    X = r.standard_normal((120, B)).astype(np.float32)
+    D = r.standard_normal((90, B)).astype(np.float32)
+    act = Activation("relu", ACT_RELU)
+    Z = np.empty((90, B), np.float32)
+    A = np.empty_like(Z)
+    layer.forward(X, Z, A, act=act, dropout=0.3, key=1, n_threads=threads)
+    G = X.copy()
+    layer.backward_input(D, G, G, act_in=act, dropout=0.3, key=2, n_threads=threads)
+    g, bg = layer.gradient(X, D, n_threads=threads)
+    G2 = X.copy()
+    layer.backward_update(X, D, G2, 0.01, 0.9, 2e-4, Z_in=G2, act_in=act, dropout=0.3,
+                          key=3, n_threads=threads)
+    layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
+    Xs = r.standard_normal((50, 120)).astype(np.float32)
+    xb = np.empty((120, B), np.float32)
+    spmm.gather_columns(Xs, r.integers(0, 50, B), xb, n_threads=threads)
+    imp = np.empty(90)
+    topology.row_abs_sum(layer.indptr, layer.data, imp, n_threads=threads)
+    return [Z, A, G, g, bg, G2, layer.data.copy(), layer.velocity.copy(), xb, imp]
+
+
+@pytest.mark.parametrize("B", [1, 32, 130])
+def test_split_calls_are_bit_identical_to_one_thread(every_call_split, B):
+    """With every call split (min_parallel_work 0), 2 and 3 threads give the
+    bits of 1 thread; the one-thread rule therefore changes no result."""
+    base = _every_kernel(1, B)
+    for threads in (2, 3):
+        for a, b in zip(base, _every_kernel(threads, B)):
+            assert np.array_equal(a, b)
+
+
+def test_min_parallel_work_is_set_in_every_module():
+    old = kernels.min_parallel_work()
+    try:
+        assert kernels.min_parallel_work(12345) == 12345
+        assert spmm.min_parallel_work() == topology.min_parallel_work() == 12345
+        with pytest.raises(ValueError, match=">= 0"):
+            spmm.min_parallel_work(-1)
+    finally:
+        kernels.min_parallel_work(old)
+    assert kernels.build_info()["min_parallel_work"] == old
+
+
+def test_min_parallel_work_from_the_environment(monkeypatch):
+    old = kernels.min_parallel_work()
+    try:
+        monkeypatch.setenv("SPARSE_MLP_MIN_PARALLEL_WORK", "4096")
+        kernels._min_work_from_environment()
+        assert topology.min_parallel_work() == 4096
+        monkeypatch.setenv("SPARSE_MLP_MIN_PARALLEL_WORK", "lots")
+        with pytest.raises(ValueError, match="integer >= 0"):
+            kernels._min_work_from_environment()
+    finally:
+        kernels.min_parallel_work(old)
+
+
+# ---------------------------------------------------------- the bounded spin
+_SPIN_PROBE = textwrap.dedent("""
+    import os, time
+    import numpy as np
+    from sparse_mlp import kernels
+    kernels.min_parallel_work(0)
+    indptr = np.arange(0, 201 * 8, 8, dtype=np.int64)  # 200 rows of 8 weights
+    indices = np.tile(np.arange(0, 200, 25, dtype=np.int32), 200)
+    data = np.ones(indices.size, np.float32)
+    bias = np.zeros(200, np.float32)
+    X = np.ones((200, 16), np.float32)
+    Z = np.empty_like(X)
+    cpu = []
+    for _ in range(5):  # a parallel region, then idle: the worker spins, then sleeps
+        kernels.spmm.forward(indptr, indices, data, bias, X, Z, n_threads=2)
+        c = time.process_time()
+        time.sleep(0.04)
+        cpu.append(time.process_time() - c)
+    print(kernels.WAIT_POLICY, "GOMP_SPINCOUNT" in os.environ, sorted(cpu)[2])
+""")
+
+
+def _spin_probe(**env: str) -> tuple[str, bool, float]:
+    """(wait policy, GOMP_SPINCOUNT still set, median CPU seconds burnt in
+    0.04 s of sleep after a parallel region)."""
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    # BLAS pools spin on their own after start-up: one thread, so only ours is measured
+    e.update(env, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _SPIN_PROBE], env=e, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.split()
+    return out[0], out[1] == "True", float(out[2])
+
+
+@pytest.mark.skipif(not spmm.openmp_enabled() or not _libgomp() or len(_cpus()) < 2,
+                    reason="needs an OpenMP build on libgomp and two CPUs")
+def test_the_bounded_spin_reaches_libgomp():
+    """CPU time burnt while the main thread sleeps after a parallel region is
+    the worker's spinning: bounded by default (set before libgomp loads, and
+    not left in the environment), the user's GOMP_SPINCOUNT kept as given."""
+    policy, leaked, cpu_default = _spin_probe()
+    assert policy == "bounded" and not leaked
+    policy, leaked, cpu_long = _spin_probe(GOMP_SPINCOUNT="20000000")
+    assert policy == "user" and leaked
+    assert cpu_long > 0.005  # the measurement sees spinning ...
+    assert cpu_default < 0.2 * cpu_long  # ... and the default spins far less
+
+
+# -------------------------------------------------- fault: oversubscription
+@pytest.mark.skipif(len(_cpus()) < 2, reason="needs two CPUs")
+def test_a_busy_process_does_not_stall_two_threads():
+    """Fault test, not a benchmark.  Madelon's network (500-400-100-400-2,
+    eps 10, batch 32: one epoch is ~63 steps) with one busy process sharing
+    a core: 2 threads once took 700x the time of 1 (threads spinning at
+    barriers while their core was taken).  They must now stay within 3x of
+    1 thread (the bound only has to catch a stall; speed is measured in
+    bench/bench_oversubscription.py)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 32), dtype=np.float32)
+    y = rng.integers(0, 2, 32).astype(np.int32)
+    models = {t: SparseMLP([500, 400, 100, 400, 2], 10, "allrelu", 0.5, "normal",
+                           rng=np.random.default_rng(1), n_threads=t) for t in (1, 2)}
+    keys = models[1].dropout_keys(0, 0)
+
+    def epoch(model: SparseMLP) -> float:
+        t0 = time.perf_counter()
+        for _ in range(63):
+            model.train_step(X, y, 0.01, 0.9, 2e-4, keys)
+        return time.perf_counter() - t0
+
+    best = {1: np.inf, 2: np.inf}
+    with BusyProcess(_cpus()[-1]):
+        for _ in range(3):  # best of 3, interleaved: other load on the machine is noise
+            for t, model in models.items():
+                best[t] = min(best[t], epoch(model))
+    assert best[2] <= 3 * best[1] + 0.005, (
+        f"2 threads took {best[2] * 1e3:.1f} ms an epoch, 1 thread {best[1] * 1e3:.1f} ms, "
+        f"next to one busy process")
+    for a, b in zip(models[1].layers, models[2].layers):
+        assert np.array_equal(a.data, b.data)
