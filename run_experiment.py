@@ -71,8 +71,28 @@ def _alpha_value(text: str) -> float | str:
             f"expected a number or 'auto', got {text!r}") from None
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a short answer to an unknown flag: the closest known flag
+    ("did you mean --epochs?") and the usual usage line, not 50 lines of usage."""
+
+    def error(self, message: str):
+        import difflib
+
+        if message.startswith("unrecognized arguments:"):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            hints = []
+            for word in message.split(":", 1)[1].split():
+                if word.startswith("-"):
+                    close = difflib.get_close_matches(word.split("=")[0], known, n=1, cutoff=0.7)
+                    if close:
+                        hints.append(f"{word}: did you mean {close[0]}?")
+            if hints:
+                message = f"{message} ({'; '.join(hints)})"
+        self.exit(2, f"{self.prog}: error: {message}\n(--help lists every flag)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="run_experiment.py", description=__doc__.split("\n\n")[0],
         epilog=PRESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
@@ -92,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--label-column", help="CSV/TSV: label column name or index (default: last)")
     d.add_argument("--test-fraction", type=float, help="user files without a test set: "
                    "stratified test fraction (default 0.2)")
+    d.add_argument("--task", choices=["classification", "regression"],
+                   help="regression: a user file's numeric label column as float targets "
+                        "(standardised with the training mean/std), linear output + squared "
+                        "error, R^2 / RMSE / MAE, best epoch by R^2, plain shuffle split "
+                        "(default: classification; the named datasets are classification data)")
+    d.add_argument("--val-fraction", type=float, metavar="F",
+                   help="hold out F of the training set (after --n-train) as a stratified "
+                        "validation set, seeded by --seed, before the standardisation "
+                        "statistics; the best epoch is then chosen on it (metrics.csv val_*, "
+                        "summary.json test_acc_at_best_epoch, checkpoints/best.h5). Default: "
+                        "none, the paper's protocol (best test accuracy). Sequential runs only")
 
     a = p.add_argument_group("architecture (defaults: the dataset preset)")
     a.add_argument("--hidden", type=_int_list, help="hidden layer widths, e.g. 1000,1000,1000")
@@ -102,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--alpha", type=_alpha_value, help="All-ReLU slope (sign alternates by "
                    "layer), or 'auto': chosen from the input skewness (sparse_mlp/alpha.py); "
                    "leaky: negative slope (default 0.01)")
-    a.add_argument("--output", choices=["softmax", "sigmoid"],
-                   help="output + loss: softmax+cross-entropy (default) or sigmoid+MSE")
+    a.add_argument("--output", choices=["softmax", "sigmoid", "linear"],
+                   help="output + loss: softmax+cross-entropy (default) or sigmoid+MSE; "
+                        "linear+squared error is --task regression's (and its default)")
     a.add_argument("--weight-init", choices=["normal", "xavier", "he_uniform", "xavier_sparse",
                                              "he_uniform_sparse"],
                    help="initial values: normal N(0,1)/10, xavier or he_uniform (the paper's, "
@@ -121,6 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--nesterov", action="store_true", default=None,
                    help="Nesterov momentum (not the paper's)")
     o.add_argument("--dropout", type=float, help="dropout rate on hidden layers (default 0.3)")
+    o.add_argument("--class-weight", choices=["balanced"],
+                   help="balanced: each training sample's loss and gradient times n_samples / "
+                        "(n_classes * its class count), as scikit-learn's class_weight="
+                        "'balanced' (default: unweighted)")
+    o.add_argument("--lr-schedule", choices=["constant", "step", "cosine"],
+                   help="learning rate by epoch e (sparse_mlp/schedule.py): constant (the "
+                        "paper's, default); step: lr * gamma^(e // N); cosine: from lr down "
+                        "to --lr-min over --epochs. Sequential runs only")
+    o.add_argument("--lr-step-every", type=int, metavar="N",
+                   help="step: multiply the learning rate by --lr-step-gamma every N epochs")
+    o.add_argument("--lr-step-gamma", type=float, metavar="G",
+                   help="step: the factor (default 0.1)")
+    o.add_argument("--lr-min", type=float, help="cosine: the floor (default 0)")
 
     e = p.add_argument_group("topology evolution and Importance Pruning")
     e.add_argument("--zeta", type=float, help="SET: fraction of positive and of negative "
@@ -139,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = p.add_argument_group("run")
     r.add_argument("--seed", type=int, help="random seed (default 0)")
-    r.add_argument("--threads", type=int, help="kernel threads (default: all cores available)")
+    r.add_argument("--threads", type=int,
+                   help="kernel threads (default: $SPARSE_MLP_THREADS, else $OMP_NUM_THREADS, "
+                        "else the CPUs this process may use: its affinity mask, capped by "
+                        "$SLURM_CPUS_PER_TASK); more than those, or than the CPUs other "
+                        "processes leave free, warns")
     r.add_argument("--eval-every", type=int, help="evaluate the test set every N epochs "
                    "(default 1)")
     r.add_argument("--eval-batch-size", type=int, help="samples per inference block "
@@ -151,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "moving weights). Default 0: off")
     r.add_argument("--out", help="output folder (default: runs/<dataset>_<time>_seed<seed>); "
                    "a folder that holds another run's results is refused (see --overwrite)")
+    r.add_argument("--config", metavar="RUN/config.json",
+                   help="re-run a run: start from the settings in its config.json instead of "
+                        "a preset. Flags given with --config override the file's values; the "
+                        "file's --out is not reused (a new runs/... folder unless --out) nor "
+                        "its --threads. Not with --resume (which continues a run), "
+                        "--evaluate or --reproduce")
     r.add_argument("--overwrite", action="store_true", default=None,
                    help="start a new run in --out even though it holds an earlier run's "
                         "results, deleting them (without it: refused, so that nothing is "
@@ -199,6 +254,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate a saved model (a checkpoint file or a run folder) on "
                         "--dataset (default: the one it was trained on); prints the "
                         "accuracy and writes JSON (to --out, else beside the checkpoint)")
+    c.add_argument("--predict", metavar="FILE",
+                   help="predict every sample of FILE (.csv/.tsv, .npz or libsvm, raw "
+                        "features as in the training file) with --model, into --out (.csv, "
+                        "or .npz; default FILE_NAME.predictions.csv): the predicted label, "
+                        "then the probability of each class. A label column in FILE is not "
+                        "a feature; its accuracy is printed")
+    c.add_argument("--model", metavar="RUN_OR_CHECKPOINT",
+                   help="--predict: the model, a checkpoint file or a run folder (its "
+                        "checkpoints/best.h5 if any, else its newest checkpoint)")
 
     b = p.add_argument_group("beyond the paper (defaults: the paper's SET and ER)")
     b.add_argument("--growth", choices=["random", "gradient", "momentum"],
@@ -285,12 +349,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # flags that only mean something together with another setting
-def _check_contradictions(args: argparse.Namespace, cfg_activation: str, dataset: str) -> None:
+def _check_contradictions(args: argparse.Namespace, cfg_activation: str, dataset: str,
+                          importance_pruning: bool = False, lr_schedule: str = "constant"
+                          ) -> None:
     problems = []
+    if args.lr_step_gamma is not None and lr_schedule != "step":
+        problems.append("--lr-step-gamma needs --lr-schedule step")
+    if args.lr_min is not None and lr_schedule != "cosine":
+        problems.append("--lr-min needs --lr-schedule cosine")
     if args.alpha is not None and cfg_activation not in ("allrelu", "leaky"):
         problems.append(f"--alpha has no effect with --activation {cfg_activation} "
                         "(it sets the All-ReLU or leaky slope)")
-    if not args.importance_pruning:
+    if not (args.importance_pruning or importance_pruning):
         given = [f for f in ("ip_start", "ip_every", "ip_percentile")
                  if getattr(args, f) is not None]
         if given:
@@ -310,13 +380,19 @@ def _check_contradictions(args: argparse.Namespace, cfg_activation: str, dataset
         raise ConfigError("contradictory flags:\n  - " + "\n  - ".join(problems))
 
 
-def config_from_args(args: argparse.Namespace):
-    """Preset of --dataset, then every flag the user gave."""
+def config_from_args(args: argparse.Namespace, base=None):
+    """Preset of --dataset (or ``base``: the configuration of --config, a
+    run's config.json), then every flag the user gave."""
     from sparse_mlp.config import TrainConfig
     from sparse_mlp.presets import preset_for
 
-    name, fields = preset_for(args.dataset)
-    cfg = TrainConfig(**{**fields, "dataset": args.dataset, "preset": name})
+    if base is not None:  # --config: the run's settings, --dataset (if given) on top
+        cfg = base.replace(dataset=args.dataset or base.dataset)
+        args.dataset = cfg.dataset
+    else:
+        args.dataset = args.dataset or "digits"
+        name, fields = preset_for(args.dataset)
+        cfg = TrainConfig(**{**fields, "dataset": args.dataset, "preset": name})
     mapping = {"data_dir": "data_dir", "n_train": "n_train", "n_test": "n_test",
                "n_features": "n_features", "n_classes": "n_classes",
                "label_column": "label_column", "test_fraction": "test_fraction",
@@ -333,7 +409,7 @@ def config_from_args(args: argparse.Namespace):
                "checkpoint_every": "checkpoint_every", "keep_checkpoints": "keep_checkpoints",
                "save_topology": "save_topology", "activation_memory": "activation_memory",
                "diagnostics": "diagnostics",
-               "micro_batch": "micro_batch"}
+               "micro_batch": "micro_batch", "task": "task", "class_weight": "class_weight"}
     changes = {field: getattr(args, flag) for flag, field in mapping.items()
                if getattr(args, flag) is not None}
     if args.n_samples is not None:
@@ -347,10 +423,23 @@ def config_from_args(args: argparse.Namespace):
               "density_allocation", "erk_power", "output_init", "lr_fan_in_cap")
     changes.update({f: getattr(args, f) for f in beyond if getattr(args, f) is not None})
     changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
+    protocol = ("val_fraction", "lr_schedule", "lr_step_every", "lr_step_gamma", "lr_min")
+    changes.update({f: getattr(args, f) for f in protocol if getattr(args, f) is not None})
+    if "alpha" in changes:  # a given slope replaces --config's --alpha auto
+        changes.setdefault("alpha_auto", False)
     activation = changes.get("activation", cfg.activation)
     if activation not in ("allrelu", "leaky") and "alpha" not in changes:
         changes["alpha"] = None  # the preset's All-ReLU slope does not apply
-    _check_contradictions(args, activation, args.dataset)
+    _check_contradictions(args, activation, args.dataset,
+                          changes.get("importance_pruning", cfg.importance_pruning),
+                          changes.get("lr_schedule", cfg.lr_schedule))
+    if changes.get("task") == "regression":
+        if name != "user-data":  # a paper preset / the digits demo: classification data
+            raise ConfigError(f"--task regression: --dataset {args.dataset} is a "
+                              f"classification dataset (preset {name!r}); give a data file whose "
+                              f"label column is the numeric target (--label-column), or drop "
+                              f"--task regression")
+        changes.setdefault("output", "linear")  # linear output + squared error
     cfg = cfg.replace(**changes)
     cfg.validate()
     from sparse_mlp.run import check_supported  # (refused before any MPI rank starts)
@@ -474,7 +563,38 @@ def _evaluate(args: argparse.Namespace, dataset_given: bool) -> int:
           f"{100 * res['test_acc']:.2f}% (loss {res['test_loss']:.4f}, {res['n_test']} "
           f"samples), training set {100 * res['train_acc']:.2f}% (loss "
           f"{res['train_loss']:.4f})")
-    print(f"written: {res['json']}")
+    if res["json"]:
+        print(f"written: {res['json']}")
+    return 0
+
+
+PREDICT_FLAGS = ("model", "out", "label_column", "threads", "eval_batch_size")
+
+
+def _predict(args: argparse.Namespace, dataset_given: bool) -> int:
+    from sparse_mlp.predict import predict_file
+
+    skip = {"predict", "quiet", "no_progress", *PREDICT_FLAGS}
+    other = sorted(k for k, v in vars(args).items()
+                   if v is not None and k not in skip and (k != "dataset" or dataset_given))
+    if other:
+        raise ConfigError("--predict takes --model, --out and "
+                          + ", ".join("--" + f.replace("_", "-") for f in PREDICT_FLAGS[2:])
+                          + "; got " + ", ".join("--" + o.replace("_", "-") for o in other))
+    if not args.model:
+        raise ConfigError("--predict needs --model RUN_OR_CHECKPOINT: the run folder or the "
+                          "checkpoint of the model to predict with")
+    res = predict_file(args.predict, args.model, args.out, label_column=args.label_column,
+                       threads=args.threads, batch_size=args.eval_batch_size)
+    print(f"{res['checkpoint']} ({res['architecture']}) predicted {res['n_samples']} samples "
+          f"of {res['data']}")
+    if "accuracy" in res:
+        unknown = (f"; {res['n_unknown_labels']} labels the model never saw count as wrong"
+                   if res["n_unknown_labels"] else "")
+        print(f"accuracy {100 * res['accuracy']:.2f}% on {res['n_labelled']} labelled samples "
+              f"(label column {res['label_column']!r}){unknown}")
+    print(f"written: {res['out']} (column {res['prediction_column']!r}, then the probability "
+          f"of each class)")
     return 0
 
 
@@ -492,30 +612,59 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     dataset_given = args.dataset is not None
-    args.dataset = args.dataset or "digits"
+    if args.dataset is not None:  # one name per dataset ('cifar-10' is cifar10's preset too)
+        from sparse_mlp.datasets import canonical_name
+        args.dataset = canonical_name(args.dataset)
+    if args.config is None:  # (--config: the run's own dataset unless --dataset is given)
+        args.dataset = args.dataset or "digits"
     level = logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S",
                         stream=sys.stdout)
     try:
+        from sparse_mlp.run import record_command_line  # summary.json: how to run it again
+        record_command_line([sys.argv[0] if argv is None else "run_experiment.py",
+                             *(sys.argv[1:] if argv is None else argv)])
+        base, record = None, {}
+        if args.config is not None:  # re-run a run from its config.json
+            other = [f for f in ("resume", "evaluate", "reproduce") if getattr(args, f)]
+            if other:
+                raise ConfigError("--config starts a new run from a run's settings; it does not "
+                                  "go with " + ", ".join("--" + o for o in other)
+                                  + " (--resume continues a run from its own checkpoint)")
+            from sparse_mlp.config import read_run_config
+            base, record = read_run_config(args.config)
         if args.reproduce:
             return _reproduce(args)
         if args.evaluate:
             return _evaluate(args, dataset_given)
+        if args.predict:
+            return _predict(args, dataset_given)
+        if args.model:
+            raise ConfigError("--model names the model for --predict FILE; add --predict, or "
+                              "use --evaluate CHECKPOINT / --resume CHECKPOINT")
         stray = [f for f in REPRODUCE_ONLY if getattr(args, f) is not None]
         if stray:
             them = "it" if len(stray) == 1 else "them"
             raise ConfigError(", ".join("--" + f.replace("_", "-") for f in stray)
                               + f": only --reproduce TABLE reads {them}; drop {them} or add "
                                 "--reproduce")
-        cfg = config_from_args(args)
-        from sparse_mlp.experiment import dry_run, run
+        cfg = config_from_args(args, base)
+        from sparse_mlp.experiment import dry_run, run, run_dense
 
         if args.dry_run:
+            if args.resume:
+                raise ConfigError("--dry-run plans a new run; a resumed run keeps the plan it "
+                                  "was started with (its config.json): drop --dry-run or "
+                                  "--resume")
             print(dry_run(cfg))
             return 0
         rank = _mpi_rank() if cfg.parallel else 0  # --parallel: only rank 0 reports
         if rank:
             logging.getLogger().setLevel(logging.WARNING)
+        if not cfg.parallel:  # (--parallel: the driver splits the node's cores among ranks)
+            from sparse_mlp.kernels import thread_warnings
+            for line in thread_warnings(cfg.threads):
+                print(f"warning: {line}", file=sys.stderr, flush=True)
         if not args.quiet and not args.resume and not rank:
             print(f"sparse_mlp: {cfg.dataset} (preset {cfg.preset}), hidden "
                   f"{','.join(map(str, cfg.hidden))}, eps {cfg.epsilon}, {cfg.activation}"
@@ -535,6 +684,9 @@ def main(argv: list[str] | None = None) -> int:
                                    overwrite=bool(args.overwrite))
             if summary is None:  # a worker rank: rank 0 reports
                 return 0
+        elif record.get("model") == "dense":  # --config of a dense run (Table 2's dense rows)
+            summary = run_dense(cfg, progress=False if args.no_progress else None,
+                                overwrite=bool(args.overwrite))
         else:
             summary = run(cfg, progress=False if args.no_progress else None,
                           resume=args.resume, overrides=overrides,
@@ -548,8 +700,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    print(f"done: best test accuracy {100 * summary['best_test_acc']:.2f}% "
-          f"(epoch {summary['best_epoch'] + 1}), final {100 * summary['final_test_acc']:.2f}%, "
+    score = (f"best test R^2 {summary['best_test_r2']:.4f} (epoch {summary['best_epoch'] + 1}"
+             f", RMSE {summary['best_test_rmse']:.4g}), final R^2 {summary['final_test_r2']:.4f}"
+             if summary.get("task") == "regression" else
+             f"best test accuracy {100 * summary['best_test_acc']:.2f}% "
+             f"(epoch {summary['best_epoch'] + 1}), final {100 * summary['final_test_acc']:.2f}%")
+    if summary.get("val_acc_at_best_epoch") is not None:  # --val-fraction: chosen on validation
+        score = (f"best epoch {summary['best_epoch'] + 1} by validation accuracy "
+                 f"{100 * summary['val_acc_at_best_epoch']:.2f}%: test accuracy there "
+                 f"{100 * (summary.get('test_acc_at_best_epoch') or float('nan')):.2f}% (the best "
+                 f"test accuracy over all epochs, optimistic: "
+                 f"{100 * summary['best_test_acc']:.2f}%), final "
+                 f"{100 * summary['final_test_acc']:.2f}%")
+    print(f"done: {score}, "
           f"nnz {summary['nnz_start']:,} -> {summary['nnz_end']:,}, "
           f"{summary['train_s']:.1f}s training")
     for row in summary["post_pruning"][1:]:
@@ -559,6 +722,8 @@ def main(argv: list[str] | None = None) -> int:
           f"learning_curves.png)")
     if summary.get("checkpoint"):
         print(f"model: {summary['checkpoint']} (sparse_mlp.load, --evaluate, --resume)")
+    if summary.get("best_checkpoint"):
+        print(f"best model (chosen on validation): {summary['best_checkpoint']}")
     return 0
 
 

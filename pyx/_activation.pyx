@@ -10,6 +10,13 @@ Parallelism: ``prange`` over neurons (rows) for the activations, over
 samples (columns) for the losses; each row or column is written by one
 thread.  Per-sample losses are summed after the parallel loop, in order, so
 every result is bit-identical for any thread count.
+
+Sample weights (``sample_weight``, optional, float32 (B,)) scale each
+sample's loss and its column of the delta in place, inside the same loop:
+the batch gradient becomes (1/B) sum_b w_b g_b (SGDClassifier's semantics:
+no renormalisation by the weights' sum).  Without weights nothing is
+multiplied, so ``None`` and all-ones weights give bit-identical results
+(x * 1.0f == x).
 """
 
 import numpy as np
@@ -104,21 +111,26 @@ def dropout_mask(int64_t n, int B, double drop_rate, uint64_t drop_key, int64_t 
 
 
 def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
-                 int n_threads=1):
+                 const float[::1] sample_weight=None, int n_threads=1):
     """Softmax + cross-entropy over a feature-major (C, B) block of logits.
 
     In place: Z becomes the delta P - Y (reference semantics: no 1/B; the
     weight gradient takes the batch mean) when ``write_delta``, else the
     probabilities P.  Returns (sum of -log p_y over the block, number of
-    samples whose arg-max is the label).
+    samples whose arg-max is the label).  With ``sample_weight`` (B,) each
+    sample's loss and delta column are multiplied by its weight (the loss
+    sum is then weighted; the count is not).
     """
     cdef int64_t C = Z.shape[0]
     cdef int64_t B = Z.shape[1]
     cdef int64_t b, c, arg
-    cdef float m, zc
+    cdef float m, zc, w
     cdef double s, lse
+    cdef bint weighted = sample_weight is not None
     if labels.shape[0] != B:
         raise ValueError("softmax_xent: labels must have one entry per column")
+    if weighted and sample_weight.shape[0] != B:
+        raise ValueError("softmax_xent: sample_weight must have one entry per column")
     if C == 0:
         raise ValueError("softmax_xent: no classes")
     loss = np.empty(B, dtype=np.float64)
@@ -147,22 +159,33 @@ def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=Tr
                 Z[c, b] = <float>(exp(Z[c, b] - lse))
             if write_delta:
                 Z[labels[b], b] = Z[labels[b], b] - 1.0
+            if weighted:
+                # weighted sample: w_b * loss_b, and its delta column w_b * (P - Y)
+                w = sample_weight[b]
+                lo[b] = lo[b] * w
+                if write_delta:
+                    for c in range(C):
+                        Z[c, b] = Z[c, b] * w
     return float(loss.sum()), int(correct.sum(dtype=np.int64))
 
 
 def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
-                int n_threads=1):
+                const float[::1] sample_weight=None, int n_threads=1):
     """Sigmoid outputs + mean squared error against one-hot targets, over a
     feature-major (C, B) block.  Per sample the loss is 0.5*sum_c (a_c-y_c)^2,
     so in place Z becomes the delta (a - y) * a * (1 - a) when
-    ``write_delta``, else the outputs a.  Returns (loss sum, n correct)."""
+    ``write_delta``, else the outputs a.  Returns (loss sum, n correct).
+    ``sample_weight`` (B,): as :func:`softmax_xent`."""
     cdef int64_t C = Z.shape[0]
     cdef int64_t B = Z.shape[1]
     cdef int64_t b, c, arg
-    cdef float a, y, m
+    cdef float a, y, m, w
     cdef double s
+    cdef bint weighted = sample_weight is not None
     if labels.shape[0] != B:
         raise ValueError("sigmoid_mse: labels must have one entry per column")
+    if weighted and sample_weight.shape[0] != B:
+        raise ValueError("sigmoid_mse: sample_weight must have one entry per column")
     if C == 0:
         raise ValueError("sigmoid_mse: no classes")
     loss = np.empty(B, dtype=np.float64)
@@ -186,4 +209,52 @@ def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=Tru
                 Z[c, b] = (a - y) * a * (1.0 - a) if write_delta else a
             lo[b] = s
             co[b] = 1 if arg == labels[b] else 0
+            if weighted:
+                w = sample_weight[b]
+                lo[b] = lo[b] * w
+                if write_delta:
+                    for c in range(C):
+                        Z[c, b] = Z[c, b] * w
     return float(loss.sum()), int(correct.sum(dtype=np.int64))
+
+
+def linear_mse(float[:, ::1] Z, const float[:, ::1] targets, bint write_delta=True,
+               const float[::1] sample_weight=None, int n_threads=1):
+    """Identity output + squared error (regression), over a feature-major
+    (C, B) block of outputs against sample-major float32 targets (B, C).
+
+    Per sample the loss is 0.5 * sum_c (z_c - y_c)^2 (scikit-learn's
+    squared_loss for one target), so in place Z becomes the delta z - y when
+    ``write_delta`` (times w_b with ``sample_weight``), else it is left as
+    the outputs.  Returns (loss sum over the block, 0): the second value
+    keeps the (loss, correct) shape of the classification losses.
+    """
+    cdef int64_t C = Z.shape[0]
+    cdef int64_t B = Z.shape[1]
+    cdef int64_t b, c
+    cdef float d, w
+    cdef double s
+    cdef bint weighted = sample_weight is not None
+    if targets.shape[0] != B or targets.shape[1] != C:
+        raise ValueError(f"linear_mse: targets must be (B, C) = ({B}, {C}), got "
+                         f"({targets.shape[0]}, {targets.shape[1]})")
+    if C == 0:
+        raise ValueError("linear_mse: no outputs")
+    if weighted and sample_weight.shape[0] != B:
+        raise ValueError("linear_mse: sample_weight must have one entry per column")
+    loss = np.empty(B, dtype=np.float64)
+    cdef double[::1] lo = loss
+    if B == 0:
+        return 0.0, 0
+    with nogil:
+        for b in prange(B, schedule="static", num_threads=n_threads):
+            s = 0.0
+            w = sample_weight[b] if weighted else 1.0
+            for c in range(C):
+                # delta = z - y; loss += 0.5 * (z - y)^2
+                d = Z[c, b] - targets[b, c]
+                s = s + 0.5 * (<double>d) * d
+                if write_delta:
+                    Z[c, b] = d * w if weighted else d
+            lo[b] = s * w if weighted else s
+    return float(loss.sum()), 0

@@ -20,7 +20,10 @@ _LAZY = {
     "TrainConfig": "sparse_mlp.config",
     "load_dataset": "sparse_mlp.datasets",
     "load": "sparse_mlp.checkpoint",
+    "TrainedModel": "sparse_mlp.trained",
+    "Preprocessing": "sparse_mlp.preprocessing",
     "SparseMLPClassifier": "sparse_mlp.estimator",
+    "SparseMLPRegressor": "sparse_mlp.estimator",
 }
 
 

@@ -41,6 +41,15 @@ checksum; strings in attributes are fixed-length ASCII)::
                          column order in the u8 JSON dataset ``columns``
     /extra               free-form: dict -> group, ndarray -> dataset, any other
                          value -> u8 JSON dataset with attr json=1
+    /preprocessing       what the model needs to take raw inputs (absent in files
+                         written before it was stored, and in files saved without
+                         one): u8 JSON ``meta`` {task, n_features, standardized,
+                         feature_names (list or null), classes (the label of each
+                         class id), label_column}; when standardized: mean float64,
+                         std float64 (n_features; population std of the training
+                         split), constant uint8 (n_features; zero-variance
+                         features, set to 0); regression: target_mean, target_std
+                         float64 (n_targets)
 
 Reading one with plain h5py::
 
@@ -118,6 +127,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +143,8 @@ from .epoch import nonfinite_parts
 from .errors import CheckpointBusyError, CheckpointError, ConfigError, DivergenceError
 from .layers import SparseLayer
 from .model import SparseMLP
+from .preprocessing import MissingPreprocessingWarning, Preprocessing
+from .trained import TrainedModel
 from .training import RandomStreams, TrainState
 
 try:
@@ -146,6 +158,11 @@ SCHEMA_VERSION = 1
 FORMAT = "sparse_mlp.checkpoint"
 LIBVER = ("v110", "v110")
 CHECKPOINT_DIR = "checkpoints"  # inside a run's output folder
+PREPROCESSING_ARRAYS = {"mean": np.float64, "std": np.float64, "constant": np.uint8,
+                        "target_mean": np.float64, "target_std": np.float64}
+# --val-fraction: the model of the best epoch chosen on the validation set, in
+# CHECKPOINT_DIR; never deleted by the keep-newest rule (not a ckpt_* name)
+BEST_CHECKPOINT = "best.h5"
 LOCKING_ENV = "SPARSE_MLP_HDF5_LOCKING"
 LAYER_ARRAYS = {"indptr": np.int64, "indices": np.int32, "data": np.float32,
                 "velocity": np.float32, "bias": np.float32, "bias_velocity": np.float32}
@@ -527,6 +544,13 @@ def _write_extra(g, extra: dict) -> None:
             _put_json(g, key, value).attrs["json"] = 1
 
 
+def _write_preprocessing(g, pre: Preprocessing) -> None:
+    meta, arrays = pre.to_record()
+    _put_json(g, "meta", meta)
+    for name, arr in arrays.items():
+        _put_array(g, name, arr, PREPROCESSING_ARRAYS[name])
+
+
 def _streams_dict(streams: RandomStreams | dict | None) -> dict | None:
     if streams is None or isinstance(streams, dict):
         return streams
@@ -572,7 +596,8 @@ def _write_failure(path: Path, exc: BaseException) -> str:
 def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None,
                     model: SparseMLP | DenseMLP,
                     state: TrainState | None, streams: RandomStreams | dict | None,
-                    extra: dict | None = None) -> Path:
+                    extra: dict | None = None,
+                    preprocessing: Preprocessing | None = None) -> Path:
     """Write a checkpoint atomically (module docs: layout, crash safety).
 
     Parameters
@@ -590,6 +615,10 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None,
     extra : dict, optional
         Anything else to store (nested dicts, numeric arrays, JSON values);
         :func:`load_checkpoint` returns it as ``Checkpoint.extra``.
+    preprocessing : Preprocessing, optional
+        What the model needs to take raw inputs (the data's
+        ``Dataset.preprocessing``); without it the file's model takes
+        standardised inputs and predicts class ids.
 
     Returns
     -------
@@ -629,6 +658,8 @@ def save_checkpoint(path: str | Path, *, cfg: TrainConfig | None,
             if streams_state is not None:
                 _put_json(f, "streams", streams_state)
             _write_extra(f.create_group("extra"), extra or {})
+            if preprocessing is not None:
+                _write_preprocessing(f.create_group("preprocessing"), preprocessing)
         os.replace(tmp, path)  # guarded_h5 fsynced the file
         _fsync(folder, directory=True)
     except BaseException as exc:
@@ -678,6 +709,9 @@ class Checkpoint:
         The version that wrote the file.
     created : str
         UTC time of writing, ISO 8601.
+    preprocessing : Preprocessing or None
+        The standardisation, feature names and classes of the training
+        data; None in files written before checkpoints carried them.
     """
 
     path: Path
@@ -689,6 +723,7 @@ class Checkpoint:
     schema_version: int = SCHEMA_VERSION
     sparse_mlp_version: str = ""
     created: str = ""
+    preprocessing: Preprocessing | None = None
 
     def streams(self) -> RandomStreams:
         """The run's random streams, restored to their saved state."""
@@ -824,6 +859,27 @@ def _read_extra(g) -> dict:
     return out
 
 
+def _read_preprocessing(g, sizes: list[int]) -> Preprocessing:
+    meta = _get_json(g["meta"])
+    arrays = {}
+    for name, dtype in PREPROCESSING_ARRAYS.items():
+        if name in g:
+            a = g[name][()]
+            if a.dtype != dtype or a.ndim != 1:
+                raise ValueError(f"preprocessing {name} is {a.dtype} {a.shape}, expected "
+                                 f"{np.dtype(dtype)} (n,)")
+            arrays[name] = a
+    pre = Preprocessing.from_record(meta, arrays)
+    if pre.n_features != sizes[0]:
+        raise ValueError(f"its preprocessing record has {pre.n_features} features, the model "
+                         f"takes {sizes[0]}")
+    if pre.task == "classification" and pre.classes is not None \
+            and len(pre.classes) != sizes[-1]:
+        raise ValueError(f"its preprocessing record has {len(pre.classes)} classes, the model "
+                         f"predicts {sizes[-1]}")
+    return pre
+
+
 def _check_header(f, path: Path) -> None:
     if "format" not in f.attrs or _get_str(f, "format") != FORMAT:
         raise CheckpointError(
@@ -872,9 +928,12 @@ def load_checkpoint(path: str | Path, n_threads: int | None = None) -> Checkpoin
             state = _read_state(f) if "state" in f else None
             streams = _get_json(f["streams"]) if "streams" in f else None
             extra = _read_extra(f["extra"]) if "extra" in f else {}
+            pre = (_read_preprocessing(f["preprocessing"], model.sizes)
+                   if "preprocessing" in f else None)
             return Checkpoint(path, cfg, model, state, streams, extra,
                               int(f.attrs["schema_version"]),
-                              _get_str(f, "sparse_mlp_version"), _get_str(f, "created"))
+                              _get_str(f, "sparse_mlp_version"), _get_str(f, "created"),
+                              preprocessing=pre)
     except (CheckpointError, MemoryError):
         raise
     except Exception as exc:  # h5py raises OSError, KeyError, ValueError, TypeError...
@@ -894,21 +953,60 @@ def _describe_damage(path: Path, exc: Exception) -> str:
             f"(--resume auto picks the newest valid one).")
 
 
-def load(path: str | Path, n_threads: int | None = None) -> SparseMLP | DenseMLP:
-    """A saved model (sparse or dense), ready to predict.
+def load(path: str | Path, n_threads: int | None = None, *,
+         which: str = "best") -> TrainedModel:
+    """A saved model, ready to predict from raw features.
 
     Parameters
     ----------
     path : str or Path
         A checkpoint file, a run's output folder or its ``checkpoints``
-        folder (the newest valid checkpoint there).
+        folder.
     n_threads : int, optional
+        Kernel threads (default: the cores available).
+    which : "best" or "last"
+        For a folder: "best" (default) takes ``checkpoints/best.h5`` (the
+        best epoch's model, written when the run has a validation split)
+        when there is one, else the newest valid checkpoint; "last" always
+        the newest valid checkpoint.
 
     Returns
     -------
-    SparseMLP or DenseMLP
+    TrainedModel
+        ``predict``, ``predict_proba``, ``score`` take raw features and give
+        the user's labels; ``.network`` is the SparseMLP or DenseMLP,
+        ``.preprocessing`` the training data's record.  A checkpoint written
+        before checkpoints carried that record loads with a
+        :class:`~sparse_mlp.preprocessing.MissingPreprocessingWarning`: its
+        model takes standardised features and predicts class ids.
+
+    Raises
+    ------
+    CheckpointError
+        No (valid) checkpoint at ``path``.
     """
-    return load_checkpoint(resolve_checkpoint(path), n_threads=n_threads).model
+    if which not in ("best", "last"):
+        raise ConfigError(f"which must be 'best' or 'last', got {which!r}")
+    target = resolve_checkpoint(path, prefer_best=which == "best")
+    try:
+        ck = load_checkpoint(target, n_threads=n_threads)
+    except CheckpointBusyError:
+        raise
+    except CheckpointError as exc:
+        if target.name != BEST_CHECKPOINT or not Path(path).is_dir():
+            raise
+        log.warning("not using %s: %s; taking the newest checkpoint instead", target, exc)
+        ck = load_checkpoint(resolve_checkpoint(path), n_threads=n_threads)
+    if ck.preprocessing is None:
+        warnings.warn(
+            f"{ck.path} carries no preprocessing record (it was written by sparse_mlp "
+            f"{ck.sparse_mlp_version or '?'} before checkpoints stored one, or saved without "
+            f"one): its model takes features standardised as in training, not raw ones, and "
+            f"predicts class ids, not labels. Train it again with this version, or give it the "
+            f"training data's record: TrainedModel(model.network, "
+            f"load_dataset(...).preprocessing).", MissingPreprocessingWarning,
+            stacklevel=2)
+    return TrainedModel(ck.model, ck.preprocessing, path=ck.path, config=ck.cfg)
 
 
 # ---------------------------------------------------------------------- a run's folder
@@ -955,9 +1053,10 @@ def quarantined_checkpoints(folder: str | Path) -> list[Path]:
                   if p.name.startswith("ckpt_") and ".h5.corrupt" in p.name and p.is_file())
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, prefer_best: bool = False) -> Path:
     """A checkpoint file as given, or for a folder (a run's output folder or
-    its ``checkpoints`` folder) the newest checkpoint that loads.
+    its ``checkpoints`` folder) the newest checkpoint that loads; with
+    ``prefer_best``, the folder's ``best.h5`` when it has one.
 
     Raises
     ------
@@ -968,6 +1067,9 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
         return path
+    best = _checkpoint_folder(path) / BEST_CHECKPOINT
+    if prefer_best and best.is_file():
+        return best
     ck = latest_checkpoint(_checkpoint_folder(path), quarantine=False)
     if ck is None:
         raise CheckpointError(f"no valid checkpoint in {path} (looked for "
@@ -1033,26 +1135,33 @@ class CheckpointDir:
     folder : str or Path
     keep : int
         After each save, only the ``keep`` newest checkpoints stay.
+    preprocessing : Preprocessing, optional
+        Written into every checkpoint saved here (unless a save gives one).
     """
 
-    def __init__(self, folder: str | Path, keep: int = 3) -> None:
+    def __init__(self, folder: str | Path, keep: int = 3,
+                 preprocessing: Preprocessing | None = None) -> None:
         if keep < 1:
             raise ConfigError(f"keep must be at least 1, got {keep}")
         self.folder = Path(folder)
         self.keep = int(keep)
+        self.preprocessing = preprocessing
         self.clean_temporary()
 
     def list(self) -> list[Path]:
         return list_checkpoints(self.folder)
 
     def save(self, *, cfg: TrainConfig, model: SparseMLP | DenseMLP, state: TrainState,
-             streams: RandomStreams | dict, extra: dict | None = None) -> Path:
+             streams: RandomStreams | dict, extra: dict | None = None,
+             preprocessing: Preprocessing | None = None) -> Path:
         """Save the state (sparse or dense model) as the folder's newest
         checkpoint and delete the ones beyond ``keep`` -- only after the new
         one is safely renamed: a failed save (CheckpointError) deletes
-        nothing."""
+        nothing.  ``preprocessing``: default the folder's."""
         path = self.folder / checkpoint_name(state.epoch, state.step)
-        save_checkpoint(path, cfg=cfg, model=model, state=state, streams=streams, extra=extra)
+        save_checkpoint(path, cfg=cfg, model=model, state=state, streams=streams, extra=extra,
+                        preprocessing=preprocessing if preprocessing is not None
+                        else self.preprocessing)
         for old in self.list()[:-self.keep]:
             try:
                 old.unlink(missing_ok=True)
@@ -1078,6 +1187,43 @@ class CheckpointDir:
                 moved.append(_rename_aside(p, "superseded"))
                 log.warning("checkpoint %s is newer than the one this run resumes from; "
                             "renamed to %s", p.name, moved[-1].name)
+        return moved
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / BEST_CHECKPOINT
+
+    def save_best(self, *, cfg: TrainConfig, model: SparseMLP | DenseMLP,
+                  extra: dict) -> Path:
+        """Save ``model`` as ``best.h5`` (atomically replacing the previous
+        best): the configuration, the model and ``extra`` (``extra["best"]``:
+        epoch, scores), no loop state or streams -- a model to predict with,
+        never one to resume from.  Never deleted by the keep-newest rule."""
+        return save_checkpoint(self.best_path, cfg=cfg, model=model, state=None, streams=None,
+                               extra=extra, preprocessing=self.preprocessing)
+
+    def best_epoch(self) -> int | None:
+        """The epoch (0-based) ``best.h5`` holds, or None when there is no
+        readable ``best.h5`` (read from its attributes, not its weights)."""
+        if not self.best_path.is_file():
+            return None
+        try:
+            with open_h5(self.best_path, "r") as f:
+                return int(_read_extra(f["extra/best"])["epoch"])
+        except Exception:  # damaged: as good as absent
+            return None
+
+    def retire_best(self, epoch: int) -> Path | None:
+        """On resume: a ``best.h5`` that does not hold ``epoch`` (the resumed
+        state's best epoch; -1 for none) was written after the checkpoint
+        resumed from (or is damaged): renamed to ``best.h5.superseded``, so
+        that the run's best model and its summary agree.  The resumed run
+        writes ``best.h5`` again when it reaches a better epoch."""
+        if not self.best_path.exists() or self.best_epoch() == epoch:
+            return None
+        moved = _rename_aside(self.best_path, "superseded")
+        log.warning("%s does not hold the best epoch of the state resumed from (epoch %d); "
+                    "renamed to %s", BEST_CHECKPOINT, epoch + 1, moved.name)
         return moved
 
     def clean_temporary(self) -> None:

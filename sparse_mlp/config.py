@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,9 @@ from .errors import ConfigError
 # compiled kernels, so that a configuration can be built, validated and saved
 # before ``make``; activations.py and layers.py take theirs from here.
 HIDDEN_ACTIVATIONS = ("relu", "allrelu", "leaky", "srelu", "tanh", "sigmoid")
-OUTPUTS = ("softmax", "sigmoid")
+OUTPUTS = ("softmax", "sigmoid", "linear")  # linear: regression (identity + squared error)
+TASKS = ("classification", "regression")
+CLASS_WEIGHTS = ("balanced",)
 WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
 # 'zero' is for an output layer only (--output-init zero): a hidden layer of
 # zeros passes no gradient to the layers below it
@@ -41,12 +44,19 @@ class TrainConfig:
     n_classes: int | None = None       # synthetic only
     label_column: str | None = None    # CSV/TSV: label column name or index (default: last)
     test_fraction: float | None = None  # user files without a test set (default 0.2)
+    val_fraction: float | None = None  # a stratified validation split of the training set;
+    #                                    the best epoch is chosen on it (None: the paper's
+    #                                    protocol, best test accuracy, no validation)
+    task: str = "classification"       # classification | regression (a user file's numeric
+    #                                    label column as float targets, linear output + MSE;
+    #                                    targets standardised with the training mean/std)
     # --- architecture ---------------------------------------------------
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
     epsilon: float = 20.0              # Erdos-Renyi density: ~eps*(n_in+n_out) weights per layer
     activation: str = "allrelu"        # relu | allrelu | leaky | srelu | tanh | sigmoid
     alpha: float | None = 0.6          # All-ReLU slope (leaky: negative slope)
-    output: str = "softmax"            # softmax (+ cross-entropy) | sigmoid (+ MSE)
+    output: str = "softmax"            # softmax (+ cross-entropy) | sigmoid (+ MSE) | linear
+    #                                    (+ squared error; --task regression sets it)
     weight_init: str = "he_uniform"    # normal | xavier | he_uniform
     # --- optimisation (reference momentum SGD) ----------------------------
     epochs: int = 500
@@ -57,6 +67,12 @@ class TrainConfig:
     decay_mode: str = "paper"          # paper | decoupled (w -= lr*wd*w)
     nesterov: bool = False
     dropout: float = 0.3               # on hidden activations, inverted scaling
+    lr_schedule: str = "constant"      # constant (paper) | step | cosine (schedule.py)
+    lr_step_every: int | None = None   # step: multiply the lr by lr_step_gamma every N epochs
+    lr_step_gamma: float = 0.1         # step: the factor
+    lr_min: float = 0.0                # cosine: the floor, reached after the last epoch
+    class_weight: str | None = None    # None | balanced: each sample's loss and delta times
+    #                                    n / (n_classes * count of its class) (training set)
     # --- SET topology evolution -------------------------------------------
     evolution: bool = True             # False: static sparse topology
     zeta: float = 0.3                  # fraction of positive and of negative weights replaced
@@ -68,7 +84,7 @@ class TrainConfig:
     post_prune: list[float] = field(default_factory=list)  # Table 6: percentiles, post-training
     # --- run --------------------------------------------------------------
     seed: int = 0
-    threads: int | None = None         # kernel threads (default: all cores available)
+    threads: int | None = None         # kernel threads (default: kernels.default_threads)
     eval_every: int = 1                # evaluate the test set every N epochs (and the last)
     eval_batch_size: int = 1024
     train_eval: int = 0                # with every test evaluation: loss and accuracy without
@@ -125,6 +141,19 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def nonfinite(self) -> list[str]:
+        """Every number (or number in a list) that is NaN or infinite, named as
+        its flag: a configuration error, never a run that diverges later."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            bad = [v for v in values if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                problems.append(f"--{f.name.replace('_', '-')} must be a finite number, got "
+                                f"{bad[0]}")
+        return problems
+
     @property
     def decay(self) -> float:
         """The per-step weight decay factor of the update rule."""
@@ -132,7 +161,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse impossible settings before anything is allocated."""
-        problems = []
+        problems = self.nonfinite()
+        if problems:  # NaN or inf would slip through every range check below
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
         if not self.hidden or any(h < 1 for h in self.hidden):
             problems.append(f"--hidden must list positive layer widths, got {self.hidden}")
         if self.epsilon <= 0:
@@ -146,6 +177,18 @@ class TrainConfig:
                             f"itself), got {self.alpha}")
         if self.output not in OUTPUTS:
             problems.append(f"--output must be one of {', '.join(OUTPUTS)}")
+        if self.task not in TASKS:
+            problems.append(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        elif self.task == "regression" and self.output != "linear":
+            problems.append(f"--task regression trains a linear output with squared error: "
+                            f"drop --output {self.output}")
+        elif self.task == "classification" and self.output == "linear":
+            problems.append("--output linear is the regression output: add --task regression")
+        if self.class_weight is not None and self.class_weight not in CLASS_WEIGHTS:
+            problems.append(f"--class-weight must be one of {', '.join(CLASS_WEIGHTS)}, got "
+                            f"{self.class_weight!r}")
+        elif self.class_weight is not None and self.task == "regression":
+            problems.append("--class-weight weighs classes: it needs --task classification")
         if self.weight_init not in WEIGHT_INITS:
             problems.append(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}"
                             + (" ('zero' is for the output layer: --output-init zero)"
@@ -156,6 +199,19 @@ class TrainConfig:
             problems.append(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.lr <= 0:
             problems.append(f"--lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("constant", "step", "cosine"):
+            problems.append("--lr-schedule must be constant, step or cosine")
+        elif self.lr_schedule == "step" and not (self.lr_step_every or 0) >= 1:
+            problems.append("--lr-schedule step needs --lr-step-every N (epochs, at least 1)")
+        elif self.lr_schedule != "step" and self.lr_step_every is not None:
+            problems.append("--lr-step-every belongs to --lr-schedule step")
+        if not self.lr_step_gamma > 0:
+            problems.append(f"--lr-step-gamma must be positive, got {self.lr_step_gamma}")
+        if not 0 <= self.lr_min < self.lr:
+            problems.append(f"--lr-min must be in [0, --lr), got {self.lr_min}")
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
+            problems.append(f"--val-fraction must be strictly between 0 and 1, got "
+                            f"{self.val_fraction}")
         if not 0 <= self.momentum < 1:
             problems.append(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.weight_decay < 1:
@@ -235,3 +291,42 @@ class TrainConfig:
             problems.append(f"--mpi-chunk-bytes must be positive, got {self.mpi_chunk_bytes}")
         if problems:
             raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+# keys of a run's config.json that are a record of the run, not settings
+# (run.Run.write_config): the data's provenance, "model": "dense" for a dense
+# run, "mpi" for a parallel one.  A key added to config.json besides the
+# TrainConfig fields belongs here, or --config refuses the file.
+RUN_RECORD_KEYS = ("data", "model", "mpi")
+# settings of a config.json that --config does not reuse: where the run went
+# and how many cores that machine had (results do not depend on it)
+NOT_REUSED = ("out", "threads")
+
+
+def read_run_config(path: str) -> tuple[TrainConfig, dict[str, Any]]:
+    """The configuration of a run's ``config.json`` (``--config``), and its
+    record keys (:data:`RUN_RECORD_KEYS`).
+
+    ``out`` and ``threads`` are reset (:data:`NOT_REUSED`): a re-run goes to
+    a new folder unless told, with this machine's cores.  Everything else is
+    the run's resolved settings (preset, memory plan, ``--alpha auto``'s
+    value), so the re-run computes the same epochs.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            saved = json.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ConfigError(f"--config {path} is not JSON: {exc}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--config {path} is not a run's config.json (a JSON object)")
+    record = {k: saved.pop(k) for k in RUN_RECORD_KEYS if k in saved}
+    try:
+        cfg = TrainConfig.from_dict(saved)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc} (is it the config.json of a run written "
+                          f"by this version of sparse_mlp?)") from None
+    except TypeError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
+    return cfg.replace(**{k: None for k in NOT_REUSED}), record

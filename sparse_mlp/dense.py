@@ -340,9 +340,14 @@ class DenseMLP(LayerStack):
 
     def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,
                    decay: float, keys: list[int], nesterov: bool = False,
-                   micro_batch: int | None = None) -> tuple[float, int]:
+                   micro_batch: int | None = None, sample_weight: np.ndarray | None = None
+                   ) -> tuple[float, int]:
         """One mini-batch of momentum SGD (reference semantics, as
-        :meth:`SparseMLP.train_step`): returns (summed loss, correct)."""
+        :meth:`SparseMLP.train_step`): returns (summed loss, correct).
+        Weighted samples are the sparse model's (the dense pipeline refuses
+        --class-weight)."""
+        if sample_weight is not None:
+            raise ValueError("DenseMLP trains unweighted samples only")
         yb = np.ascontiguousarray(yb, dtype=np.int32)
         loss, correct, sg_acc = self._accumulate(Xb, yb, keys, micro_batch)
         for layer, (g, bg) in zip(self.layers, self._grad_buffers()):

@@ -9,7 +9,9 @@ scikit-learn estimator (``estimator.py``) all end an epoch with
      momentum must be finite; otherwise the caller's ``on_diverged``
      raises (each loop words it for its own situation);
   2. evaluation, when due (every ``eval_every`` epochs and after the last),
-     and the best accuracy so far in the loop's :class:`TrainState`;
+     and the best selection score so far in the loop's :class:`TrainState`
+     (:func:`selection_metric`: test accuracy, or R^2 with ``--task
+     regression``; kept in ``best_test_acc`` / ``best_epoch``);
   3. topology evolution, after every epoch except the last, on every
      weight matrix except the last (:func:`evolve_topology`): Importance
      Pruning first when its schedule says so (:func:`ip_due`), then SET
@@ -25,7 +27,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,13 @@ import numpy as np
 from .evolution import importance_prune, set_step
 
 __all__ = ["EpochEnd", "GrowthData", "end_of_epoch", "eval_due", "evolve_topology", "ip_due",
-           "nonfinite_parts"]
+           "nonfinite_parts", "selection_metric"]
+
+
+def selection_metric(cfg) -> str:
+    """The metrics column that picks the best epoch (higher is better):
+    ``test_acc``, or ``test_r2`` for ``task == "regression"``."""
+    return "test_r2" if getattr(cfg, "task", "classification") == "regression" else "test_acc"
 
 
 def ip_due(cfg, epoch: int) -> bool:
@@ -99,10 +107,15 @@ class EpochEnd:
     evolution_s: float = 0.0
     evaluated: bool = False
     topology_changed: bool = False
+    extra: dict = field(default_factory=dict)   # more test columns (regression: test_r2 ...)
+    val: dict = field(default_factory=dict)     # --val-fraction: val_loss, val_acc (, val_r2
+    #                                             ...), val_s; NaN when no evaluation was due
+    improved: bool = False                      # this epoch became the best epoch
 
     def columns(self) -> dict[str, float]:
         return {"test_loss": self.test_loss, "test_acc": self.test_acc,
-                "test_s": self.test_s, "evolution_s": self.evolution_s}
+                "test_s": self.test_s, "evolution_s": self.evolution_s, **self.extra,
+                **self.val}
 
 
 def nonfinite_parts(model) -> list[str]:
@@ -129,7 +142,8 @@ def end_of_epoch(cfg, model, state, epoch: int, *, train_loss: float,
                  evaluate: Callable[[], tuple[float, float]] | None,
                  rng: np.random.Generator | None,
                  growth: GrowthData | None = None,
-                 before_evolution: Callable[[EpochEnd], None] | None = None) -> EpochEnd:
+                 before_evolution: Callable[[EpochEnd], None] | None = None,
+                 evaluate_val: Callable[[], tuple] | None = None) -> EpochEnd:
     """Steps 1-3 of the module docs after ``epoch`` (0-based) of ``cfg.epochs``.
 
     Parameters
@@ -144,27 +158,58 @@ def end_of_epoch(cfg, model, state, epoch: int, *, train_loss: float,
     on_diverged : callable or None
         ``on_diverged(train_loss, parts)`` must raise; None skips step 1.
     evaluate : callable or None
-        ``evaluate() -> (loss, accuracy)`` on the test set; None skips step 2.
+        ``evaluate() -> (loss, accuracy)`` on the test set, or ``(loss,
+        accuracy, {column: value})`` with more test columns (a regression
+        run: accuracy NaN, ``test_r2``, ``test_rmse``, ``test_mae``); the
+        best epoch follows :func:`selection_metric`.  None skips step 2.
     rng : Generator or None
         The evolution stream; None skips step 3.
     growth : GrowthData, optional
         Training data for gradient / momentum growth.
     before_evolution : callable, optional
         Called with the result so far between steps 2 and 3 (the trainer's
-        diagnostics measure the trained weights there).
+        diagnostics measure the trained weights there; ``end.improved``
+        says whether this epoch became the best one).
+    evaluate_val : callable, optional
+        ``--val-fraction``: the same as ``evaluate`` on the validation set,
+        run with it; its columns are named ``val_*``, and the best epoch
+        (``state.best_epoch``, ``state.best_val_score``) is chosen on it,
+        while ``state.best_test_acc`` / ``best_test_epoch`` still follow the
+        test set (the paper's number, an optimistic estimate).  None: the
+        paper's protocol, the best epoch is the best test epoch.
     """
     end = EpochEnd()
+    if evaluate_val is not None:
+        end.val = {"val_loss": math.nan, "val_acc": math.nan, "val_s": 0.0}
     if on_diverged is not None:
         bad = nonfinite_parts(model)
         if bad or not math.isfinite(train_loss):
             on_diverged(train_loss, bad)
     if evaluate is not None and eval_due(cfg, epoch):
         t0 = time.perf_counter()
-        end.test_loss, end.test_acc = evaluate()
+        result = evaluate()
+        end.test_loss, end.test_acc = result[0], result[1]
+        end.extra = dict(result[2]) if len(result) > 2 else {}
         end.test_s = time.perf_counter() - t0
         end.evaluated = True
-        if end.test_acc > state.best_test_acc:
-            state.best_test_acc, state.best_epoch = end.test_acc, epoch
+        if evaluate_val is not None:
+            t0 = time.perf_counter()
+            result = evaluate_val()
+            end.val = {"val_loss": result[0], "val_acc": result[1],
+                       **{k.replace("test_", "val_", 1): v
+                          for k, v in (dict(result[2]) if len(result) > 2 else {}).items()},
+                       "val_s": time.perf_counter() - t0}
+        metric = selection_metric(cfg)
+        score = end.columns().get(metric, math.nan)
+        first = (state.best_epoch if evaluate_val is None else state.best_test_epoch) < 0
+        if score > state.best_test_acc or (first and math.isfinite(score)):
+            state.best_test_acc, state.best_test_epoch = score, epoch  # (R^2 may be below -1)
+            if evaluate_val is None:  # the paper's protocol: the best test epoch is the best
+                state.best_epoch, end.improved = epoch, True
+        if evaluate_val is not None:  # the best epoch is chosen on the validation set
+            vscore = end.val.get(metric.replace("test_", "val_", 1), math.nan)
+            if vscore > state.best_val_score or (state.best_epoch < 0 and math.isfinite(vscore)):
+                state.best_val_score, state.best_epoch, end.improved = vscore, epoch, True
     if before_evolution is not None:
         before_evolution(end)
     if rng is not None and epoch != cfg.epochs - 1:

@@ -39,7 +39,7 @@ from .model import SparseMLP
 from .report import write_json
 from .run import Run, load_data, versions
 from .topology_log import TOPOLOGY_FILE, TopologyLog
-from .training import METRIC_COLUMNS, RandomStreams, TrainState
+from .training import RandomStreams, TrainState, metric_columns
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def _train(r: Run, data, progress: bool | None) -> dict[str, Any]:
 
     # training: metrics rows, topology snapshots and checkpoints as it goes
     r.checkpoints(state)
-    csv_out = r.metrics(METRIC_COLUMNS, state.history)
+    csv_out = r.metrics(metric_columns(cfg), state.history)
     topo = TopologyLog(r.out / TOPOLOGY_FILE, model.sizes) if cfg.save_topology else None
     if topo is not None:
         topo.start(model) if ckpt is None else topo.resume(state.epoch, model)
@@ -313,7 +313,7 @@ def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
             r.info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
         r.begin_session(state)
         r.checkpoints(state)
-        csv_out = r.metrics(METRIC_COLUMNS, state.history)
+        csv_out = r.metrics(metric_columns(cfg), state.history)
 
         state = r.train(model, data, streams, state, on_epoch=csv_out, progress=progress,
                         context=blas_threads(threads))
@@ -323,7 +323,7 @@ def run_dense(cfg: TrainConfig, data=None, progress: bool | None = None,
 
 
 DATA_FIELDS = ("data_dir", "n_train", "n_test", "n_features", "n_classes", "label_column",
-               "test_fraction", "seed")
+               "test_fraction", "val_fraction", "seed", "task")
 
 
 def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data=None,
@@ -389,8 +389,13 @@ def evaluate_checkpoint(path: str | Path, dataset: str | None = None, data=None,
     }
     json_path = (Path(out) / "evaluation.json" if out is not None
                  else path.with_name(path.name.removesuffix(".h5") + ".evaluation.json"))
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(json_path, result)
-    result["json"] = str(json_path)
+    try:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(json_path, result)
+        result["json"] = str(json_path)
+    except OSError as exc:  # a read-only run folder: the figures still reach the user
+        log.warning("could not write %s (%s); give --out FOLDER to keep the evaluation",
+                    json_path, exc.strerror or exc)
+        result["json"] = None
     log.info("evaluated %s on %s: test accuracy %.2f%%", path, data.name, 100 * test_acc)
     return result

@@ -186,7 +186,8 @@ def collect_probe(model, get_batch: Callable, n_rows: int, batch_size: int, n_ba
                 prev = Ab[li]
             else:
                 layer.forward(prev, Zb[li], n_threads=nt)
-        model.output_delta(Zb[-1], np.ascontiguousarray(yb, dtype=np.int32))
+        model.output_delta(Zb[-1], np.ascontiguousarray(  # float targets: regression
+            yb, dtype=np.float32 if model.output == "linear" else np.int32))
         cols = slice(t * B, (t + 1) * B)
         for li in range(L - 1, -1, -1):
             if li < n_layers:

@@ -110,7 +110,8 @@ class SparseMLP(LayerStack):
     init : str
         'normal', 'xavier' or 'he_uniform'.
     output : str
-        'softmax' (+ cross-entropy) or 'sigmoid' (+ MSE).
+        'softmax' (+ cross-entropy), 'sigmoid' (+ MSE) or 'linear' (identity +
+        squared error: regression, float32 targets (B,) or (B, n_L)).
     dropout : float
         Dropout rate on hidden activations during training.
     rng : numpy.random.Generator
@@ -280,12 +281,24 @@ class SparseMLP(LayerStack):
                 layer.forward(prev, Z, n_threads=self.n_threads)
         return bufs["Z"][-1]
 
-    def output_delta(self, logits: np.ndarray, yb: np.ndarray) -> tuple[float, int]:
+    def output_delta(self, logits: np.ndarray, yb: np.ndarray,
+                     sample_weight: np.ndarray | None = None) -> tuple[float, int]:
         """Turn the logits into the output delta in place; returns
-        (loss summed over the batch, correct predictions)."""
-        if self.output == "softmax":
-            return act_kernels.softmax_xent(logits, yb, True, n_threads=1)
-        return act_kernels.sigmoid_mse(logits, yb, True, n_threads=1)
+        (loss summed over the batch, correct predictions; 0 for 'linear').
+        ``sample_weight`` (B,) float32 scales each sample's loss and delta
+        inside the loss kernel (None: unweighted)."""
+        return self._loss(logits, yb, True, sample_weight)
+
+    def _loss(self, logits: np.ndarray, yb: np.ndarray, write_delta: bool,
+              sample_weight: np.ndarray | None = None) -> tuple[float, int]:
+        """The output layer's loss kernel on a (n_L, B) block of logits."""
+        if self.output == "linear":
+            t = yb.reshape(yb.shape[0], -1)
+            if t.dtype != np.float32 or not t.flags.c_contiguous:
+                t = np.ascontiguousarray(t, dtype=np.float32)
+            return act_kernels.linear_mse(logits, t, write_delta, sample_weight, n_threads=1)
+        fn = act_kernels.softmax_xent if self.output == "softmax" else act_kernels.sigmoid_mse
+        return fn(logits, yb, write_delta, sample_weight, n_threads=1)
 
     def _layer_input(self, h: int, keys: list[int], b_offset: int) -> np.ndarray:
         """Hidden layer h's activations for the backward pass.  'lean' mode
@@ -368,7 +381,8 @@ class SparseMLP(LayerStack):
         return [(off, mb) for off in range(0, B, mb)]
 
     def _accumulate(self, Xb: np.ndarray, yb: np.ndarray, keys: list[int],
-                    micro_batch: int | None) -> tuple[float, int, dict]:
+                    micro_batch: int | None, sample_weight: np.ndarray | None = None
+                    ) -> tuple[float, int, dict]:
         """Loss, correct predictions and accumulated batch-mean gradients of
         one batch, micro-batch by micro-batch; nothing is updated."""
         B = Xb.shape[1]
@@ -379,7 +393,9 @@ class SparseMLP(LayerStack):
         for off, m in blocks:
             xs = Xb if m == B else np.ascontiguousarray(Xb[:, off:off + m])
             logits = self.forward_train(xs, keys, b_offset=off)
-            lo, c = self.output_delta(logits, yb[off:off + m])
+            lo, c = self.output_delta(logits, yb[off:off + m],
+                                      None if sample_weight is None
+                                      else sample_weight[off:off + m])
             loss += lo
             correct += c
             self._backprop(xs, keys, off, 1.0 / B, acc=acc)
@@ -387,7 +403,8 @@ class SparseMLP(LayerStack):
 
     def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,
                    decay: float, keys: list[int], nesterov: bool = False,
-                   micro_batch: int | None = None) -> tuple[float, int]:
+                   micro_batch: int | None = None,
+                   sample_weight: np.ndarray | None = None) -> tuple[float, int]:
         """One mini-batch of momentum SGD (reference semantics).
 
         Parameters
@@ -395,7 +412,7 @@ class SparseMLP(LayerStack):
         Xb : ndarray float32 (n_0, B)
             Feature-major batch.
         yb : ndarray int32 (B,)
-            Class ids.
+            Class ids; for output 'linear' float32 targets (B,) or (B, n_L).
         lr, momentum, decay : float
             v = momentum*v - lr*g;  w = w + v - decay*w.
         keys : list of int
@@ -405,18 +422,27 @@ class SparseMLP(LayerStack):
             a divisor of B), accumulating the batch-mean gradient, then update
             once: the same step as one block of B (up to float summation
             order, dropout included) with activations of one block only.
+        sample_weight : ndarray float32 (B,), optional
+            Per-sample weights: the step follows (1/B) sum_b w_b grad_b and
+            the loss returned is sum_b w_b loss_b (no renormalisation by the
+            weights' sum; all-ones weights give the unweighted step bit for bit).
 
         Returns
         -------
         (loss summed over the batch, number of correct predictions)
         """
         B = Xb.shape[1]
+        if sample_weight is not None:
+            sample_weight = np.ascontiguousarray(sample_weight, dtype=np.float32)
+            if sample_weight.shape != (B,):
+                raise ConfigError(f"train_step: sample_weight must have shape ({B},), got "
+                                  f"{sample_weight.shape}")
         if not micro_batch or micro_batch >= B:
             logits = self.forward_train(Xb, keys)
-            loss, correct = self.output_delta(logits, yb)
+            loss, correct = self.output_delta(logits, yb, sample_weight)
             self._backprop(Xb, keys, 0, 1.0 / B, opt=(lr, momentum, decay, nesterov))
             return loss, correct
-        loss, correct, acc = self._accumulate(Xb, yb, keys, micro_batch)
+        loss, correct, acc = self._accumulate(Xb, yb, keys, micro_batch, sample_weight)
         for li, (layer, (g, bg)) in enumerate(zip(self.layers, acc["grads"])):
             layer.apply_gradient(g, bg, lr * self.lr_scale(li), momentum, decay, nesterov=nesterov,
                                  n_threads=self.n_threads)
@@ -465,6 +491,9 @@ class SparseMLP(LayerStack):
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities (n_samples, n_classes), computed in blocks of
         ``batch_size`` samples (one block of activations per layer at most)."""
+        if self.output == "linear":
+            raise ConfigError("predict_proba: a regression model (output 'linear') has no "
+                              "class probabilities; use predict")
         out = np.empty((_n_rows(X), self.sizes[-1]), dtype=np.float32)
         labels = None
         for s, m, logits in self._iter_blocks(X, batch_size):
@@ -478,7 +507,13 @@ class SparseMLP(LayerStack):
         return out
 
     def predict(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Predicted class ids (int64)."""
+        """Predicted class ids (int64); for output 'linear' the outputs,
+        float32 (n_samples, n_L), in the units the model was trained on."""
+        if self.output == "linear":
+            out = np.empty((_n_rows(X), self.sizes[-1]), dtype=np.float32)
+            for s, m, logits in self._iter_blocks(X, batch_size):
+                out[s:s + m] = logits.T
+            return out
         out = np.empty(_n_rows(X), dtype=np.int64)
         for s, m, logits in self._iter_blocks(X, batch_size):
             out[s:s + m] = np.argmax(logits, axis=0)
@@ -486,7 +521,11 @@ class SparseMLP(LayerStack):
 
     def evaluate(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024
                  ) -> tuple[float, float]:
-        """(mean loss, accuracy) over a dataset, in blocks."""
+        """(mean loss, accuracy) over a dataset, in blocks; for output
+        'linear' (mean loss, R^2) (:meth:`regression_metrics`)."""
+        if self.output == "linear":
+            m = self.regression_metrics(X, y, batch_size)
+            return m["loss"], m["r2"]
         y = np.ascontiguousarray(y, dtype=np.int32)
         if y.shape != (_n_rows(X),):
             raise ConfigError("evaluate: y must have one label per row of X")
@@ -494,13 +533,64 @@ class SparseMLP(LayerStack):
             raise ConfigError(f"evaluate: labels must be in [0, {self.sizes[-1]})")
         loss = 0.0
         correct = 0
-        fn = act_kernels.softmax_xent if self.output == "softmax" else act_kernels.sigmoid_mse
         for s, m, logits in self._iter_blocks(X, batch_size):
-            ls, c = fn(logits, y[s:s + m], False, n_threads=1)
+            ls, c = self._loss(logits, y[s:s + m], False)
             loss += ls
             correct += c
         n = max(1, y.size)
         return loss / n, correct / n
+
+    def regression_metrics(self, X: np.ndarray, y: np.ndarray, batch_size: int = 1024,
+                           target_std: np.ndarray | float | None = None) -> dict[str, float]:
+        """Regression metrics of an output-'linear' model, in blocks.
+
+        Parameters
+        ----------
+        X : ndarray (n_samples, n_0)
+        y : ndarray float (n_samples,) or (n_samples, n_L)
+            Targets in the units the model was trained on (standardised
+            targets for a run with ``--task regression``).
+        target_std : float or ndarray (n_L,), optional
+            The targets' standardisation scale: RMSE and MAE are multiplied
+            by it, so they come out in the original units (R^2 does not
+            change under the affine map).
+
+        Returns
+        -------
+        dict
+            ``loss`` (mean of 0.5 * sum_c (pred - y)^2, training units),
+            ``r2`` (scikit-learn's r2_score, outputs averaged uniformly),
+            ``rmse`` and ``mae`` (averaged over the outputs).
+        """
+        if self.output != "linear":
+            raise ConfigError("regression_metrics needs a regression model (output 'linear')")
+        n_out = self.sizes[-1]
+        Y = np.asarray(y, dtype=np.float64).reshape(_n_rows(X), -1)
+        if Y.shape[1] != n_out:
+            raise ConfigError(f"regression_metrics: y must have {n_out} target(s) per row")
+        pred = self.predict(X, batch_size).astype(np.float64)
+        return regression_scores(Y, pred, target_std) | {
+            "loss": float(0.5 * ((pred - Y) ** 2).sum(axis=1).mean()) if Y.size else 0.0}
+
+
+def regression_scores(Y: np.ndarray, pred: np.ndarray,
+                      target_std: np.ndarray | float | None = None) -> dict[str, float]:
+    """R^2, RMSE and MAE of predictions ``pred`` against ``Y`` (both (n, k)
+    float64), averaged uniformly over the k outputs as scikit-learn's
+    ``r2_score`` / ``root_mean_squared_error`` / ``mean_absolute_error`` do;
+    RMSE and MAE are scaled by ``target_std`` when given.  A constant target
+    gets R^2 1 for an exact fit, else 0 (scikit-learn's convention)."""
+    err = pred - Y
+    scale = np.ones(Y.shape[1]) if target_std is None else \
+        np.broadcast_to(np.asarray(target_std, dtype=np.float64).ravel(), (Y.shape[1],))
+    ss_res = (err ** 2).sum(axis=0)
+    ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0),
+                      np.where(ss_res == 0, 1.0, 0.0))
+    return {"r2": float(r2.mean()),
+            "rmse": float((np.sqrt((err ** 2).mean(axis=0)) * scale).mean()),
+            "mae": float((np.abs(err).mean(axis=0) * scale).mean())}
 
 
 def _n_rows(X) -> int:

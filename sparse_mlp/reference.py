@@ -74,25 +74,45 @@ def srelu_param_grad(z: np.ndarray, g: np.ndarray, srelu: np.ndarray) -> np.ndar
     return out
 
 
-def softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy and delta P - Y for (B, C) logits."""
+def _weighted(per_sample: np.ndarray, delta: np.ndarray, w: np.ndarray | None
+              ) -> tuple[float, np.ndarray]:
+    """Mean over the batch of w_b * loss_b (not divided by the weights' sum)
+    and the delta rows times w_b (w None: unweighted)."""
+    if w is None:
+        return float(per_sample.mean()), delta
+    w = np.asarray(w, dtype=np.float64)
+    return float((w * per_sample).mean()), delta * w[:, None]
+
+
+def softmax_xent(logits: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+                 ) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy and delta P - Y for (B, C) logits; with sample
+    weights ``w`` (B,) the mean of w_b * loss_b and the delta rows times w_b."""
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     B = logits.shape[0]
-    loss = -np.log(p[np.arange(B), y]).mean()
     d = p.copy()
     d[np.arange(B), y] -= 1.0
-    return float(loss), d
+    return _weighted(-np.log(p[np.arange(B), y]), d, w)
 
 
-def sigmoid_mse(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean over samples of 0.5*sum_c (a - onehot)^2, and the delta."""
+def sigmoid_mse(logits: np.ndarray, y: np.ndarray, w: np.ndarray | None = None
+                ) -> tuple[float, np.ndarray]:
+    """Mean over samples of 0.5*sum_c (a - onehot)^2, and the delta (``w``:
+    as :func:`softmax_xent`)."""
     a = 1.0 / (1.0 + np.exp(-logits))
     t = np.zeros_like(a)
     t[np.arange(a.shape[0]), y] = 1.0
-    loss = 0.5 * ((a - t) ** 2).sum(axis=1).mean()
-    return float(loss), (a - t) * a * (1.0 - a)
+    return _weighted(0.5 * ((a - t) ** 2).sum(axis=1), (a - t) * a * (1.0 - a), w)
+
+
+def linear_mse(outputs: np.ndarray, targets: np.ndarray, w: np.ndarray | None = None
+               ) -> tuple[float, np.ndarray]:
+    """Regression: mean over samples of 0.5*sum_c (z - y)^2 for (B, C)
+    outputs and targets, and the delta z - y (``w``: as :func:`softmax_xent`)."""
+    d = outputs - targets.reshape(outputs.shape)
+    return _weighted(0.5 * (d ** 2).sum(axis=1), d, w)
 
 
 def mlp_loss(Ws, bs, acts, X, y, output="softmax", masks=None, keep=1.0) -> float:
@@ -108,7 +128,8 @@ def mlp_loss(Ws, bs, acts, X, y, output="softmax", masks=None, keep=1.0) -> floa
                 a = a * masks[li] / keep
         else:
             a = z
-    return (softmax_xent if output == "softmax" else sigmoid_mse)(a, y)[0]
+    fn = {"softmax": softmax_xent, "sigmoid": sigmoid_mse, "linear": linear_mse}[output]
+    return fn(a, y)[0]
 
 
 def set_removed(data: np.ndarray, zeta: float) -> np.ndarray:

@@ -37,7 +37,9 @@ Files of a run folder::
   learning_curves.png  loss, accuracy and nnz over epochs
   diagnostics.json     with --diagnostics (sequential runs)
   ranks.json           the MPI ranks of a parallel run
-  checkpoints/         ckpt_e<epochs done>_s<steps done>.h5, the newest --keep-checkpoints
+  checkpoints/         ckpt_e<epochs done>_s<steps done>.h5, the newest --keep-checkpoints;
+                       each with the data's preprocessing record (standardisation,
+                       feature names, labels: Dataset.preprocessing), so it predicts raw data
   topology.h5          every epoch's connectivity, with --save-topology
 """
 
@@ -46,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -54,6 +57,7 @@ import platform
 import resource
 import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -131,6 +135,9 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         "lr_fan_in_cap": _differs("lr_fan_in_cap"),
         "phase1_epochs": _differs("phase1_epochs"),
         "parallel": _differs("parallel"),
+        # the dense twin has no linear output and no sample weights (sparse runs only)
+        "task": _differs("task"),
+        "class_weight": _differs("class_weight"),
     },
     "parallel": {
         # the workers and the parameter server measure and evolve nothing of these
@@ -139,6 +146,12 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         "save_topology": _differs("save_topology"),
         "growth": _differs("growth"),
         "lr_fan_in_cap": _differs("lr_fan_in_cap"),
+        # the parameter server evaluates the test set only; workers and server use cfg.lr
+        "val_fraction": _differs("val_fraction"),
+        "lr_schedule": _differs("lr_schedule"),
+        # workers and server compute classification gradients and accuracy, unweighted
+        "task": _differs("task"),
+        "class_weight": _differs("class_weight"),
     },
 }
 _WHY = {
@@ -214,12 +227,33 @@ def load_data(cfg: TrainConfig):
     return load_dataset(cfg.dataset, cfg.data_dir, n_train=cfg.n_train, n_test=cfg.n_test,
                         n_features=cfg.n_features, n_classes=cfg.n_classes,
                         label_column=cfg.label_column, test_fraction=cfg.test_fraction,
-                        seed=cfg.seed)
+                        seed=cfg.seed, val_fraction=cfg.val_fraction,
+                        task=getattr(cfg, "task", "classification"))
+
+
+FINGERPRINT_PREFIX = "sha256:"
+SPLITS = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
 
 
 def data_fingerprint(data) -> str:
-    """A short hash of a dataset's shapes, labels and 256 evenly spaced rows of
-    each split: a resumed run checks that it trains on the same data."""
+    """SHA-256 of every byte of every split of a dataset (with their shapes
+    and dtypes): a resumed run checks that it trains on the same data, so a
+    single relabelled sample is noticed.  Streams over the arrays (no copy);
+    hashing costs little next to parsing the data."""
+    h = hashlib.sha256()
+    for name in SPLITS:
+        arr = getattr(data, name, None)
+        if arr is None:
+            continue
+        a = np.ascontiguousarray(arr)
+        h.update(f"{name}{a.shape}{a.dtype.str}".encode())
+        h.update(memoryview(a).cast("B"))
+    return FINGERPRINT_PREFIX + h.hexdigest()
+
+
+def _sampled_fingerprint(data) -> str:
+    """The fingerprint of checkpoints written before the whole data was
+    hashed (shapes, labels and 256 evenly spaced rows of each split)."""
     h = hashlib.sha256()
     for arr in (data.X_train, data.y_train, data.X_test, data.y_test):
         a = np.asarray(arr)
@@ -236,7 +270,10 @@ def check_same_data(ckpt: Checkpoint, data, fingerprint: str) -> None:
     if [data.n_features, data.n_classes] != [sizes[0], sizes[-1]]:
         raise ConfigError(f"the data have {data.n_features} features and {data.n_classes} "
                           f"classes, the model of {ckpt.path} {sizes[0]} and {sizes[-1]}")
-    if ckpt.extra.get("run", {}).get("data_fingerprint", fingerprint) != fingerprint:
+    saved = ckpt.extra.get("run", {}).get("data_fingerprint", fingerprint)
+    if not saved.startswith(FINGERPRINT_PREFIX):  # a checkpoint from before whole-data hashing
+        fingerprint = _sampled_fingerprint(data)
+    if saved != fingerprint:
         raise ConfigError(f"the data differ from those the run of {ckpt.path} trained on "
                           f"(another file, split or --n-train/--n-test?); resume it with the "
                           f"same data")
@@ -317,6 +354,11 @@ def resumed_config(ckpt: Checkpoint, overrides: dict[str, Any] | None,
             + ", ".join("--" + k.replace("_", "-") for k in RESUME_OVERRIDABLE)
             + " may change.")
     cfg = saved.replace(**changes)
+    if saved.phase1_epochs is not None and cfg.epochs < saved.phase1_epochs:
+        raise ConfigError(f"--epochs {cfg.epochs} is shorter than phase 1 of the run in "
+                          f"{ckpt.path} ({saved.phase1_epochs} of its {saved.epochs} epochs, "
+                          f"fixed when it started); resume with --epochs "
+                          f"{saved.phase1_epochs} or more")
     cfg.validate()
     if cfg.epochs < ckpt.state.epoch or (cfg.epochs == ckpt.state.epoch and ckpt.state.batch):
         raise ConfigError(f"--epochs {cfg.epochs}: the run in {ckpt.path} has already done "
@@ -336,6 +378,50 @@ def peak_rss_bytes() -> int:
     """Peak resident memory of this process (Linux reports KiB)."""
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)
+
+
+_COMMAND_LINE: list[str] | None = None
+
+
+def record_command_line(argv: list[str]) -> None:
+    """The CLI's command line, as summary.json's ``rerun.command`` records
+    it (default: ``sys.argv``)."""
+    global _COMMAND_LINE
+    _COMMAND_LINE = [str(a) for a in argv]
+
+
+def command_line() -> list[str]:
+    return list(_COMMAND_LINE) if _COMMAND_LINE is not None else list(sys.argv)
+
+
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    """The git commit of the sparse_mlp checkout this package runs from, and
+    whether tracked files differ from it (None, None outside a checkout or
+    without git).  Reads only (``--no-optional-locks``: not even the index
+    is refreshed)."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return {"git_commit": None, "git_dirty": None}
+    try:
+        commit = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "rev-parse",
+                                 "HEAD"], capture_output=True, text=True, timeout=10,
+                                check=True).stdout.strip()
+        status = subprocess.run(["git", "--no-optional-locks", "-C", str(root), "status",
+                                 "--porcelain", "--untracked-files=no"], capture_output=True,
+                                text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit or None, "git_dirty": bool(status.strip())}
+
+
+def rerun_record(out: Path) -> dict[str, Any]:
+    """summary.json's ``rerun``: how this run was started and how to run it
+    again (``--config OUT/config.json``, into a new ``--out``)."""
+    return {"command": command_line(),
+            "again": f"python run_experiment.py --config {Path(out) / 'config.json'} "
+                     f"--out NEW_FOLDER",
+            **git_state(), "host": socket.gethostname(), "sparse_mlp_version": __version__}
 
 
 def versions() -> dict[str, Any]:
@@ -430,6 +516,7 @@ class Run:
         self.wall_before = float(self.info.get("wall_s", 0.0))
         self.ckdir: CheckpointDir | None = None
         self.csv: MetricsCSV | None = None
+        self.preprocessing = None  # the data's (load_data): written into every checkpoint
 
     # ------------------------------------------------------------ folder
     @staticmethod
@@ -533,12 +620,20 @@ class Run:
         fingerprint = data_fingerprint(data)
         if self.ckpt is not None:
             check_same_data(self.ckpt, data, fingerprint)
-        self.info.setdefault("data_fingerprint", fingerprint)
+        self.info["data_fingerprint"] = fingerprint
+        # the standardisation, feature names and classes: into every checkpoint
+        self.preprocessing = getattr(data, "preprocessing", None) or (
+            self.ckpt.preprocessing if self.ckpt is not None else None)
+        if self.ckdir is not None:
+            self.ckdir.preprocessing = self.preprocessing
         return data
 
     def write_config(self, data, **extra: Any) -> None:
         """config.json: the resolved settings (TrainConfig's fields, at the top
-        level), ``extra``, and under "data" the data's provenance and shape."""
+        level), ``extra``, and under "data" the data's provenance and shape.
+        A key of ``extra`` must be listed in ``config.RUN_RECORD_KEYS``, so
+        that ``--config`` (which re-runs a run from this file) can tell it
+        from a setting."""
         write_json(self.out / "config.json",
                    {**self.cfg.to_dict(), **extra,
                     "data": {**data.info, "n_features": data.n_features,
@@ -550,7 +645,7 @@ class Run:
             *self.info.get("sessions", []),
             {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
              "resumed_from": None if self.ckpt is None else str(self.ckpt.path),
-             "epoch": state.epoch, "step": state.step, **record}]
+             "epoch": state.epoch, "step": state.step, "command": command_line(), **record}]
 
     def metrics(self, columns, history) -> MetricsCSV:
         """metrics.csv, with the checkpoint's rows first on resume."""
@@ -562,24 +657,34 @@ class Run:
     def checkpoints(self, state) -> CheckpointDir:
         """The run's checkpoint folder; on resume, newer checkpoints than the
         one resumed from are renamed aside."""
-        self.ckdir = CheckpointDir(self.out / CHECKPOINT_DIR, keep=self.cfg.keep_checkpoints)
+        self.ckdir = CheckpointDir(self.out / CHECKPOINT_DIR, keep=self.cfg.keep_checkpoints,
+                                   preprocessing=self.preprocessing)
         if self.ckpt is not None:
             self.ckdir.retire_after(state.step, state.epoch)
+            self.ckdir.retire_best(state.best_epoch)  # best.h5 agrees with the state
         return self.ckdir
 
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.t_start
 
-    def save_checkpoint(self, reason: str, *, model, state, streams: dict,
-                        extra: dict | None = None) -> Path | None:
+    def save_checkpoint(self, reason: str, *, model, state, streams: dict | None,
+                        extra: dict | None = None, best: dict | None = None) -> Path | None:
         """A checkpoint of the run now.  A failed write (disk full, quota,
         permission) is one error line and returns None: training goes on
-        and the older checkpoints stay; when stopping ("preempted") it raises."""
+        and the older checkpoints stay; when stopping ("preempted") it raises.
+        With ``best`` (reason "best"; epoch and scores): the model as
+        ``checkpoints/best.h5`` instead, replacing the previous best
+        (:meth:`~sparse_mlp.checkpoint.CheckpointDir.save_best`)."""
         self.info["wall_s"] = self.wall_s()
         t0 = time.perf_counter()
         try:
-            path = self.ckdir.save(cfg=self.cfg, model=model, state=state, streams=streams,
-                                   extra={"run": self.info, **(extra or {})})
+            if best is not None:
+                path = self.ckdir.save_best(cfg=self.cfg, model=model,
+                                            extra={"run": self.info, **(extra or {}),
+                                                   "best": best})
+            else:
+                path = self.ckdir.save(cfg=self.cfg, model=model, state=state, streams=streams,
+                                       extra={"run": self.info, **(extra or {})})
         except CheckpointError as exc:
             if reason == "preempted":
                 raise
@@ -601,10 +706,21 @@ class Run:
             return self.save_checkpoint(reason, model=model, state=trainer.state,
                                         streams=trainer.streams_state())
 
+        def on_best(trainer: Trainer, epoch: int, columns: dict) -> Path | None:
+            if self.cfg.checkpoint_every == 0:  # no model files at all
+                return None
+            return self.save_checkpoint("best", model=model, state=None, streams=None,
+                                        best={"epoch": epoch, **{
+                                            k: v for k, v in columns.items()
+                                            if k.startswith(("val_", "test_")) and
+                                            not k.endswith("_s")}})
+
         stop = StopRequest()
         trainer = Trainer(self.cfg, model, data.X_train, data.y_train, data.X_test,
                           data.y_test, streams, on_epoch=on_epoch, state=state,
-                          on_checkpoint=on_checkpoint, stop=stop)
+                          on_checkpoint=on_checkpoint, stop=stop,
+                          X_val=getattr(data, "X_val", None), y_val=getattr(data, "y_val", None),
+                          on_best=on_best, target_std=getattr(data, "target_std", None))
         try:
             with stop_on_signals(stop), (context or contextlib.nullcontext()):
                 return trainer.run(progress=progress)
@@ -652,6 +768,7 @@ class Run:
             "importance_pruning": cfg.importance_pruning,
             "epochs": cfg.epochs, "seed": cfg.seed,
             "best_test_acc": state.best_test_acc, "best_epoch": state.best_epoch,
+            **self.selection(state), **self.regression_summary(state),
             "final_test_acc": last["test_acc"], "final_test_loss": last["test_loss"],
             "final_train_loss": last["train_loss"],
             "nnz_start": int(sum(nnz_start)), "nnz_end": model.nnz,
@@ -671,8 +788,52 @@ class Run:
             "checkpoint": str(ckpt) if ckpt else None,
             "topology": topology,
             "versions": versions(),
+            "rerun": rerun_record(self.out),
             "out": str(self.out),
         }
+
+    def regression_summary(self, state) -> dict[str, Any]:
+        """summary.json of a --task regression run: the task, the best epoch's
+        R^2 / RMSE / MAE (RMSE and MAE in the targets' units) and the final
+        ones; ``best_test_acc`` then holds the best test R^2 (the selection
+        score).  Empty for classification."""
+        if getattr(self.cfg, "task", "classification") != "regression":
+            return {}
+        rows = {r["epoch"]: r for r in state.history}
+        best = rows.get(state.best_test_epoch if state.best_test_epoch >= 0
+                        else state.best_epoch, {})
+        last = state.history[-1] if state.history else {}
+        out: dict[str, Any] = {"task": "regression", "best_test_r2": state.best_test_acc}
+        for k in ("test_r2", "test_rmse", "test_mae"):
+            out[f"best_{k}" if k != "test_r2" else "best_test_r2"] = best.get(k, float("nan"))
+            out[f"final_{k}"] = last.get(k, float("nan"))
+        return out
+
+    def selection(self, state) -> dict[str, Any]:
+        """summary.json: how the best epoch was chosen and what it scored.
+        The paper's protocol (no --val-fraction): the best test epoch, so
+        ``best_test_acc`` is an optimistic estimate.  With a validation set:
+        the best validation epoch, its validation and test scores (the test
+        score there is the honest estimate), ``best.h5``."""
+        rows = {r["epoch"]: r for r in state.history}
+        test_epoch = state.best_test_epoch if state.best_test_epoch >= 0 else state.best_epoch
+        if self.cfg.val_fraction is None:
+            return {"selection": "test (the paper's protocol: the best epoch is the one with "
+                                 "the best test accuracy; best_test_acc is optimistic, no "
+                                 "validation set)",
+                    "best_test_epoch": test_epoch}
+        at = rows.get(state.best_epoch, {})
+        scores = {f"{k}_at_best_epoch": v for k, v in at.items()
+                  if k.startswith(("val_", "test_")) and not k.endswith("_s")}
+        best = self.ckdir.best_path if self.ckdir is not None else None
+        held = best is not None and self.ckdir.best_epoch() == state.best_epoch
+        return {"selection": "validation (the best epoch is the one with the best validation "
+                             "score; test_acc_at_best_epoch is the honest estimate, "
+                             "best_test_acc the best over all epochs, optimistic)",
+                **scores,
+                "best_test_acc_any_epoch_optimistic": state.best_test_acc,
+                "best_test_epoch": test_epoch,
+                "best_checkpoint": str(best) if held else None}
 
     def finish(self, summary: dict, hist: list[dict], title: str) -> dict:
         """The last files: diagnostics.json (with --diagnostics), summary.json,

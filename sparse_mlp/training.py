@@ -49,6 +49,7 @@ from .epoch import GrowthData, end_of_epoch, evolve_topology, ip_due, nonfinite_
 from .errors import ConfigError, DivergenceError, SparseMLPError
 from .kernels import spmm
 from .model import SparseMLP
+from .schedule import decay_at, lr_at
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,42 @@ PROGRESS_SECONDS = 60.0
 METRIC_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "nnz",
                   "train_s", "test_s", "evolution_s", "train_eval_loss", "train_eval_acc",
                   "train_eval_s")
-TIMING_COLUMNS = ("train_s", "test_s", "evolution_s")
+TIMING_COLUMNS = ("train_s", "test_s", "evolution_s", "val_s")
+# --task regression: the test metrics beside test_loss (test_acc and train_acc are
+# empty); RMSE and MAE in the targets' original units; the best epoch by test_r2
+REGRESSION_COLUMNS = ("test_r2", "test_rmse", "test_mae")
+# --val-fraction: the validation set's loss, accuracy and seconds (the best epoch's choice)
+VAL_COLUMNS = ("val_loss", "val_acc", "val_s")
+
+
+def metric_columns(cfg) -> tuple[str, ...]:
+    """The metrics.csv columns of a run: :data:`METRIC_COLUMNS`, plus
+    :data:`REGRESSION_COLUMNS` for ``task == "regression"``."""
+    cols = METRIC_COLUMNS
+    if getattr(cfg, "task", "classification") == "regression":
+        cols = cols + REGRESSION_COLUMNS
+    if getattr(cfg, "val_fraction", None) is not None:  # --val-fraction: the validation set
+        cols = cols + VAL_COLUMNS + (tuple("val_" + c[5:] for c in REGRESSION_COLUMNS)
+                                     if getattr(cfg, "task", "") == "regression" else ())
+    if getattr(cfg, "lr_schedule", "constant") != "constant":  # the epoch's learning rate
+        cols = cols + ("lr",)
+    return cols
+
+
+def class_weights(y: np.ndarray, mode: str | None, n_classes: int | None = None
+                  ) -> np.ndarray | None:
+    """Per-class weights of ``class_weight`` = ``mode``: None, or 'balanced'
+    (scikit-learn's: n_samples / (n_classes * count of the class), so the
+    weights average 1 over the training set), float32 (n_classes,)."""
+    if mode is None:
+        return None
+    if mode != "balanced":
+        raise ConfigError(f"class_weight must be None or 'balanced', got {mode!r}")
+    counts = np.bincount(np.asarray(y, dtype=np.int64),
+                         minlength=n_classes or 0).astype(np.float64)
+    k = int((counts > 0).sum())
+    w = np.where(counts > 0, y.shape[0] / (k * np.maximum(counts, 1.0)), 0.0)
+    return w.astype(np.float32)
 # cfg.diagnostics: extra keys of every metrics row (Trainer.gradient_flow and
 # Trainer.connectivity; drawn by figures.py)
 DIAGNOSTIC_KEYS = ("grad_flow", "grad_flow_layers", "nnz_layers", "in_degree")
@@ -147,7 +183,10 @@ class TrainState:
     step: int = 0                       # mini-batches done since the start
     history: list[dict] = field(default_factory=list)
     best_test_acc: float = -1.0
-    best_epoch: int = -1
+    best_epoch: int = -1                # the selected epoch: best test (paper), or best
+    #                                     validation score with --val-fraction
+    best_test_epoch: int = -1           # the epoch of best_test_acc
+    best_val_score: float = -1.0        # --val-fraction: the validation score at best_epoch
     # inside epoch ``epoch`` (non-zero only in a checkpoint taken mid-epoch)
     batch: int = 0                      # mini-batches of this epoch already done
     epoch_loss_sum: float = 0.0         # their summed loss ...
@@ -235,7 +274,8 @@ class Trainer:
     cfg : TrainConfig
     model : SparseMLP
     X_train, y_train, X_test, y_test : ndarray
-        float32 sample-major features, int32 labels.
+        float32 sample-major features, int32 labels (``cfg.task ==
+        "regression"``: float32 targets (n,) or (n, k), standardised).
     streams : RandomStreams
     on_epoch : callable, optional
         Called with each metrics row (dict) after it is complete.
@@ -248,6 +288,18 @@ class Trainer:
         written (and a stop request stops without one).
     stop : StopRequest, optional
         Polled after every mini-batch and at the end of every epoch.
+    target_std : float or ndarray, optional
+        Regression: the targets' standardisation scale, so that test RMSE and
+        MAE are reported in the original units.
+    X_val, y_val : ndarray, optional
+        ``--val-fraction``: the validation set, evaluated with the test set;
+        the best epoch is chosen on it (``epoch.end_of_epoch``).
+    on_best : callable, optional
+        ``on_best(trainer, epoch, columns)`` (the epoch's evaluation
+        columns): called when ``epoch`` becomes the best
+        epoch chosen on the validation set, after its evaluation and before
+        its evolution step (the model that was evaluated): the run owner
+        writes ``checkpoints/best.h5`` there.
     """
 
     def __init__(self, cfg: TrainConfig, model: SparseMLP, X_train: np.ndarray,
@@ -255,7 +307,9 @@ class Trainer:
                  streams: RandomStreams, on_epoch: Callable[[dict], None] | None = None,
                  state: TrainState | None = None,
                  on_checkpoint: Callable[[Trainer, str], Path | None] | None = None,
-                 stop: StopRequest | None = None) -> None:
+                 stop: StopRequest | None = None, target_std=None,
+                 X_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                 on_best: Callable[[Trainer, int, dict], Path | None] | None = None) -> None:
         if X_train.shape[0] < cfg.batch_size:
             raise ConfigError(
                 f"--batch-size {cfg.batch_size} is larger than the training set "
@@ -264,9 +318,19 @@ class Trainer:
         self.model = model
         model.lr_fan_in_cap = cfg.lr_fan_in_cap  # (a loaded checkpoint's model too)
         self.X_train = np.ascontiguousarray(X_train, dtype=np.float32)
-        self.y_train = np.ascontiguousarray(y_train, dtype=np.int32)
+        self.regression = getattr(cfg, "task", "classification") == "regression"
+        ydtype = np.float32 if self.regression else np.int32
+        self.y_train = np.ascontiguousarray(y_train, dtype=ydtype)
         self.X_test = np.ascontiguousarray(X_test, dtype=np.float32)
-        self.y_test = np.ascontiguousarray(y_test, dtype=np.int32)
+        self.y_test = np.ascontiguousarray(y_test, dtype=ydtype)
+        self.target_std = target_std
+        self.X_val = None if X_val is None else np.ascontiguousarray(X_val, dtype=np.float32)
+        self.y_val = None if y_val is None else np.ascontiguousarray(y_val, dtype=ydtype)
+        self.on_best = on_best
+        # --class-weight balanced: each training sample's weight, handed to the loss kernel
+        cw = None if self.regression else class_weights(self.y_train, cfg.class_weight,
+                                                          model.sizes[-1])
+        self.w_train = None if cw is None else cw[self.y_train]
         self.streams = streams
         self.on_epoch = on_epoch
         self.on_checkpoint = on_checkpoint
@@ -307,12 +371,16 @@ class Trainer:
         order = self.streams.shuffle.permutation(self.X_train.shape[0])
         xb = self._xb
         last_log, first = t0, st.batch
+        lr = lr_at(cfg, st.epoch)  # --lr-schedule (schedule.py); constant: cfg.lr itself
+        decay = decay_at(cfg, lr)
         for b in range(st.batch, self.n_batches):
             idx = order[b * B:(b + 1) * B]
             spmm.gather_columns(self.X_train, idx, xb, n_threads=model.n_threads)
             keys = model.dropout_keys(self.streams.dropout_seed, st.step)
-            loss, c = model.train_step(xb, self.y_train[idx], cfg.lr, cfg.momentum, cfg.decay,
-                                       keys, nesterov=cfg.nesterov, micro_batch=cfg.micro_batch)
+            loss, c = model.train_step(xb, self.y_train[idx], lr, cfg.momentum, decay,
+                                       keys, nesterov=cfg.nesterov, micro_batch=cfg.micro_batch,
+                                       sample_weight=None if self.w_train is None
+                                       else self.w_train[idx])
             st.epoch_loss_sum += loss
             st.epoch_correct += c
             st.step += 1
@@ -332,7 +400,8 @@ class Trainer:
                          per_batch * (self.n_batches - b - 1))
         n = self.n_batches * B
         seconds = st.epoch_train_s + time.perf_counter() - t0
-        return st.epoch_loss_sum / n, st.epoch_correct / n, seconds
+        acc = math.nan if self.regression else st.epoch_correct / n
+        return st.epoch_loss_sum / n, acc, seconds
 
     def check_finite(self, epoch: int, loss: float) -> None:
         """Step 3: stop a diverged run with a message that says what to do."""
@@ -368,6 +437,20 @@ class Trainer:
         if tight:
             self.model.release_buffers()
         return loss, acc, time.perf_counter() - t0
+
+    def test_metrics(self, X=None, y=None) -> tuple:
+        """Step 4 as ``epoch.end_of_epoch`` takes it: (test loss, accuracy);
+        for regression (test loss, NaN, {test_r2, test_rmse, test_mae}),
+        RMSE and MAE in the targets' original units.  On ``X``, ``y`` (the
+        validation set) if given."""
+        if not self.regression:
+            return self.evaluate(X, y)[:2]
+        m = self.model.regression_metrics(self.X_test if X is None else X,
+                                          self.y_test if y is None else y,
+                                          self.cfg.eval_batch_size,
+                                          target_std=self.target_std)
+        return m["loss"], math.nan, {"test_r2": m["r2"], "test_rmse": m["rmse"],
+                                     "test_mae": m["mae"]}
 
     def train_eval(self) -> tuple[float, float, float]:
         """With ``cfg.train_eval`` = N: (loss, accuracy, seconds) without
@@ -465,6 +548,8 @@ class Trainer:
         extra: dict = {}
 
         def measure(end) -> None:
+            if end.improved and self.X_val is not None and self.on_best is not None:
+                self.on_best(self, epoch, end.columns())  # best.h5: the model just evaluated
             if end.evaluated and cfg.train_eval:
                 loss, acc, secs = self.train_eval()
                 extra.update(train_eval_loss=loss, train_eval_acc=acc, train_eval_s=secs)
@@ -473,8 +558,10 @@ class Trainer:
 
         end = end_of_epoch(cfg, self.model, self.state, epoch, train_loss=train_loss,
                            on_diverged=lambda loss, _: self.diverged(epoch, loss),
-                           evaluate=lambda: self.evaluate()[:2], rng=self.streams.evolution,
-                           growth=self.growth_data(), before_evolution=measure)
+                           evaluate=self.test_metrics, rng=self.streams.evolution,
+                           growth=self.growth_data(), before_evolution=measure,
+                           evaluate_val=None if self.X_val is None else
+                           (lambda: self.test_metrics(self.X_val, self.y_val)))
         return end, extra
 
     # ------------------------------------------------------------------ loop
@@ -500,21 +587,33 @@ class Trainer:
                        **end.columns(), "nnz": self.model.nnz, "train_s": train_s, **extra}
                 if cfg.diagnostics:  # ... and the connectivity after the evolution
                     row.update(self.connectivity())
+                if cfg.lr_schedule != "constant":  # the rate this epoch trained with
+                    row["lr"] = lr_at(cfg, epoch)
                 st.history.append(row)
                 st.epoch = epoch + 1
                 st.batch, st.epoch_loss_sum, st.epoch_correct, st.epoch_train_s = 0, 0.0, 0, 0.0
                 if self.on_epoch is not None:
                     self.on_epoch(row)
+                score = (f"R^2 {row.get('test_r2', math.nan):.4f} RMSE "
+                         f"{row.get('test_rmse', math.nan):.4g} (best R^2 "
+                         f"{st.best_test_acc:.4f})" if self.regression else
+                         f"acc {100 * test_acc:.2f}% (best {100 * st.best_test_acc:.2f}%)")
                 msg = (f"epoch {epoch + 1}/{cfg.epochs} loss {train_loss:.4f} "
-                       f"acc {100 * train_acc:.2f}% | test loss {test_loss:.4f} "
-                       f"acc {100 * test_acc:.2f}% (best {100 * st.best_test_acc:.2f}%) | "
+                       + ("" if self.regression else f"acc {100 * train_acc:.2f}% ")
+                       + f"| test loss {test_loss:.4f} {score} | "
+                       + (f"val loss {row['val_loss']:.4f} "
+                          + (f"R^2 {row.get('val_r2', math.nan):.4f}" if self.regression
+                             else f"acc {100 * row['val_acc']:.2f}%")
+                          + f" (best epoch {st.best_epoch + 1}) | "
+                          if self.X_val is not None else "")
                        + (f"train without dropout loss {clean['train_eval_loss']:.4f} acc "
                           f"{100 * clean['train_eval_acc']:.2f}% | " if clean else "") +
                        f"nnz {row['nnz']} | {train_s:.2f}s train {test_s:.2f}s test "
                        f"{evolution_s:.3f}s evolution")
                 if bar is not None:
-                    bar.set_postfix_str(f"test {100 * test_acc:.2f}% best "
-                                        f"{100 * st.best_test_acc:.2f}% nnz {row['nnz']}",
+                    bar.set_postfix_str((f"test {score}" if self.regression else
+                                         f"test {100 * test_acc:.2f}% best "
+                                         f"{100 * st.best_test_acc:.2f}%") + f" nnz {row['nnz']}",
                                         refresh=False)
                     bar.update(1)
                     log.debug(msg)

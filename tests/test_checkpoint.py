@@ -157,7 +157,7 @@ def test_sparse_mlp_load_gives_a_model_that_predicts(saved, tmp_path):
     path, _, model, *_ = saved
     X = np.random.default_rng(2).standard_normal((25, 12)).astype(np.float32)
     loaded = sparse_mlp.load(path)
-    assert isinstance(loaded, SparseMLP)
+    assert isinstance(loaded.network, SparseMLP)  # a TrainedModel (sparse_mlp.trained)
     assert np.array_equal(loaded.predict(X), model.predict(X))
     run_dir = tmp_path / "somerun"
     (run_dir / "checkpoints").mkdir(parents=True)

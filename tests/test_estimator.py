@@ -1,4 +1,6 @@
-"""SparseMLPClassifier: scikit-learn's estimator checks and the API around them."""
+"""SparseMLPClassifier and SparseMLPRegressor: scikit-learn's estimator
+checks and the API around them (regression and weights have their own
+files: test_regression.py, test_weights.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +15,27 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sparse_mlp import SparseMLPClassifier
+from sparse_mlp import SparseMLPClassifier, SparseMLPRegressor
 from sparse_mlp.errors import DivergenceError
+
+# stochastic mini-batch SGD: fitting with integer weights cannot equal fitting on
+# repeated rows (other batches); scikit-learn marks its SGD/MLP estimators the same way
+SAMPLE_WEIGHT_EQUIVALENCE = {
+    "check_sample_weight_equivalence_on_dense_data": "stochastic mini-batches",
+    "check_sample_weight_equivalence_on_sparse_data": "stochastic mini-batches",
+}
 
 
 @parametrize_with_checks([SparseMLPClassifier(),
                           SparseMLPClassifier(hidden_layer_sizes=(20, 10), growth="momentum",
-                                              alpha="auto", density_allocation="erk",
-                                              max_iter=30)])
+                                              allrelu_slope="auto", density_allocation="erk",
+                                              max_iter=30),
+                          SparseMLPClassifier(early_stopping=True,
+                                              learning_rate="cosine", max_iter=30),
+                          SparseMLPRegressor(),
+                          SparseMLPRegressor(early_stopping=True, learning_rate="step",
+                                             growth="gradient", max_iter=100)],
+                         expected_failed_checks=lambda est: SAMPLE_WEIGHT_EQUIVALENCE)
 def test_sklearn_check_estimator(estimator, check):
     check(estimator)
 
@@ -78,9 +93,9 @@ def test_pipeline_gridsearch_cross_val(digits):
     scores = cross_val_score(pipe, X[:400], y[:400], cv=3)
     assert scores.shape == (3,) and scores.min() > 0.5
     gs = GridSearchCV(SparseMLPClassifier(max_iter=5, random_state=0),
-                      {"alpha": [0.1, "auto"], "growth": ["random", "gradient"]}, cv=2)
+                      {"allrelu_slope": [0.1, "auto"], "growth": ["random", "gradient"]}, cv=2)
     gs.fit(X[:300], y[:300])
-    assert set(gs.best_params_) == {"alpha", "growth"}
+    assert set(gs.best_params_) == {"allrelu_slope", "growth"}
     assert gs.best_estimator_.n_iter_ == 5
 
 
@@ -103,14 +118,14 @@ def test_partial_fit(digits):
         clf.partial_fit(X[:10, :5], y[:10])
 
 
-def test_alpha_auto_and_options(digits):
+def test_allrelu_slope_auto_and_options(digits):
     X, y, _, _ = digits
-    clf = SparseMLPClassifier(alpha="auto", max_iter=2, random_state=0).fit(X, y)
+    clf = SparseMLPClassifier(allrelu_slope="auto", max_iter=2, random_state=0).fit(X, y)
     from sparse_mlp.alpha import auto_alpha
-    assert clf.alpha_ == auto_alpha(X)
-    assert clf.model_.acts[0].slope == -clf.alpha_
+    assert clf.allrelu_slope_ == auto_alpha(X)
+    assert clf.model_.acts[0].slope == -clf.allrelu_slope_
     relu = SparseMLPClassifier(activation="relu", max_iter=1, random_state=0).fit(X, y)
-    assert relu.alpha_ is None
+    assert relu.allrelu_slope_ is None
     for kw in (dict(growth="gradient"), dict(growth="momentum", growth_init="init"),
                dict(density_allocation="erk", hidden_layer_sizes=(64, 10)),
                dict(importance_pruning=True, ip_start=0, ip_every=1),
@@ -132,21 +147,23 @@ def test_thread_count_and_pickle(digits):
 
 def test_divergence_is_reported():
     X, y = make_blobs(200, random_state=0)
-    clf = SparseMLPClassifier(learning_rate=50.0, standardize=False, max_iter=50,
+    clf = SparseMLPClassifier(learning_rate_init=50.0, standardize=False, max_iter=50,
                               random_state=0)
-    with pytest.raises(DivergenceError, match="learning_rate"):
+    with pytest.raises(DivergenceError, match="learning_rate_init"):
         clf.fit(X * 1e3, y)
 
 
 def test_parameters_map_to_one_train_config(digits):
     X, y, _, _ = digits
-    clf = SparseMLPClassifier(hidden_layer_sizes=(30, 20), learning_rate=0.02, max_iter=1,
+    clf = SparseMLPClassifier(hidden_layer_sizes=(30, 20), learning_rate_init=0.02, max_iter=1,
                               weight_decay=1e-4, ip_start=3, regrow_init="zero",
                               random_state=5).fit(X, y)
     cfg = clf._config
     cfg.validate()
     assert (cfg.hidden, cfg.lr, cfg.epochs, cfg.decay) == ([30, 20], 0.02, 1, 1e-4)
-    assert (cfg.ip_start, cfg.regrow_init, cfg.seed, cfg.alpha) == (3, "zero", 5, clf.alpha_)
+    assert (cfg.ip_start, cfg.regrow_init, cfg.seed, cfg.alpha) == (3, "zero", 5,
+                                                                     clf.allrelu_slope_)
+    assert (cfg.task, cfg.output, cfg.lr_schedule) == ("classification", "softmax", "constant")
 
 
 def test_end_of_epoch_is_epoch_py(digits, monkeypatch):
@@ -179,3 +196,65 @@ def test_partial_fit_takes_new_parameters(digits):
     clf.set_params(importance_pruning=True, ip_start=0, ip_every=1)
     clf.partial_fit(X, y)                     # pruned after epoch 1 (> 0), before epoch 2
     assert clf.model_.nnz < nnz and clf._config.importance_pruning
+
+
+# ---------------------------------------------------------------------- names (issue 18)
+@pytest.mark.parametrize("cls", [SparseMLPClassifier, SparseMLPRegressor])
+def test_scikit_learn_meanings_are_refused(cls):
+    """alpha (sklearn: L2), learning_rate as a float or sklearn's schedules:
+    a ValueError naming the parameter to use, never a silent change."""
+    with pytest.raises(ValueError, match="weight_decay.*allrelu_slope"):
+        cls(alpha=1e-4)
+    with pytest.raises(ValueError, match="weight_decay"):
+        cls().set_params(alpha=1e-4)
+    assert "alpha" not in cls().get_params() and not hasattr(cls(), "alpha")
+    X, y = make_blobs(60, random_state=0)
+    for bad, match in ((0.01, "learning_rate_init=0.01"), ("invscaling", "constant"),
+                       ("adaptive", "'step'"), ("optimal", "must be one of")):
+        with pytest.raises(ValueError, match=match):
+            cls(learning_rate=bad, max_iter=1).fit(X, y)
+
+
+@pytest.mark.parametrize("schedule", ["step", "cosine"])
+def test_learning_rate_schedule_is_schedule_py(digits, schedule, monkeypatch):
+    """learning_rate names the schedule of sparse_mlp.schedule; each epoch
+    trains at lr_at(config, epoch)."""
+    import sparse_mlp.model as model_mod
+    from sparse_mlp.schedule import lr_at
+    seen = []
+    step = model_mod.SparseMLP.train_step
+
+    def spy(self, xb, yb, lr, *a, **k):
+        seen.append(lr)
+        return step(self, xb, yb, lr, *a, **k)
+
+    monkeypatch.setattr(model_mod.SparseMLP, "train_step", spy)
+    X, y, _, _ = digits
+    clf = SparseMLPClassifier(hidden_layer_sizes=(30,), learning_rate=schedule,
+                              learning_rate_init=0.02, max_iter=6, batch_size=300,
+                              random_state=0).fit(X, y)
+    per_epoch = seen[::3]
+    assert per_epoch == [lr_at(clf._config, e) for e in range(6)]
+    assert per_epoch[0] == 0.02 and per_epoch[-1] < 0.02
+
+
+def test_early_stopping_restores_the_best_epoch(digits):
+    X, y, Xt, yt = digits
+    kw = dict(hidden_layer_sizes=(60,), max_iter=60, random_state=0, early_stopping=True,
+              n_iter_no_change=3, tol=0.0, validation_fraction=0.2)
+    clf = SparseMLPClassifier(**kw).fit(X, y)
+    scores = clf.validation_scores_
+    assert clf.n_iter_ == len(scores) < 60          # stopped early
+    assert clf.best_validation_score_ == max(scores)
+    best = int(np.argmax(scores))
+    assert clf.n_iter_ - 1 - best >= 3              # n_iter_no_change epochs after the best
+    # the restored weights are the best epoch's: their validation accuracy is the best score
+    from sklearn.model_selection import train_test_split
+    idx = np.arange(X.shape[0])
+    tr, va = train_test_split(idx, test_size=0.2, random_state=0, stratify=y)
+    assert clf.score(X[np.sort(va)], y[np.sort(va)]) == pytest.approx(clf.best_validation_score_)
+    assert clf.score(Xt, yt) > 0.85
+    plain = SparseMLPClassifier(**{**kw, "early_stopping": False}).fit(X, y)
+    assert plain.n_iter_ == 60 and plain.validation_scores_ is None
+    with pytest.raises(ValueError, match="validation_fraction"):
+        SparseMLPClassifier(early_stopping=True, validation_fraction=1.0).fit(X, y)

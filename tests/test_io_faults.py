@@ -425,7 +425,7 @@ def test_dense_round_trip_is_bit_exact(tmp_path, dense):
     assert ck.streams().state() == streams.state() and ck.extra == {"note": "dense"}
     X = np.random.default_rng(3).standard_normal((20, 9)).astype(np.float32)
     assert np.array_equal(ck.model.predict(X), model.predict(X))
-    assert isinstance(sparse_mlp.load(path), DenseMLP)
+    assert isinstance(sparse_mlp.load(path).network, DenseMLP)
 
 
 def test_dense_checkpoint_dir_and_load(tmp_path, dense):
@@ -438,7 +438,7 @@ def test_dense_checkpoint_dir_and_load(tmp_path, dense):
     ck = ckdir.latest()
     assert ck.state.epoch == 3
     assert_same_dense(model, ck.model)
-    assert_same_dense(model, sparse_mlp.load(tmp_path / "run"))
+    assert_same_dense(model, sparse_mlp.load(tmp_path / "run").network)
     assert ck.kind == "dense" and ck.path == ckdir.list()[-1]
     assert_same_dense(model, load_checkpoint(ck.path).model)
 

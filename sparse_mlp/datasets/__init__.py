@@ -109,6 +109,15 @@ def _canonical_name(spec: str) -> str | None:
     return _ALIASES.get(key)
 
 
+def canonical_name(spec: str) -> str:
+    """The one name of a named dataset ('cifar-10', 'CIFAR', 'fmnist' ->
+    'cifar10', 'fashionmnist'), so that presets, shapes, folders and the
+    loader all agree; a file path (or an unknown name) comes back as given."""
+    if _looks_like_path(spec):
+        return spec
+    return _canonical_name(spec) or spec
+
+
 def _looks_like_path(spec: str) -> bool:
     return (os.sep in spec or (os.altsep is not None and os.altsep in spec)
             or spec.startswith(("~", ".")) or bool(os.path.splitext(spec)[1]))
@@ -119,7 +128,8 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
                  n_features: int | None = None, n_samples: int | None = None,
                  n_classes: int | None = None, label_column: str | int | None = None,
                  test_fraction: float | None = None, seed: int = 0, download: bool = True,
-                 progress: bool | None = None, standardize: bool = True) -> Dataset:
+                 progress: bool | None = None, standardize: bool = True,
+                 val_fraction: float | None = None, task: str = "classification") -> Dataset:
     """Load a paper dataset by name, or a user's file by path.
 
     Parameters
@@ -156,6 +166,17 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
         whether stderr is a terminal (None).
     standardize : bool
         Standardise features with the training mean/std.
+    val_fraction : float or None
+        Hold out this fraction of the training set (after ``n_train``) as a
+        stratified seeded validation set, ``Dataset.X_val`` / ``y_val``,
+        before the standardisation statistics are taken (None: none).
+    task : str
+        ``"classification"`` (default) or ``"regression"``: a user file's
+        numeric label column (npz: ``y`` of shape (n,) or (n, k)) as float
+        targets, split by a plain seeded shuffle (no strata) and
+        standardised with the training targets' mean/std
+        (``Dataset.target_mean`` / ``target_std``).  The named datasets are
+        classification data and refuse it.
 
     Returns
     -------
@@ -171,11 +192,24 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
     """
     opts = _make_options(n_train, n_test, n_features, n_samples, n_classes, label_column,
                          test_fraction, seed, download, progress, standardize)
+    if val_fraction is not None:
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ConfigError(f"val_fraction (--val-fraction) must be strictly between 0 and 1, "
+                              f"got {val_fraction}.")
+        opts.val_fraction = float(val_fraction)
+    if task not in ("classification", "regression"):
+        raise ConfigError(f"task (--task) must be 'classification' or 'regression', got "
+                          f"{task!r}.")
+    opts.task = task
     if not isinstance(spec, (str, os.PathLike)):
         raise ConfigError(f"The dataset must be a name or a file path, got {spec!r}.")
     text = os.fspath(spec)
     name = _canonical_name(text) if isinstance(spec, str) else None
     if name is not None and not (_looks_like_path(text) and Path(text).exists()):
+        if task == "regression":
+            raise ConfigError(f"--task regression: {name!r} is a classification dataset (a "
+                              f"paper preset or the digits demo); give a data file whose label "
+                              f"column is the numeric target, or drop --task regression.")
         raw = _LOADERS[name](opts, data_dir)
         return _finalize(name, raw, opts, name)
     path = Path(text).expanduser()
@@ -194,6 +228,7 @@ def load_dataset(spec: str | os.PathLike, data_dir: str | os.PathLike | None = N
 
 
 __all__ = [
+    "canonical_name",
     "CACHE_VERSION", "DATA_DIR_ENV", "Dataset", "HIGGS_TEST_START", "PAPER_DATASETS",
     "REMOTE_FILES", "default_data_dir", "load_dataset", "make_classification_float32",
     "read_idx", "standardize_inplace",

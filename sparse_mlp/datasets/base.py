@@ -12,6 +12,7 @@ missing ones (:mod:`sparse_mlp.download`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import operator
@@ -26,6 +27,7 @@ import numpy as np
 from sparse_mlp.download import download_dataset, expected_files
 from sparse_mlp.download import manual_download_help as _manual_help
 from sparse_mlp.errors import ConfigError, DatasetError, MemoryBudgetError
+from sparse_mlp.preprocessing import Preprocessing, from_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ DATA_DIR_ENV = "SPARSE_MLP_DATA_DIR"
 
 @dataclass(repr=False)
 class Dataset:
-    """A classification dataset ready for training.
+    """A classification (or, with ``task="regression"``, regression) dataset
+    ready for training.
 
     Attributes
     ----------
@@ -61,6 +64,24 @@ class Dataset:
     info : dict
         JSON-serialisable provenance: source files, rows used, split, seed,
         label mapping, cache, standardisation.
+    X_val, y_val : numpy.ndarray or None
+        With ``val_fraction``: a stratified validation split taken from the
+        training set before the standardisation statistics were computed
+        (the statistics are the remaining training part's); None otherwise.
+    preprocessing : sparse_mlp.preprocessing.Preprocessing or None
+        What a trained model needs to take raw inputs: the standardisation
+        statistics (mean, std, constant features), the feature names (a
+        CSV header) and the classes; the run owner stores it in every
+        checkpoint.  None for a Dataset built by hand.
+    task : str
+        ``"classification"`` or ``"regression"``.  Regression: ``y_train`` /
+        ``y_test`` (/ ``y_val``) are float32 targets, (n,) for one target or
+        (n, k), and ``classes`` is empty.
+    target_mean, target_std : numpy.ndarray or None
+        Regression only: float64 (k,) training mean and std (ddof=0; 1 where
+        the std is 0) of the targets.  The targets held here are standardised
+        with them, as the features are; a prediction p maps back to
+        ``p * target_std + target_mean`` (also in ``preprocessing``).
     """
 
     name: str
@@ -70,6 +91,12 @@ class Dataset:
     y_test: np.ndarray
     classes: list
     info: dict = field(default_factory=dict)
+    X_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    preprocessing: Preprocessing | None = None
+    task: str = "classification"
+    target_mean: np.ndarray | None = None
+    target_std: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -77,8 +104,18 @@ class Dataset:
         return int(self.X_train.shape[1])
 
     @property
+    def n_targets(self) -> int:
+        """Regression: number of targets (the output width); 0 otherwise."""
+        if self.task != "regression":
+            return 0
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[1])
+
+    @property
     def n_classes(self) -> int:
-        """Number of classes."""
+        """Number of classes: the model's output width (for regression the
+        number of targets, :attr:`n_targets`)."""
+        if self.task == "regression":
+            return self.n_targets
         return len(self.classes)
 
     @property
@@ -92,8 +129,10 @@ class Dataset:
         return int(self.X_test.shape[0])
 
     def __repr__(self) -> str:
+        last = (f"n_targets={self.n_targets}" if self.task == "regression"
+                else f"n_classes={self.n_classes}")
         return (f"Dataset(name={self.name!r}, n_train={self.n_train}, n_test={self.n_test}, "
-                f"n_features={self.n_features}, n_classes={self.n_classes})")
+                f"n_features={self.n_features}, {last})")
 
 
 def default_data_dir() -> Path:
@@ -129,6 +168,8 @@ class _Options:
     download: bool
     progress: bool | None
     standardize: bool
+    val_fraction: float | None = None
+    task: str = "classification"       # regression: float targets (load_dataset sets it)
 
     def given(self, *names: str) -> list[str]:
         return [n for n in names if getattr(self, n) is not None]
@@ -255,6 +296,8 @@ def _encode(y_train: np.ndarray, y_test: np.ndarray | None, source: str
     The classes are those of ``y_train``; test labels outside them raise
     :class:`DatasetError`.
     """
+    if np.asarray(y_train).size == 0:
+        raise DatasetError(f"{source} holds no samples (its arrays are empty).")
     y_train = _canonical_labels(y_train, source)
     classes = np.unique(y_train)
     if classes.size < 2:
@@ -350,6 +393,46 @@ def _split(X: np.ndarray, y: np.ndarray, n_test: int, seed: int, source: str
     return X[train_idx], y[train_idx], X[test_idx], y[test_idx], train_idx, test_idx
 
 
+def _validation_split(X: np.ndarray, y: np.ndarray, opts: _Options, source: str):
+    """``opts.val_fraction`` of the training rows held out as a validation set:
+    stratified by class (a random subset for float regression targets),
+    seeded by the run's seed (a stream of its own), every class keeping at
+    least one training sample, file order kept within each part.
+
+    Returns (X_train, y_train, X_val, y_val, provenance); the validation
+    parts and the provenance are None without ``val_fraction``."""
+    if opts.val_fraction is None:
+        return X, y, None, None, None
+    n = y.shape[0]
+    n_val = _n_from_fraction(opts.val_fraction, n)
+    rng = np.random.default_rng([opts.seed, 4])
+    if y.dtype.kind == "f":  # regression targets: no classes to stratify by
+        if n_val > n - 1:
+            raise ConfigError(f"{source}: --val-fraction {opts.val_fraction} leaves no "
+                              f"training sample of {n}; use a smaller fraction")
+        val_idx = np.sort(rng.permutation(n)[:n_val])
+        how = "random"
+    else:
+        n_classes = np.unique(y).size
+        if n_val > n - n_classes:
+            raise ConfigError(
+                f"{source}: --val-fraction {opts.val_fraction} would hold out {n_val} of the "
+                f"{n} training samples and leave a class without training samples; use a "
+                f"fraction of at most {(n - n_classes) / n:.3g}")
+        val_idx = _stratified_pick(y, n_val, rng, keep_out=1)
+        how = "stratified"
+    keep = np.ones(n, dtype=bool)
+    keep[val_idx] = False
+    train_idx = np.flatnonzero(keep)
+    info = {"fraction": opts.val_fraction, "n_val": int(val_idx.size),
+            "n_train": int(train_idx.size),
+            "split": f"{how} seeded split of the training set (seed {opts.seed}), before the "
+                     f"standardisation statistics, which come from the remaining training part"}
+    if y.dtype.kind != "f":
+        info["val_class_counts"] = np.bincount(y[val_idx]).tolist()
+    return X[train_idx], y[train_idx], X[val_idx], y[val_idx], info
+
+
 def _subsample(X: np.ndarray, y: np.ndarray, n: int | None, seed: int, what: str,
                source: str, stream: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Keep a stratified seeded subset of ``n`` rows (original order kept)."""
@@ -382,8 +465,8 @@ def _check_finite(X: np.ndarray, what: str, source: str) -> None:
             )
 
 
-def standardize_inplace(X_train: np.ndarray, X_test: np.ndarray | None = None
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def standardize_inplace(X_train: np.ndarray, X_test: np.ndarray | None = None,
+                        *more: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Standardise features in place with the training set's mean and std.
 
     Statistics are accumulated in float64 over row chunks (no float64 copy
@@ -397,6 +480,9 @@ def standardize_inplace(X_train: np.ndarray, X_test: np.ndarray | None = None
         Float array, shape (n_train, n_features); modified in place.
     X_test : numpy.ndarray or None
         Float array, shape (n_test, n_features); modified in place.
+    *more : numpy.ndarray
+        Further arrays standardised with the same statistics (a validation
+        split); modified in place.
 
     Returns
     -------
@@ -423,7 +509,7 @@ def standardize_inplace(X_train: np.ndarray, X_test: np.ndarray | None = None
     constant = ~(std > 0.0)
     shift = mean.astype(X_train.dtype)
     scale = np.where(constant, 1.0, std).astype(X_train.dtype)
-    for X in (X_train, X_test):
+    for X in (X_train, X_test, *more):
         if X is None or X.shape[0] == 0:
             continue
         step = max(1, (64 << 20) // max(1, X.itemsize * f))
@@ -480,7 +566,169 @@ def _as_matrix(X: Any, what: str, source: str) -> np.ndarray:
                                 f"({X.shape[0]} x {X.shape[1]} float32).") from None
 
 
+def _targets(y: Any, source: str) -> np.ndarray:
+    """Regression targets as float64, (n,) or (n, k), finite; a clear error
+    for text labels."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim not in (1, 2):
+        raise DatasetError(f"{source}: regression targets must be (n_samples,) or (n_samples, "
+                           f"n_targets), got shape {y.shape}.")
+    if y.dtype.kind in "SU":
+        try:
+            y = y.astype(np.float64)
+        except ValueError:
+            raise DatasetError(f"{source}: --task regression needs a numeric label column; "
+                               f"it holds text such as {str(y.ravel()[0])!r}. Choose the target "
+                               "column with --label-column, or train a classifier (--task "
+                               "classification).") from None
+    if y.dtype.kind not in "biuf":
+        raise DatasetError(f"{source}: regression targets of dtype {y.dtype} are not "
+                           "supported; use numbers.")
+    y = y.astype(np.float64)
+    finite = np.isfinite(y).reshape(y.shape[0], -1).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise DatasetError(f"{source}: the target of sample {bad} is not finite; every sample "
+                           "needs a finite target. Remove or fix those rows.")
+    return y
+
+
+def _shuffle_split(X: np.ndarray, y: np.ndarray, info: dict, opts: _Options, source: str,
+                   default_fraction: float) -> _Raw:
+    """Regression: a plain seeded shuffle split (no strata), then ``n_train``
+    as a seeded random subset; file order kept within each part."""
+    n = y.shape[0]
+    if opts.n_test is not None and opts.test_fraction is not None:
+        raise ConfigError("Give either n_test (--n-test) or test_fraction (--test-fraction), "
+                          "not both.")
+    if opts.n_test is not None:
+        n_test, how = opts.n_test, f"n_test={opts.n_test}"
+    else:
+        frac = opts.test_fraction if opts.test_fraction is not None else default_fraction
+        n_test = _n_from_fraction(frac, n)
+        how = (f"test_fraction={frac}" if opts.test_fraction is not None
+               else f"default test_fraction={frac}")
+    if n_test > n - 1:
+        raise ConfigError(f"{source}: cannot hold out {n_test} of {n} samples and keep a "
+                          f"training set; use a test size of at most {n - 1} (--n-test / "
+                          "--test-fraction).")
+    rng = np.random.default_rng([opts.seed, 1])
+    test_idx = np.sort(rng.permutation(n)[:n_test])
+    mask = np.ones(n, dtype=bool)
+    mask[test_idx] = False
+    train_idx = np.flatnonzero(mask)
+    info = dict(info)
+    info["split"] = (f"seeded shuffle split ({how}, seed {opts.seed}; regression: not "
+                     f"stratified): {train_idx.size} train / {test_idx.size} test; file order "
+                     "kept within each part")
+    raw = _Raw(X[train_idx], y[train_idx], X[test_idx], y[test_idx], [], info)
+    return _regression_limit(raw, opts, source, test=False)
+
+
+def _regression_limit(raw: _Raw, opts: _Options, source: str, test: bool = True) -> _Raw:
+    """Regression: ``n_train`` (and, for a fixed split, ``n_test``) as seeded
+    random subsets (no strata), file order kept."""
+    info = dict(raw.info)
+    parts = {"train": (raw.X_train, raw.y_train, opts.n_train, 2, "--n-train")}
+    if test:
+        parts["test"] = (raw.X_test, raw.y_test, opts.n_test, 3, "--n-test")
+    out = {}
+    for what, (X, y, n, stream, flag) in parts.items():
+        if n is None or n == y.shape[0]:
+            out[what] = (X, y)
+            continue
+        if n > y.shape[0]:
+            raise ConfigError(f"{source}: asked for {n} {what} samples ({flag}) but only "
+                              f"{y.shape[0]} are available; use at most {y.shape[0]}.")
+        idx = np.sort(np.random.default_rng([opts.seed, stream]).permutation(y.shape[0])[:n])
+        out[what] = (X[idx], y[idx])
+        info[f"{what}_subsample"] = (f"{n} of {y.shape[0]} rows, random, seed {opts.seed}, "
+                                     "file order kept")
+    X_te, y_te = out.get("test", (raw.X_test, raw.y_test))
+    return _Raw(out["train"][0], out["train"][1], X_te, y_te, [], info)
+
+
+def _standardize_targets(mean: np.ndarray, std: np.ndarray, *ys: np.ndarray | None) -> list:
+    """Each of ``ys`` ((n,) or (n, k)) as float32 (y - mean) / std (None stays None)."""
+    out = []
+    for y in ys:
+        if y is None:
+            out.append(None)
+            continue
+        shape = y.shape[1:] or ()
+        out.append(np.ascontiguousarray((y - mean.reshape(shape)) / std.reshape(shape),
+                                        dtype=np.float32))
+    return out
+
+
+def _finalize_regression(name: str, raw: _Raw, opts: _Options, source: str) -> Dataset:
+    """The regression twin of :func:`_finalize`: float32 targets standardised
+    with the training targets' mean and std (kept on the Dataset and in its
+    preprocessing record, so predictions map back to the user's units)."""
+    X_train = _as_matrix(raw.X_train, "X_train", source)
+    X_test = _as_matrix(raw.X_test, "X_test", source)
+    y_train = _targets(raw.y_train, source)
+    y_test = _targets(raw.y_test, source)
+    if X_train.shape[0] != y_train.shape[0] or X_test.shape[0] != y_test.shape[0]:
+        raise DatasetError(f"{source}: {X_train.shape[0]} training samples but "
+                           f"{y_train.shape[0]} targets, {X_test.shape[0]} test samples but "
+                           f"{y_test.shape[0]} targets; every sample needs one target.")
+    if y_train.shape[1:] != y_test.shape[1:]:
+        raise DatasetError(f"{source}: training targets have shape {y_train.shape[1:]} per "
+                           f"sample, test targets {y_test.shape[1:]}; use the same.")
+    if X_train.shape[0] < 2:
+        raise DatasetError(f"{source}: regression needs at least 2 training samples.")
+    if X_test.shape[0] == 0:
+        raise DatasetError(f"{source}: the test set is empty; give a test set or a larger "
+                           "--test-fraction.")
+    if X_train.shape[1] != X_test.shape[1] or X_train.shape[1] == 0:
+        raise DatasetError(f"{source}: X_train has {X_train.shape[1]} features and X_test "
+                           f"{X_test.shape[1]}; both need the same, at least one.")
+    _check_finite(X_train, "X_train", source)
+    _check_finite(X_test, "X_test", source)
+    # --val-fraction: held out of the training set before its statistics are taken
+    X_train, y_train, X_val, y_val, val_info = _validation_split(X_train, y_train, opts, source)
+    info = dict(raw.info)
+    info.pop("_feature_names", None)
+    constant_count = 0
+    mean = std = constant = None
+    if opts.standardize:
+        mean, std, constant = standardize_inplace(X_train, X_test,
+                                                  *(() if X_val is None else (X_val,)))
+        constant_count = int(constant.sum())
+    Ytr = y_train.reshape(y_train.shape[0], -1)
+    t_mean = Ytr.mean(axis=0)
+    t_std = Ytr.std(axis=0)
+    t_std = np.where(t_std > 0, t_std, 1.0)
+    y_train, y_test, y_val = _standardize_targets(t_mean, t_std, y_train, y_test, y_val)
+    info.update(
+        task="regression", n_train=int(X_train.shape[0]), n_test=int(X_test.shape[0]),
+        n_features=int(X_train.shape[1]), n_targets=int(Ytr.shape[1]),
+        standardized=opts.standardize,
+        standardization="train mean/std (ddof=0), zero-variance features set to 0"
+        if opts.standardize else "none",
+        constant_features=constant_count, seed=opts.seed,
+        target_mean=t_mean.tolist(), target_std=t_std.tolist(),
+        target_standardization="targets standardised with the training mean/std (ddof=0); "
+                               "predictions map back as p * target_std + target_mean",
+    )
+    if val_info:
+        info["validation"] = val_info
+    prep = from_dataset(mean, std, constant, X_train.shape[1], [], raw.info,
+                        raw.info.get("_feature_names"), task="regression")
+    prep = dataclasses.replace(prep, target_mean=t_mean, target_std=t_std)
+    ds = Dataset(name=name, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
+                 classes=[], info=_jsonable(info), X_val=X_val, y_val=y_val,
+                 preprocessing=prep, task="regression", target_mean=t_mean, target_std=t_std)
+    logger.info("loaded %r", ds)
+    return ds
+
+
 def _finalize(name: str, raw: _Raw, opts: _Options, source: str) -> Dataset:
+    if opts.task == "regression":
+        return _finalize_regression(name, raw, opts, source)
     X_train = _as_matrix(raw.X_train, "X_train", source)
     X_test = _as_matrix(raw.X_test, "X_test", source)
     y_train = np.ascontiguousarray(raw.y_train, dtype=np.int32)
@@ -510,10 +758,15 @@ def _finalize(name: str, raw: _Raw, opts: _Options, source: str) -> Dataset:
                            "test set has; add training samples of those classes.")
     _check_finite(X_train, "X_train", source)
     _check_finite(X_test, "X_test", source)
+    # --val-fraction: held out of the training set before its statistics are taken
+    X_train, y_train, X_val, y_val, val_info = _validation_split(X_train, y_train, opts, source)
     info = dict(raw.info)
+    info.pop("_feature_names", None)  # every name, for the preprocessing record only
     constant_count = 0
+    mean = std = constant = None
     if opts.standardize:
-        _, _, constant = standardize_inplace(X_train, X_test)
+        mean, std, constant = standardize_inplace(X_train, X_test,
+                                                  *(() if X_val is None else (X_val,)))
         constant_count = int(constant.sum())
         if constant_count:
             logger.info("%s: %d features are constant in the training set; they are set to 0",
@@ -529,8 +782,13 @@ def _finalize(name: str, raw: _Raw, opts: _Options, source: str) -> Dataset:
         train_class_counts=np.bincount(y_train, minlength=n_classes).tolist(),
         test_class_counts=np.bincount(y_test, minlength=n_classes).tolist(),
     )
+    if val_info:
+        info["validation"] = val_info
     ds = Dataset(name=name, X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
-                 classes=list(raw.classes), info=_jsonable(info))
+                 classes=list(raw.classes), info=_jsonable(info), X_val=X_val, y_val=y_val,
+                 preprocessing=from_dataset(mean, std, constant, X_train.shape[1],
+                                            raw.classes, raw.info,
+                                            raw.info.get("_feature_names")))
     logger.info("loaded %r", ds)
     return ds
 
@@ -619,8 +877,10 @@ def _locate(name: str, data_dir: str | os.PathLike | None, opts: _Options) -> di
     return {f: target / f for f in files}
 
 
-def _open_gzip_error(path: Path, exc: BaseException) -> DatasetError:
-    return DatasetError(
-        f"{path} is truncated or not a valid gzip file ({type(exc).__name__}: {exc}). Delete it "
-        "and download it again (it is downloaded automatically when missing)."
-    )
+def _open_gzip_error(path: Path, exc: BaseException, user_file: bool = False
+                     ) -> DatasetError:
+    fix = ("Copy or compress it again from the original (a user's file is never downloaded)."
+           if user_file else
+           "Delete it and download it again (it is downloaded automatically when missing).")
+    return DatasetError(f"{path} is truncated or not a valid gzip file "
+                        f"({type(exc).__name__}: {exc}). {fix}")

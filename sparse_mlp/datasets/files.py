@@ -27,14 +27,19 @@ from sparse_mlp.errors import ConfigError, DatasetError, MemoryBudgetError
 
 from .base import (
     _as_matrix,
+    _canonical_labels,
     _encode,
     _labels_from_strings,
     _limit,
+    _make_options,
     _open_gzip_error,
     _Options,
     _Raw,
+    _regression_limit,
     _reject,
+    _shuffle_split,
     _split_then_limit,
+    _targets,
 )
 
 logger = logging.getLogger(__name__)
@@ -77,7 +82,7 @@ def _first_lines(path: Path, n: int = 5) -> list[str]:
                 if len(lines) >= n:
                     break
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise _open_gzip_error(path, exc) from None
+        raise _open_gzip_error(path, exc, user_file=True) from None
     except UnicodeDecodeError:
         raise DatasetError(f"{path} is not a text file and not an .npz archive; supported "
                            f"formats: {_USER_FORMATS}.") from None
@@ -186,8 +191,31 @@ def _convert_block(rows: list[tuple], lines: list[int], names: list[str], path: 
     raise DatasetError(f"{path}: could not read the feature values as numbers.")
 
 
-def _load_delimited(path: Path, delimiter: str | None, opts: _Options) -> tuple[
-        np.ndarray, np.ndarray, dict]:
+def _numbered_header(row: list[str]) -> bool:
+    """A first row that reads 0,1,...,n-1 (or 1,...,n): column numbers, not data."""
+    cells = [c.strip() for c in row]
+    return any(cells == [str(i + start) for i in range(len(cells))] for start in (0, 1)) \
+        and len(cells) > 2
+
+
+def _refuse_duplicate_names(header: list[str], path: Path) -> None:
+    """Two columns with one name make the label (or a feature, when predicting by
+    name) ambiguous: a silent choice could turn the label into a feature."""
+    seen: dict[str, int] = {}
+    for j, name in enumerate(c.strip() for c in header):
+        if name in seen and name:
+            raise DatasetError(f"{path}: the header names two columns {name!r} (columns "
+                               f"{seen[name]} and {j}, 0-based); rename one so that the label "
+                               f"and every feature have a name of their own.")
+        seen[name] = j
+
+
+def _load_delimited(path: Path, delimiter: str | None, opts: _Options, select=None
+                    ) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Features and labels of a delimited text file.  ``select(header,
+    columns)`` -> (label column or None, feature columns), when given,
+    chooses the columns instead of ``opts.label_column`` (:func:`read_features`);
+    without a label column the labels are None."""
     rows = _rows(path, delimiter)
     try:
         sample: list[tuple[int, list[str]]] = []
@@ -211,16 +239,31 @@ def _load_delimited(path: Path, delimiter: str | None, opts: _Options) -> tuple[
         if (isinstance(opts.label_column, str) and not re.fullmatch(r"[-+]?\d+",
                                                                    opts.label_column.strip())):
             has_header = has_header or not all(_is_number(c) for c in first)
+        if not has_header and rest and _numbered_header(first):
+            # what pandas writes for an unnamed frame (to_csv(index=False)): 0,1,...,n-1
+            has_header = True
+            logger.info("%s: the first row 0,1,...,%d names the columns (a header, as pandas "
+                        "writes it), not a sample", path, len(first) - 1)
+        trailing = all(not r[-1].strip() for r in [first, *rest]) and len(first) > 1
+        if trailing:  # every line ends with the delimiter: an empty last column, not data
+            logger.info("%s: every line ends with a delimiter; ignoring the empty last column",
+                        path)
         header = first if has_header else None
+        if header is not None:
+            _refuse_duplicate_names(header[:-1] if trailing else header, path)
         n_cols = len(first)
         drop_index = header is not None and header[0].strip() in ("", "Unnamed: 0")
-        columns = [j for j in range(n_cols) if not (drop_index and j == 0)]
-        if len(columns) < 2:
+        columns = [j for j in range(n_cols) if not (drop_index and j == 0)
+                   and not (trailing and j == n_cols - 1)]
+        if len(columns) < (2 if select is None else 1):
             raise DatasetError(f"{path} has {len(columns)} data column(s); it needs at least one "
                                "feature column and one label column. Check the delimiter (.csv "
                                "is comma-separated, .tsv tab-separated).")
-        label_idx = _resolve_label_column(opts.label_column, header, columns, path)
-        feature_cols = [j for j in columns if j != label_idx]
+        if select is None:
+            label_idx = _resolve_label_column(opts.label_column, header, columns, path)
+            feature_cols = [j for j in columns if j != label_idx]
+        else:  # read_features: a model's feature columns, and a label column if any
+            label_idx, feature_cols = select(header, columns)
         names = ([header[j].strip() for j in feature_cols] if header is not None
                  else [f"#{j}" for j in feature_cols])
         getter = operator.itemgetter(*feature_cols)
@@ -240,11 +283,13 @@ def _load_delimited(path: Path, delimiter: str | None, opts: _Options) -> tuple[
                     f"{'header' if has_header else 'first row'} has {n_cols}. Every row needs the "
                     "same number of fields (ragged rows; check for stray delimiters or quotes)."
                 )
-            label = fields[label_idx].strip()
-            if not label:
-                raise DatasetError(f"{path}, line {lineno}: the label is empty; every row needs a "
-                                   "label (--label-column selects the label column).")
-            labels.append(label)
+            if label_idx is not None:
+                label = fields[label_idx].strip()
+                if not label:
+                    raise DatasetError(f"{path}, line {lineno}: the label is empty; every row "
+                                       "needs a label (--label-column selects the label "
+                                       "column).")
+                labels.append(label)
             values = getter(fields)
             pending.append(values if len(feature_cols) > 1 else (values,))
             pending_lines.append(lineno)
@@ -258,32 +303,41 @@ def _load_delimited(path: Path, delimiter: str | None, opts: _Options) -> tuple[
     except csv.Error as exc:
         raise DatasetError(f"{path} is not valid delimited text ({exc}).") from None
     except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise _open_gzip_error(path, exc) from None
+        raise _open_gzip_error(path, exc, user_file=True) from None
     if not blocks:
         raise DatasetError(f"{path} has a header but no data rows.")
     X = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
-    y = _labels_from_strings(labels, str(path))
+    y = _labels_from_strings(labels, str(path)) if label_idx is not None else None
     info = {"format": "delimited text", "delimiter": delimiter or "whitespace",
             "header": has_header, "dropped_index_column": drop_index,
-            "label_column": header[label_idx].strip() if header is not None else label_idx,
-            "feature_names": names if len(names) <= 1000 else None}
+            "label_column": (header[label_idx].strip() if header is not None and
+                             label_idx is not None else label_idx),
+            "feature_names": names if len(names) <= 1000 else None,
+            # every name, for the preprocessing record (left out of config.json)
+            "_feature_names": names if header is not None else None}
     if drop_index:
         logger.info("%s: dropped the unnamed first column (a pandas index)", path)
     return X, y, info
 
 
-def _load_libsvm(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+def _load_libsvm(path: Path, dense: bool = True, n_features: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Features (dense float32, or with ``dense=False`` the CSR matrix) and
+    labels of a libsvm/svmlight file; ``n_features``: the width to read."""
     from sklearn.datasets import load_svmlight_file
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            X_sparse, y = load_svmlight_file(str(path), dtype=np.float32)
+            X_sparse, y = load_svmlight_file(str(path), dtype=np.float32,
+                                             n_features=n_features)
     except (ValueError, UnicodeDecodeError, EOFError, zlib.error) as exc:
         raise DatasetError(f"{path} is not a valid libsvm/svmlight file ({exc}). Expected lines "
                            "like '<label> <index>:<value> <index>:<value> ...'.") from None
     except OSError as exc:
         raise DatasetError(f"Cannot read {path}: {exc}.") from None
+    if not dense:
+        return X_sparse, y, {"format": "libsvm/svmlight", "nnz": int(X_sparse.nnz)}
     dense_bytes = X_sparse.shape[0] * X_sparse.shape[1] * 4
     if dense_bytes > _DENSE_WARN_BYTES:
         logger.warning("%s: densifying %d x %d libsvm data to float32 takes %.1f GiB", path,
@@ -357,6 +411,8 @@ def _load_user_file(path: Path, opts: _Options) -> _Raw:
     X = _as_matrix(X, "X_train", source)
     info["source"] = source
     info["files"] = [source]
+    if opts.task == "regression":  # float targets, (n,) or (n, k): no class mapping
+        return _regression_raw(X, y, X_test, y_test, info, opts, source)
     if X.shape[0] != np.asarray(y).reshape(-1).shape[0]:
         raise DatasetError(f"{source}: {X.shape[0]} samples but {np.asarray(y).size} labels; "
                            "every sample needs exactly one label.")
@@ -374,3 +430,183 @@ def _load_user_file(path: Path, opts: _Options) -> _Raw:
     y_ids, _, classes = _encode(y, None, source)
     return _split_then_limit(X, y_ids, classes, info, opts, source,
                              default_fraction=DEFAULT_TEST_FRACTION)
+
+
+def _regression_raw(X: np.ndarray, y, X_test, y_test, info: dict, opts: _Options,
+                    source: str) -> _Raw:
+    """``--task regression``: the file's numeric labels as float targets; the
+    file's own test set, else a plain seeded shuffle split (not stratified)."""
+    y = _targets(y, source)
+    if X.shape[0] != y.shape[0]:
+        raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} targets; every "
+                           "sample needs one target.")
+    if X_test is None:
+        return _shuffle_split(X, y, info, opts, source, default_fraction=DEFAULT_TEST_FRACTION)
+    if opts.test_fraction is not None:
+        raise ConfigError(f"{source} already has a test set (X_test, y_test); drop "
+                          "test_fraction (--test-fraction).")
+    info["split"] = "the file's own X_test / y_test"
+    return _regression_limit(_Raw(X, y, _as_matrix(X_test, "X_test", source),
+                                  _targets(y_test, source), [], info), opts, source)
+
+
+def _read_npz_features(path: Path) -> tuple[object, np.ndarray | None, dict]:
+    """Features (and labels, if saved) of an .npz to predict: ``X`` (``y``),
+    else ``X_test`` (``y_test``), else ``X_train`` (``y_train``); or a
+    matrix written by ``scipy.sparse.save_npz`` (kept sparse)."""
+    _load_npz_magic(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = set(z.files)
+            if {"format", "shape", "indptr", "indices", "data"} <= keys:
+                import scipy.sparse as sp
+
+                return sp.load_npz(path).tocsr(), None, {"format": "npz (scipy.sparse)"}
+            for xk, yk in (("X", "y"), ("X_test", "y_test"), ("X_train", "y_train")):
+                if xk in keys:
+                    X = z[xk]
+                    y = z[yk] if yk in keys else None
+                    return X, y, {"format": "npz", "arrays": [k for k in (xk, yk) if k in keys]}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError(f"{path} stores an array of Python objects, which is not loaded "
+                               "(unsafe). Save numbers, or labels as fixed-width strings: "
+                               "y.astype(str).") from None
+        raise DatasetError(f"{path} is not a valid .npz file ({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise DatasetError(f"{path} is not a valid .npz archive ({exc}).") from None
+    raise DatasetError(f"{path} holds arrays {sorted(keys)!r}; expected the features as X "
+                       "(and optionally the labels as y): numpy.savez(path, X=X).")
+
+
+def _load_npz_magic(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DatasetError(f"Cannot read {path}: {exc}.") from None
+    if magic != b"PK\x03\x04":
+        raise DatasetError(f"{path} is not an .npz archive (a zip file written by numpy.savez); "
+                           "write it with numpy.savez(path, X=...).")
+
+
+def read_features(path: str | os.PathLike, n_features: int, *,
+                  feature_names: list[str] | None = None,
+                  label_column: str | int | None = None,
+                  train_label_column: str | int | None = None
+                  ) -> tuple[object, np.ndarray | None, dict]:
+    """Read a file of samples to predict: raw features and, where the file
+    has them, labels.  No split, no subset, no standardisation.
+
+    The formats of training files (:data:`_USER_FORMATS`), read by the same
+    readers.  A .csv/.tsv with a header and a model that knows its feature
+    names: the feature columns are taken by name, in the model's order (the
+    file's order does not matter; other columns are ignored, with a log
+    line); the label column is ``label_column`` if given, else the training
+    file's (``train_label_column``) when the file has it.  Otherwise by
+    position: ``n_features`` columns of features, or one more, which is then
+    the label column (``label_column``, the training file's index, else the
+    last).
+
+    Parameters
+    ----------
+    path : path-like
+    n_features : int
+        The features the model takes.
+    feature_names : list of str, optional
+        The model's feature names, in order.
+    label_column : str or int, optional
+        --label-column: the column of the labels (csv/tsv only).
+    train_label_column : str or int, optional
+        The training file's label column (the model's preprocessing record).
+
+    Returns
+    -------
+    X : numpy.ndarray (float32, n_samples x n_features) or scipy.sparse.csr_matrix
+        Raw features (libsvm and sparse .npz stay sparse).
+    y : numpy.ndarray or None
+        The labels (int64, float64, bool or str), None when the file has none.
+    info : dict
+        format, source, label column (if any).
+
+    Raises
+    ------
+    DatasetError
+        A missing, malformed or unreadable file, missing feature columns, or
+        a number of features other than ``n_features``.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DatasetError(f"The file to predict {path} does not exist (or is not a file); "
+                           f"supported formats: {_USER_FORMATS}.")
+    fmt, delimiter = _detect_format(path)
+    if fmt != "delimited" and label_column is not None:
+        raise ConfigError(f"--label-column: {path} is a {fmt} file; only .csv/.tsv files have a "
+                          "label column to choose.")
+    source = str(path)
+    if fmt == "npz":
+        X, y, info = _read_npz_features(path)
+    elif fmt == "libsvm":
+        X, y, info = _load_libsvm(path, dense=False, n_features=n_features)
+    else:
+        def select(header: list[str] | None, columns: list[int]
+                   ) -> tuple[int | None, list[int]]:
+            names = [h.strip() for h in header] if header is not None else None
+            by_name = (names is not None and feature_names is not None
+                       and len(set(feature_names)) == len(feature_names))
+            label_idx = None
+            if label_column is not None:
+                label_idx = _resolve_label_column(label_column, header, columns, path)
+            elif by_name and isinstance(train_label_column, str) and \
+                    train_label_column in names:
+                label_idx = names.index(train_label_column)
+            if by_name:
+                pos: dict[str, int] = {}
+                for j in columns:
+                    if j != label_idx:
+                        pos.setdefault(names[j], j)
+                missing = [n for n in feature_names if n not in pos]
+                if missing:
+                    raise DatasetError(
+                        f"{path} lacks {len(missing)} of the {len(feature_names)} feature "
+                        f"columns the model was trained on: {missing[:20]!r}"
+                        f"{' ...' if len(missing) > 20 else ''} (its columns: "
+                        f"{[names[j] for j in columns][:20]!r}). Give every one of them, by "
+                        "name in the header; the order does not matter.")
+                cols = [pos[n] for n in feature_names]
+                extra = [names[j] for j in columns if j not in set(cols) and j != label_idx]
+                if extra:
+                    logger.info("%s: ignoring %d columns the model was not trained on: %s",
+                                path, len(extra), extra[:10])
+                return label_idx, cols
+            rest = [j for j in columns if j != label_idx]
+            if label_idx is None and len(rest) == n_features + 1:
+                label_idx = columns[-1]
+                if isinstance(train_label_column, int) and \
+                        -len(columns) <= train_label_column < len(columns):
+                    label_idx = columns[train_label_column]
+                rest = [j for j in columns if j != label_idx]
+            if len(rest) != n_features:
+                raise DatasetError(
+                    f"{path} has {len(rest)} feature columns"
+                    f"{' besides the label column' if label_idx is not None else ''}, the "
+                    f"model was trained on {n_features}. Give the same features in the same "
+                    f"order (with a header naming them, if the training file had one)"
+                    f"{'' if label_idx is not None else ', and at most one label column'}.")
+            return label_idx, rest
+
+        opts = _make_options(None, None, None, None, None, label_column, None, 0, False,
+                             None, False)
+        X, y, info = _load_delimited(path, delimiter, opts, select=select)
+        info.pop("_feature_names", None)
+    if y is not None:
+        y = _canonical_labels(y, source)
+    if not hasattr(X, "tocsr"):
+        X = _as_matrix(X, "the features", source)
+    if y is not None and X.shape[0] != y.shape[0]:
+        raise DatasetError(f"{source}: {X.shape[0]} samples but {y.shape[0]} labels.")
+    if X.shape[1] != n_features:
+        raise DatasetError(f"{source} has {X.shape[1]} features, the model was trained on "
+                           f"{n_features}. Give the same features in the same order.")
+    info["source"] = source
+    return X, y, info
