@@ -17,6 +17,8 @@ evolution generator, so the result does not depend on the thread count.
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +27,19 @@ from .config import GROWTH_INITS
 from .errors import ConfigError
 from .kernels import topology
 from .layers import SparseLayer, init_values, sample_positions
+
+log = logging.getLogger(__name__)
+
+#: Importance Pruning never leaves a layer with fewer neurons that keep their
+#: inputs than this fraction of its neurons (and never fewer than one): a layer
+#: pruned to nothing would make the network's output constant.  Past the floor
+#: the layer keeps its most important neurons, and a warning says so.
+IP_FLOOR_FRACTION = 0.05
+
+
+def ip_floor(n_neurons: int) -> int:
+    """The fewest neurons with inputs that Importance Pruning leaves a layer."""
+    return min(n_neurons, max(1, math.ceil(IP_FLOOR_FRACTION * n_neurons)))
 
 
 @dataclass
@@ -147,10 +162,22 @@ def importance_prune(layer: SparseLayer, percentile: float, n_threads: int = 1
                      ) -> tuple[int, np.ndarray]:
     """Importance Pruning (paper Algorithm 2): neurons whose importance
     (sum of |incoming w|) is <= the given percentile lose all their incoming
-    weights.  Returns (weights deleted, boolean mask of pruned neurons)."""
+    weights, down to the floor of :func:`ip_floor` neurons with inputs (the
+    most important ones stay; a warning says when the floor holds).
+    Returns (weights deleted, boolean mask of pruned neurons)."""
     imp = layer.importance(n_threads=n_threads)
     t = importance_threshold(imp, percentile)
     dead = imp <= t
+    floor = ip_floor(layer.n_out)
+    if layer.n_out - int(dead.sum()) < floor and int((imp > 0).sum()) > 0:
+        keep = np.argsort(-imp, kind="stable")[:floor]  # the most important, ties by index
+        keep = keep[imp[keep] > 0]  # (a neuron without inputs cannot be kept alive)
+        wanted = int(dead.sum())
+        dead[keep] = False
+        log.warning("Importance Pruning at the %gth percentile would leave %d of the %d -> %d "
+                    "layer's neurons with inputs; it stops at the floor of %d (the most "
+                    "important ones keep their inputs)", percentile, layer.n_out - wanted,
+                    layer.n_in, layer.n_out, layer.n_out - int(dead.sum()))
     return remove_neurons(layer, dead), dead
 
 

@@ -842,3 +842,78 @@ def test_standardize_inplace_matches_reference():
     assert np.allclose(b[:, ~constant], ((ref_te - mu) / safe)[:, ~constant], atol=1e-5)
     assert (a[:, 3] == 0).all() and (b[:, 3] == 0).all()
     assert np.allclose(mean, mu) and np.allclose(std, sd)
+
+
+@needs_madelon
+def test_an_edited_cache_is_not_trusted(tmp_path):
+    """A cache whose arrays were changed after it was written (same source
+    files, same size and mtime) is parsed again, never used silently."""
+    for f in MADELON_FILES:
+        shutil.copy(MADELON_DIR / f, tmp_path / f)
+    first = load_dataset("madelon", tmp_path)
+    (cache,) = tmp_path.glob("sparse_mlp-cache-madelon-*.npz")
+    with np.load(cache) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["y_train"] = arrays["y_train"].copy()
+    arrays["y_train"][1] = 1 - arrays["y_train"][1]  # relabel one training sample
+    with open(cache, "wb") as fh:
+        np.savez(fh, **arrays)
+    again = load_dataset("madelon", tmp_path)
+    assert again.info["cache_hit"] is False
+    assert np.array_equal(again.y_train, first.y_train)
+
+
+# ---------------------------------------------------------------------- hostile files
+def test_a_numbered_header_is_a_header_not_a_sample(tmp_path):
+    """pd.DataFrame(array).to_csv(index=False) writes 0,1,...,n-1 as the header."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).round(3)
+    y = np.arange(60) % 2
+    rows = ["0,1,2,3,4"] + [",".join([*map(str, x), str(t)]) for x, t in zip(X, y)]
+    path = tmp_path / "numbered.csv"
+    path.write_text("\n".join(rows) + "\n")
+    ds = load_dataset(str(path), test_fraction=0.25)
+    assert ds.n_train + ds.n_test == 60 and ds.classes == [0, 1]
+    assert ds.info["header"] is True
+
+
+def test_duplicate_column_names_are_refused(tmp_path):
+    """header y,f0..f9,y with --label-column y used to take the first y and train on
+    the real label as a feature."""
+    rng = np.random.default_rng(1)
+    names = ["y", *[f"f{i}" for i in range(10)], "y"]
+    rows = [",".join(names)] + [",".join(map(str, [i % 2, *rng.integers(0, 9, 10), i % 2]))
+                                for i in range(40)]
+    path = tmp_path / "dup.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DatasetError, match=r"two columns 'y' \(columns 0 and 11"):
+        load_dataset(str(path), label_column="y")
+
+
+def test_a_trailing_delimiter_on_every_line_is_not_an_empty_label(tmp_path):
+    rng = np.random.default_rng(2)
+    rows = ["a,b,c,label,"] + [f"{rng.random():.3f},{rng.random():.3f},{rng.random():.3f},"
+                                f"{'yes' if i % 2 else 'no'}," for i in range(40)]
+    path = tmp_path / "trailing.csv"
+    path.write_text("\n".join(rows) + "\n")
+    ds = load_dataset(str(path), test_fraction=0.25)
+    assert ds.n_features == 3 and ds.classes == ["no", "yes"]
+
+
+def test_a_truncated_user_gzip_is_not_said_to_be_downloaded(tmp_path):
+    import gzip
+    body = "a,b,label\n" + "".join(f"{i},{i * 2},{i % 2}\n" for i in range(2000))
+    full = gzip.compress(body.encode())
+    path = tmp_path / "mine.csv.gz"
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DatasetError) as exc:
+        load_dataset(str(path))
+    assert "truncated" in str(exc.value) and "downloaded" not in str(exc.value).replace(
+        "never downloaded", "")
+
+
+def test_an_empty_npz_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.npz"
+    np.savez(path, X=np.zeros((0, 5), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(DatasetError, match="holds no samples"):
+        load_dataset(str(path))

@@ -364,3 +364,46 @@ def test_each_epoch_draws_a_new_permutation_from_the_shuffle_stream(monkeypatch)
         np.testing.assert_array_equal(x, y)
     other = _epoch_orders(monkeypatch, seed=6, epochs=epochs, n=n)
     assert not np.array_equal(orders[0], other[0])
+
+
+def test_importance_pruning_never_empties_a_layer(caplog):
+    """--ip-percentile 100 used to prune every hidden layer to nothing and train on
+    silently; the floor keeps the most important neurons and says so."""
+    import logging
+
+    from sparse_mlp.evolution import importance_prune, ip_floor
+
+    layer = random_layer(np.random.default_rng(5), 60, 200, 0.2)
+    imp = np.abs(layer.to_scipy().toarray()).sum(axis=0)
+    with caplog.at_level(logging.WARNING):
+        _, dead = importance_prune(layer, 100.0)
+    floor = ip_floor(200)
+    assert floor == 10 and int((~dead).sum()) == floor
+    assert np.array_equal(np.sort(np.flatnonzero(~dead)),
+                          np.sort(np.argsort(-imp, kind="stable")[:floor]))
+    assert int((layer.row_lengths() > 0).sum()) == floor
+    assert "stops at the floor of 10" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # pruning again at the floor changes nothing
+        removed, _ = importance_prune(layer, 100.0)
+    assert removed == 0 and int((layer.row_lengths() > 0).sum()) == floor
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--epsilon", "nan"), ("--lr", "nan"), ("--lr", "inf"), ("--alpha", "nan"),
+    ("--alpha", "inf"), ("--momentum", "nan"), ("--dropout", "nan"), ("--zeta", "nan"),
+    ("--weight-decay=-inf", None), ("--growth-candidates", "nan"), ("--ip-percentile", "nan"),
+    ("--post-prune", "5,nan"), ("--test-fraction", "inf"), ("--erk-power", "nan"),
+])
+def test_every_float_flag_must_be_finite(flag, value, tmp_path, capsys):
+    """NaN / inf in a float flag is a configuration error (exit 2) naming the flag,
+    never a dense network or a 'training diverged' later."""
+    extra = ["--importance-pruning"] if flag == "--ip-percentile" else []
+    extra += ["--growth", "gradient"] if flag == "--growth-candidates" else []
+    given = [flag] if value is None else [flag, value]
+    code = run_experiment.main(["--epochs", "1", "--hidden", "8", "--out", str(tmp_path / "r"),
+                                "--quiet", *extra, *given])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"{flag.split('=')[0]} must be a finite number" in err
+    assert not (tmp_path / "r").exists()

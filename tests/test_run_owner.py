@@ -243,3 +243,81 @@ def test_sigint_and_sighup_checkpoint_then_exit(sig, code, tmp_path, capsys):
     b = load_checkpoint(list_checkpoints(straight / "checkpoints")[-1]).model
     for la, lb in zip(a.layers, b.layers):
         assert np.array_equal(la.data, lb.data)
+
+
+def test_resume_notices_one_relabelled_training_sample(tmp_path):
+    """The resume check hashes every byte of the data, not a sample of rows."""
+    from sklearn.datasets import load_digits
+
+    from sparse_mlp.datasets import Dataset
+    from sparse_mlp.errors import ConfigError as CfgError
+    from sparse_mlp.experiment import run
+
+    X, y = load_digits(return_X_y=True)
+    X = ((X - X.mean(0)) / (X.std(0) + 1)).astype(np.float32)
+    y = y.astype(np.int32)
+    data = Dataset("d", X[:1200], y[:1200], X[1200:], y[1200:], list(range(10)))
+    cfg = TrainConfig(hidden=[16, 16], epsilon=4, epochs=3, batch_size=32, threads=1,
+                      checkpoint_every=1, out=str(tmp_path / "r"))
+    run(cfg.replace(epochs=2), data=data, progress=False)
+    y2 = y[:1200].copy()
+    y2[1] = (y2[1] + 1) % 10  # row 1: not among any evenly spaced sample of 256 rows
+    other = Dataset("d", X[:1200], y2, X[1200:], y[1200:], list(range(10)))
+    with pytest.raises(CfgError, match="the data differ"):
+        run(cfg, data=other, progress=False, resume="auto", overrides={"epochs": 3})
+    assert run(cfg, data=data, progress=False, resume="auto",
+               overrides={"epochs": 3})["epochs"] == 3
+
+
+@pytest.mark.parametrize("alias, name", [("cifar-10", "cifar10"), ("CIFAR", "cifar10"),
+                                         ("fashion-mnist", "fashionmnist"),
+                                         ("fmnist", "fashionmnist"), ("Madelon", "madelon")])
+def test_dataset_aliases_get_the_papers_preset(alias, name, capsys):
+    """--dataset cifar-10 used to load CIFAR10 with the user-file preset
+    (3072-1000-1000-1000-10, 100 epochs) instead of the paper's."""
+    args = run_experiment.build_parser().parse_args(["--dataset", alias])
+    from sparse_mlp.datasets import canonical_name
+    args.dataset = canonical_name(args.dataset)
+    cfg = run_experiment.config_from_args(args)
+    assert cfg.dataset == name and cfg.preset == name
+    code, text = _main(capsys, "--dataset", alias, "--dry-run")
+    assert code == 0 and ("3072-4000-1000-4000-10" in text if name == "cifar10" else True)
+
+
+def test_a_misspelled_flag_gets_a_suggestion_not_a_page_of_usage(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_experiment.main(["--epoch", "3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "did you mean --epochs?" in err and len(err.splitlines()) <= 3
+
+
+def test_dry_run_with_resume_is_refused(tmp_path, capsys):
+    code, text = _main(capsys, "--dry-run", "--resume", "auto", "--out", str(tmp_path / "r"))
+    assert code == 2 and "--dry-run plans a new run" in text
+
+
+def test_fewer_epochs_than_phase1_names_what_the_user_gave(tmp_path):
+    from types import SimpleNamespace
+
+    from sparse_mlp.run import resumed_config
+    from sparse_mlp.training import TrainState
+
+    saved = TrainConfig(parallel="wasap", epochs=1500, phase1_epochs=1050)
+    ckpt = SimpleNamespace(cfg=saved, path=tmp_path / "ckpt.h5", state=TrainState(epoch=20))
+    with pytest.raises(ConfigError, match=r"--epochs 1000 is shorter than phase 1 .*1050 of "
+                                          r"its 1500 epochs.*--epochs 1050 or more"):
+        resumed_config(ckpt, {"epochs": 1000}, tmp_path)
+
+
+def test_evaluate_in_a_read_only_folder_still_reports(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    assert _main(capsys, *TINY, "--out", str(out))[0] == 0
+
+    def read_only(path, obj):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("sparse_mlp.experiment.write_json", read_only)
+    code, text = _main(capsys, "--evaluate", str(out), "--quiet")
+    assert code == 0, text
+    assert "test accuracy" in text and "written:" not in text

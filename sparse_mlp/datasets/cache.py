@@ -4,6 +4,8 @@ Raw paper-dataset files are parsed once and the arrays saved next to them
 as ``sparse_mlp-cache-<name>-<key>.npz`` (written atomically, keyed by the
 parameters that change the parse, invalidated when a source file's size or
 modification time changes; nothing is written into a read-only directory).
+The cache stores a SHA-256 of its own arrays and is used only when they
+still hash to it: a cache edited after it was written is parsed again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ from .base import _jsonable, _Raw
 logger = logging.getLogger(__name__)
 
 #: Bump when the cache layout or any parser changes.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+
+
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of named arrays: names, dtypes, shapes and every byte."""
+    h = hashlib.sha256()
+    for key in ARRAYS:
+        if arrays.get(key) is None:
+            continue
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def _source_stats(paths: Sequence[Path]) -> list[dict]:
@@ -54,17 +69,22 @@ def _read_cache(path: Path, name: str, params: dict, sources: list[dict]) -> _Ra
                 logger.info("cache %s is stale (source files or parameters changed); "
                             "re-parsing", path)
                 return None
-            arrays = {k: z[k] for k in ("X_train", "y_train", "X_test", "y_test") if k in z.files}
+            arrays = {k: z[k] for k in ARRAYS if k in z.files}
+            classes = meta["classes"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
             json.JSONDecodeError) as exc:
         logger.warning("ignoring unreadable cache %s (%s); re-parsing", path, exc)
+        return None
+    if meta.get("sha256") != arrays_digest(arrays):
+        logger.warning("cache %s does not match its own checksum (edited or damaged after it "
+                       "was written); ignoring it and parsing the source files again", path)
         return None
     info = dict(meta.get("info", {}))
     info["cache"] = str(path)
     info["cache_hit"] = True
     logger.info("loaded %s from cache %s", name, path)
     return _Raw(arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"),
-                meta["classes"], info)
+                classes, info)
 
 
 def _writable_dir(directory: Path) -> bool:
@@ -78,12 +98,12 @@ def _writable_dir(directory: Path) -> bool:
 
 
 def _write_cache(path: Path, raw: _Raw, name: str, params: dict, sources: list[dict]) -> bool:
-    meta = {"version": CACHE_VERSION, "dataset": name, "params": params, "sources": sources,
-            "classes": raw.classes, "info": _jsonable(raw.info)}
-    arrays = {"X_train": raw.X_train, "y_train": raw.y_train,
-              "meta": np.array(json.dumps(meta))}
+    arrays = {"X_train": raw.X_train, "y_train": raw.y_train}
     if raw.X_test is not None:
         arrays.update(X_test=raw.X_test, y_test=raw.y_test)
+    meta = {"version": CACHE_VERSION, "dataset": name, "params": params, "sources": sources,
+            "classes": raw.classes, "info": _jsonable(raw.info), "sha256": arrays_digest(arrays)}
+    arrays["meta"] = np.array(json.dumps(meta))
     if not _writable_dir(path.parent):
         logger.info("not writing a cache into %s: the directory is read-only", path.parent)
         return False
