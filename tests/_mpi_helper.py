@@ -20,28 +20,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _slow_down(delay: float) -> None:
-    from sparse_mlp.model import SparseMLP
-
-    accumulate, train_step = SparseMLP._accumulate, SparseMLP.train_step
-
-    def slow_accumulate(self, *args, **kwargs):
-        time.sleep(delay)
-        return accumulate(self, *args, **kwargs)
-
-    def slow_train_step(self, *args, **kwargs):
-        time.sleep(delay)
-        return train_step(self, *args, **kwargs)
-
-    SparseMLP._accumulate = slow_accumulate
-    SparseMLP.train_step = slow_train_step
+from _processes import slow_down  # noqa: E402 (tests/ is this script's folder)
 
 
 def _raise_on(rank: int, step: int) -> None:
@@ -69,7 +52,7 @@ def main(argv: list[str]) -> int:
     mode, rest = argv[0], argv[1:]
     delay = float(os.environ.get("SLOW_STEP_S", "0") or 0)
     if delay:
-        _slow_down(delay)
+        slow_down(delay)
     if mode == "cli":
         return run_experiment.main(rest)
     if mode == "runs":

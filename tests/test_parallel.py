@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _processes import read_until
+from _processes import HAVE_MPI4PY, MPIEXEC, needs_mpi4py, needs_mpiexec, read_until
 from conftest import random_layer
 
 from sparse_mlp.checkpoint import LAYER_ARRAYS, list_checkpoints, load, load_checkpoint
@@ -33,19 +32,6 @@ from sparse_mlp.training import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("_mpi_helper.py")
-# on PATH, or beside this Python (pip's mpich installs it into the environment's bin/)
-MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-try:
-    from mpi4py import MPI  # noqa: F401
-    HAVE_MPI4PY = True
-except Exception:  # ImportError, or no MPI library behind it
-    HAVE_MPI4PY = False
-
-needs_mpi4py = pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py (with an MPI library) is not "
-                                  "installed: pip install mpich mpi4py")
-needs_mpiexec = pytest.mark.skipif(
-    MPIEXEC is None or not HAVE_MPI4PY,
-    reason="no mpiexec on PATH (or no mpi4py): `pip install mpich mpi4py` provides both")
 
 # digits on a tiny sparse network (64-24-24-10, 827 weights, 35% dense): 42 batches
 # of 32 per epoch, 21 per worker with 2 workers

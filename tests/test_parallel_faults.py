@@ -29,7 +29,6 @@ import os
 import queue
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,24 +38,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _processes import HAVE_MPI4PY, MPIEXEC, needs_mpi4py, needs_mpiexec
 
 from sparse_mlp.checkpoint import LAYER_ARRAYS, list_checkpoints, load, load_checkpoint
 from sparse_mlp.training import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("_faults_mpi_helper.py")
-MPIEXEC = shutil.which("mpiexec") or shutil.which("mpiexec", path=str(Path(sys.executable).parent))
-try:
-    from mpi4py import MPI
-    HAVE_MPI4PY = True
-except Exception:  # ImportError, or no MPI library behind it
-    HAVE_MPI4PY = False
-
-needs_mpi4py = pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py (with an MPI library) is not "
-                                  "installed: pip install mpich mpi4py")
-needs_mpiexec = pytest.mark.skipif(
-    MPIEXEC is None or not HAVE_MPI4PY,
-    reason="no mpiexec on PATH (or no mpi4py): `pip install mpich mpi4py` provides both")
 
 BASE = ["--dataset", "digits", "--hidden", "24,24", "--epsilon", "5", "--threads", "1",
         "--no-progress", "--checkpoint-every", "1"]
@@ -270,6 +258,8 @@ def test_a_failed_mpi_call_names_the_rank_at_the_other_end():
     short (MPI_ERR_TRUNCATE): one request raises MPI's own error, several
     raise ERR_IN_STATUS ("See the MPI_ERROR field"); both become a
     PeerFailure naming the peer by pid and host, exit status 70."""
+    from mpi4py import MPI
+
     from sparse_mlp.parallel.transport import PeerFailure, RankInfo, Transport
 
     table = [RankInfo(0, os.getpid(), "node-a", (0,))]

@@ -321,3 +321,24 @@ def test_evaluate_in_a_read_only_folder_still_reports(tmp_path, capsys, monkeypa
     code, text = _main(capsys, "--evaluate", str(out), "--quiet")
     assert code == 0, text
     assert "test accuracy" in text and "written:" not in text
+
+
+def test_out_on_a_read_only_filesystem_is_a_clear_error(tmp_path):
+    """A real read-only mount (a private mount namespace; skipped where that is not
+    permitted): exit 2 and one line naming the folder, no traceback."""
+    import shutil
+
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare(1) to mount a read-only tmpfs")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c",
+                            f"mount -t tmpfs -o size=1m,ro none {mnt}"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {probe.stderr.decode().strip()}")
+    cmd = (f"mount -t tmpfs -o size=1m,ro none {mnt} && exec {sys.executable} "
+           f"run_experiment.py --epochs 1 --hidden 8 --threads 1 --out {mnt}/run --quiet")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", cmd], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "Read-only file system" in r.stderr and "Traceback" not in r.stderr
