@@ -20,7 +20,9 @@ from pathlib import Path
 from sparse_mlp.errors import ConfigError, SparseMLPError
 
 # the "parallel (MPI)" flags, named as their TrainConfig fields
-PARALLEL_FLAGS = ("parallel", "phase1_epochs", "warmup_epochs", "mpi_wait", "mpi_chunk_bytes")
+PARALLEL_FLAGS = ("parallel", "phase1_epochs", "warmup_epochs", "parallel_semantics",
+                  "phase2_sync_every", "phase1_decay", "parallel_ip_every",
+                  "parallel_ip_percentile", "mpi_wait", "mpi_chunk_bytes")
 
 PRESET_HELP = """presets (--dataset NAME; paper Table 7, all: momentum 0.9, weight decay 2e-4,
 dropout 0.3, zeta 0.3, 500 epochs, All-ReLU, IP from epoch 200 every 10 at the 20th pct):
@@ -123,11 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "statistics; the best epoch is then chosen on it (metrics.csv val_*, "
                         "summary.json test_acc_at_best_epoch, checkpoints/best.h5). Default: "
                         "none, the paper's protocol (best test accuracy). Sequential runs only")
+    d.add_argument("--augment", choices=["cifar"],
+                   help="cifar: random shifts (up to 3 pixels, fill 'nearest') and horizontal "
+                        "flips (p 0.5) of the training images, drawn per (seed, step, sample), "
+                        "as the authors' parallel script on CIFAR10 (without its rotations); "
+                        "32x32x3 channel-planar images only (3072 features). Default: none")
 
     a = p.add_argument_group("architecture (defaults: the dataset preset)")
     a.add_argument("--hidden", type=_int_list, help="hidden layer widths, e.g. 1000,1000,1000")
     a.add_argument("--epsilon", type=float, help="Erdos-Renyi density: ~eps*(n_in+n_out) "
                    "weights per layer")
+    a.add_argument("--er-sampling", choices=["exact", "paper"],
+                   help="exact (default): every connection exists with probability "
+                        "eps*(n_in+n_out)/(n_in*n_out); paper: eps*(n_in+n_out) positions drawn "
+                        "with replacement, duplicates merged (the authors' code: Madelon "
+                        "~19,000 weights, Higgs ~50,200)")
     a.add_argument("--activation", choices=["relu", "allrelu", "leaky", "srelu", "tanh",
                                             "sigmoid"], help="hidden activation (preset: allrelu)")
     a.add_argument("--alpha", type=_alpha_value, help="All-ReLU slope (sign alternates by "
@@ -235,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "0: none)")
     c.add_argument("--keep-checkpoints", type=int, metavar="K",
                    help="keep the K newest checkpoints (default 3)")
+    c.add_argument("--keep-best", choices=["test"],
+                   help="test: keep the model of the best test-accuracy epoch as "
+                        "OUT/checkpoints/best.h5 (the paper's protocol, which Table 6 prunes; "
+                        "the epoch is picked on the test set). Default: none (--val-fraction "
+                        "keeps the best validation epoch instead). Sequential runs only")
     c.add_argument("--resume", metavar="PATH|auto",
                    help="continue a run exactly: from a checkpoint file, a run folder, or "
                         "'auto' = the newest valid checkpoint in --out (a new run if there is "
@@ -307,8 +324,32 @@ def build_parser() -> argparse.ArgumentParser:
                          "phase 2 (each worker trains and evolves alone, then the models are "
                          "averaged). Default: 70%% of --epochs, as the authors' code")
     mp.add_argument("--warmup-epochs", type=float,
-                    help="wassp: epochs over which the lr rises linearly from --lr to K x --lr "
-                         "(default 5, Goyal et al. 2017)")
+                    help="wassp: epochs over which the lr rises from --lr to K x --lr (default "
+                         "5, Goyal et al. 2017): code semantics by PS epoch, lr x (1 + (K-1) "
+                         "e/W) in epoch e < W (W = this), momentum corrected when it changes; "
+                         "text: linearly by step")
+    mp.add_argument("--parallel-semantics", choices=["code", "text"],
+                    help="code (default): the authors' code, which produced the paper's Table "
+                         "3 numbers: phase-2 workers take the PS's model every round(0.3 x "
+                         "epochs) steps, no weight decay in phase 1, Importance Pruning every "
+                         "20 epochs at the 10th percentile, final average thresholded per sign "
+                         "back to the PS's nnz, WASSP warm-up by epoch. text: the paper's text "
+                         "(independent phase 2, --weight-decay in phase 1, --ip-every / "
+                         "--ip-percentile, average pruned by |w| to the workers' mean nnz, "
+                         "warm-up by step). The four flags below override single choices")
+    mp.add_argument("--phase2-sync-every", type=int, metavar="N",
+                    help="phase 2: every N of its own steps a worker replaces its model by "
+                         "the PS's (its model at the switch); 0: fully independent workers. "
+                         "Default: code round(0.3 x --epochs), 150 for 500 epochs; text 0")
+    mp.add_argument("--phase1-decay", choices=["paper", "none"],
+                    help="weight decay in phase 1 (WASAP and WASSP): paper (--weight-decay) or "
+                         "none. Default: code none, text paper")
+    mp.add_argument("--parallel-ip-every", type=int, metavar="N",
+                    help="with --importance-pruning under --parallel: prune every N epochs "
+                         "(after --ip-start). Default: code 20, text --ip-every")
+    mp.add_argument("--parallel-ip-percentile", type=float, metavar="P",
+                    help="... at this importance percentile. Default: code 10, text "
+                         "--ip-percentile")
     mp.add_argument("--mpi-wait", choices=["auto", "spin", "sleep"],
                     help="how a rank waits for messages: spin (lowest latency, one busy core "
                          "each), sleep (polls with a back-off: for ranks that share cores), "
@@ -361,8 +402,8 @@ def _check_contradictions(args: argparse.Namespace, cfg_activation: str, dataset
         problems.append(f"--alpha has no effect with --activation {cfg_activation} "
                         "(it sets the All-ReLU or leaky slope)")
     if not (args.importance_pruning or importance_pruning):
-        given = [f for f in ("ip_start", "ip_every", "ip_percentile")
-                 if getattr(args, f) is not None]
+        given = [f for f in ("ip_start", "ip_every", "ip_percentile", "parallel_ip_every",
+                             "parallel_ip_percentile") if getattr(args, f) is not None]
         if given:
             problems.append(", ".join("--" + g.replace("_", "-") for g in given)
                             + " need --importance-pruning")
@@ -423,7 +464,8 @@ def config_from_args(args: argparse.Namespace, base=None):
               "density_allocation", "erk_power", "output_init", "lr_fan_in_cap")
     changes.update({f: getattr(args, f) for f in beyond if getattr(args, f) is not None})
     changes.update({f: getattr(args, f) for f in PARALLEL_FLAGS if getattr(args, f) is not None})
-    protocol = ("val_fraction", "lr_schedule", "lr_step_every", "lr_step_gamma", "lr_min")
+    protocol = ("val_fraction", "lr_schedule", "lr_step_every", "lr_step_gamma", "lr_min",
+                "augment", "er_sampling", "keep_best")
     changes.update({f: getattr(args, f) for f in protocol if getattr(args, f) is not None})
     if "alpha" in changes:  # a given slope replaces --config's --alpha auto
         changes.setdefault("alpha_auto", False)
@@ -723,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary.get("checkpoint"):
         print(f"model: {summary['checkpoint']} (sparse_mlp.load, --evaluate, --resume)")
     if summary.get("best_checkpoint"):
-        print(f"best model (chosen on validation): {summary['best_checkpoint']}")
+        how = "validation" if summary.get("val_acc_at_best_epoch") is not None else "test"
+        print(f"best model (chosen on {how}): {summary['best_checkpoint']}")
     return 0
 
 

@@ -10,7 +10,8 @@ C-contiguous.
 
 Parallelism: every ``prange`` splits OUTPUT ROWS of the array it writes
 (output neurons for the forward pass and the weight gradient, input
-neurons for the gradient to the inputs, features for the gather).  A row is
+neurons for the gradient to the inputs, features for the gather, image
+rows for the augmented gather).  A row is
 written by exactly one thread, accumulated in a fixed order, so results
 are bit-identical for any thread count.  A call with less work than
 ``min_parallel_work()`` multiply-adds runs on one thread (rowkern.h,
@@ -43,6 +44,7 @@ from rowkern cimport (
     smlp_simd_level,
     smlp_spmm_row,
     smlp_min_work,
+    smlp_mix64,
     smlp_pf_ahead,
     smlp_prefetch_ahead,
     smlp_threads_for,
@@ -636,3 +638,105 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
                 src = &X[rows[b], 0]
                 for f in range(f0, f1):
                     out[f, b] = src[f]
+
+
+# --------------------------------------------------------------- augmented gather
+# Image augmentation in the gather (--augment cifar): the batch buffer receives
+# each image shifted and flipped, the training array is never copied.  The draw
+# of sample position b of a step is a pure function of (key, b): a splitmix64
+# hash, so no stream is read, threads and resume cannot change it.
+cdef inline uint64_t _augment_hash(uint64_t key, int64_t b) noexcept nogil:
+    return smlp_mix64(key ^ (<uint64_t>b * 0xD1B54A32D192ED03ULL))
+
+
+cdef inline int _augment_shift(uint64_t h, int bit, int max_shift) noexcept nogil:
+    # a shift uniform in [-max_shift, max_shift] from 20 bits of the hash
+    return <int>(((h >> bit) & 0xFFFFFULL) % <uint64_t>(2 * max_shift + 1)) - max_shift
+
+
+cdef inline int _augment_flip(uint64_t h) noexcept nogil:
+    # flip with probability 1/2 (the top bit)
+    return <int>((h >> 63) & 1ULL)
+
+
+cdef inline int _clamp(int v, int hi) noexcept nogil:
+    # fill mode 'nearest': a coordinate outside the image takes the edge pixel
+    if v < 0:
+        return 0
+    if v > hi:
+        return hi
+    return v
+
+
+def augment_key(uint64_t seed, int64_t step):
+    """The 64-bit key of the augmentation draws of one (seed, step); its own
+    domain, so it never equals a dropout key of the same (seed, step)."""
+    cdef uint64_t counter = <uint64_t>step * 0x100000001B3ULL + 0xA5A5A5A5ULL
+    return smlp_mix64(smlp_mix64(seed ^ 0x6A09E667F3BCC909ULL) ^ smlp_mix64(counter))
+
+
+def augment_draws(uint64_t key, int max_shift, int32_t[::1] dy_out, int32_t[::1] dx_out,
+                  int32_t[::1] flip_out):
+    """The draws of sample positions 0..n-1 under ``key``: vertical and
+    horizontal shifts in [-max_shift, max_shift] and the flip (0/1), exactly
+    as ``gather_augment`` uses them (for tests and the NumPy twin)."""
+    cdef int64_t n = dy_out.shape[0]
+    cdef int64_t b
+    cdef uint64_t h
+    if dx_out.shape[0] != n or flip_out.shape[0] != n:
+        raise ValueError("augment_draws: dy_out, dx_out and flip_out must have one length")
+    if max_shift < 0:
+        raise ValueError("augment_draws: max_shift must be >= 0")
+    for b in range(n):
+        h = _augment_hash(key, b)
+        dy_out[b] = _augment_shift(h, 0, max_shift)
+        dx_out[b] = _augment_shift(h, 20, max_shift)
+        flip_out[b] = _augment_flip(h)
+
+
+def gather_augment(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1] out,
+                   uint64_t key, int channels, int height, int width, int max_shift,
+                   int n_threads=1):
+    """``gather_columns`` of channel-planar images (feature c*H*W + y*W + x),
+    each sample shifted and flipped on the way into the feature-major batch:
+        out[(c, y, x), b] = X[rows[b], (c, clamp(y + dy_b), clamp(x' + dx_b))],
+        x' = W-1-x when flip_b else x
+    (the shift of Keras' ImageDataGenerator with fill mode 'nearest', then the
+    horizontal flip); (dy_b, dx_b, flip_b) = the hash of (key, b).
+    ``prange`` splits the C*H image rows (each a block of W output rows)."""
+    cdef int64_t n_feat = X.shape[1]
+    cdef int64_t B = rows.shape[0]
+    cdef int64_t n_img_rows = <int64_t>channels * height
+    cdef int64_t r, b, c, y, f0, s0
+    cdef int x, xs, sy, dy, dx, fl
+    cdef uint64_t h
+    cdef const float* src
+    if channels < 1 or height < 1 or width < 1:
+        raise ValueError("gather_augment: channels, height and width must be positive")
+    if n_feat != n_img_rows * width:
+        raise ValueError("gather_augment: X must have channels * height * width features")
+    if out.shape[0] != n_feat or out.shape[1] != B:
+        raise ValueError("gather_augment: out must be (n_features, len(rows))")
+    if max_shift < 0:
+        raise ValueError("gather_augment: max_shift must be >= 0")
+    if B == 0:
+        return
+    n_threads = smlp_threads_for(n_feat * B, n_threads)
+    with nogil:
+        for r in prange(n_img_rows, schedule="static", num_threads=n_threads):
+            c = r // height
+            y = r - c * height
+            f0 = r * width
+            for b in range(B):
+                # (every variable assigned here is thread-private under prange)
+                h = _augment_hash(key, b)
+                dy = _augment_shift(h, 0, max_shift)
+                dx = _augment_shift(h, 20, max_shift)
+                fl = _augment_flip(h)
+                # out[(c, y, x), b] = X[rows[b], (c, clamp(y + dy), clamp(x' + dx))]
+                sy = _clamp(<int>y + dy, height - 1)
+                s0 = (c * height + sy) * width
+                src = &X[rows[b], 0]
+                for x in range(width):
+                    xs = width - 1 - x if fl else x
+                    out[f0 + x, b] = src[s0 + _clamp(xs + dx, width - 1)]

@@ -31,6 +31,16 @@ DECAY_MODES = ("paper", "decoupled")
 GROWTH_MODES = ("random", "gradient", "momentum")
 GROWTH_INITS = ("zero", "init")
 DENSITY_ALLOCATIONS = ("er", "erk")
+# --parallel: whose reading of WASAP/WASSP-SGD (README "Parallel training")
+PARALLEL_SEMANTICS = ("code", "text")
+PHASE1_DECAYS = ("paper", "none")
+# --augment: cifar = random shifts (up to 3 pixels) and horizontal flips of 32x32x3 images
+AUGMENTS = ("cifar",)
+# --er-sampling: exact = Binomial count of distinct positions; paper = eps*(n_in+n_out)
+# positions drawn with replacement, duplicates merged (the authors' 'normal' path)
+ER_SAMPLINGS = ("exact", "paper")
+# --keep-best: test = checkpoints/best.h5 holds the best-test-accuracy epoch's model
+KEEP_BEST = ("test",)
 
 
 @dataclass
@@ -50,9 +60,13 @@ class TrainConfig:
     task: str = "classification"       # classification | regression (a user file's numeric
     #                                    label column as float targets, linear output + MSE;
     #                                    targets standardised with the training mean/std)
+    augment: str | None = None         # None | cifar: random shifts and horizontal flips of
+    #                                    the training images in the gather (augment.py)
     # --- architecture ---------------------------------------------------
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
     epsilon: float = 20.0              # Erdos-Renyi density: ~eps*(n_in+n_out) weights per layer
+    er_sampling: str = "exact"         # exact: Binomial(n_in*n_out, p) distinct positions |
+    #                                    paper: eps*(n_in+n_out) draws with replacement
     activation: str = "allrelu"        # relu | allrelu | leaky | srelu | tanh | sigmoid
     alpha: float | None = 0.6          # All-ReLU slope (leaky: negative slope)
     output: str = "softmax"            # softmax (+ cross-entropy) | sigmoid (+ MSE) | linear
@@ -94,6 +108,8 @@ class TrainConfig:
     checkpoint_every: int | None = None  # epochs between checkpoints in <out>/checkpoints;
     #                                    None: every 10 minutes and after the last epoch; 0: off
     keep_checkpoints: int = 3          # newest checkpoints kept (older ones are deleted)
+    keep_best: str | None = None       # test: keep the best-test-accuracy model as
+    #                                    checkpoints/best.h5 (the paper's protocol, Table 6)
     save_topology: bool = False        # every epoch's connectivity to <out>/topology.h5
     diagnostics: bool = False          # per epoch: gradient flow on a fixed batch, nnz per
     #                                    layer, connections per input (diagnostics.json)
@@ -119,7 +135,20 @@ class TrainConfig:
     parallel: str | None = None        # None: sequential | wasap | wassp (paper Algorithm 1)
     phase1_epochs: int | None = None   # tau1: epochs of phase 1 (PS), then local training +
     #                                    averaging until --epochs (None: 70%, as the authors)
-    warmup_epochs: float = 5.0         # wassp: lr ramps linearly from lr to K*lr (Goyal et al.)
+    warmup_epochs: float = 5.0         # wassp: lr ramps from lr to K*lr (Goyal et al.) over
+    #                                    these epochs (code: by PS epoch, text: by step)
+    parallel_semantics: str = "code"   # code: the authors' code, which produced Table 3 |
+    #                                    text: the paper's text; the four settings below
+    #                                    default (None) to the chosen variant's value
+    phase2_sync_every: int | None = None  # phase 2: every N local steps a worker replaces its
+    #                                    model by the PS's (code: round(0.3 * epochs); text:
+    #                                    0, fully independent workers)
+    phase1_decay: str | None = None    # weight decay in phase 1: paper (--weight-decay) | none
+    #                                    (code: none, the authors' code; text: paper)
+    parallel_ip_every: int | None = None  # Importance Pruning every N epochs under --parallel
+    #                                    (code: 20; text: --ip-every)
+    parallel_ip_percentile: float | None = None  # ... at this percentile (code: 10; text:
+    #                                    --ip-percentile)
     mpi_wait: str = "auto"             # how ranks wait: spin | sleep | auto (sleep when the
     #                                    node's ranks x threads exceed its cores)
     mpi_chunk_bytes: int = 2**30       # largest single MPI message; bigger arrays go in chunks
@@ -261,6 +290,15 @@ class TrainConfig:
         if self.growth_candidates is not None and self.growth_candidates < 1:
             problems.append(f"--growth-candidates must be at least 1 (times the weights to "
                             f"regrow), got {self.growth_candidates}")
+        if self.augment is not None and self.augment not in AUGMENTS:
+            problems.append(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+        if self.er_sampling not in ER_SAMPLINGS:
+            problems.append(f"--er-sampling must be one of {', '.join(ER_SAMPLINGS)}")
+        if self.keep_best is not None and self.keep_best not in KEEP_BEST:
+            problems.append(f"--keep-best must be one of {', '.join(KEEP_BEST)}")
+        elif self.keep_best is not None and self.val_fraction is not None:
+            problems.append("--keep-best test keeps the best test epoch; with --val-fraction "
+                            "best.h5 already holds the best validation epoch: drop one")
         if self.density_allocation not in DENSITY_ALLOCATIONS:
             problems.append(f"--density-allocation must be one of "
                             f"{', '.join(DENSITY_ALLOCATIONS)}")
@@ -285,6 +323,20 @@ class TrainConfig:
                             f"got {self.phase1_epochs}")
         if not self.warmup_epochs >= 0:
             problems.append(f"--warmup-epochs must be non-negative, got {self.warmup_epochs}")
+        if self.parallel_semantics not in PARALLEL_SEMANTICS:
+            problems.append(f"--parallel-semantics must be one of "
+                            f"{', '.join(PARALLEL_SEMANTICS)}, got {self.parallel_semantics!r}")
+        if self.phase2_sync_every is not None and self.phase2_sync_every < 0:
+            problems.append(f"--phase2-sync-every must be 0 (independent workers) or a number "
+                            f"of steps, got {self.phase2_sync_every}")
+        if self.phase1_decay is not None and self.phase1_decay not in PHASE1_DECAYS:
+            problems.append(f"--phase1-decay must be one of {', '.join(PHASE1_DECAYS)}")
+        if self.parallel_ip_every is not None and self.parallel_ip_every < 1:
+            problems.append(f"--parallel-ip-every must be at least 1, got "
+                            f"{self.parallel_ip_every}")
+        if self.parallel_ip_percentile is not None and not 0 <= self.parallel_ip_percentile <= 100:
+            problems.append(f"--parallel-ip-percentile must be in [0, 100], got "
+                            f"{self.parallel_ip_percentile}")
         if self.mpi_wait not in ("auto", "spin", "sleep"):
             problems.append("--mpi-wait must be auto, spin or sleep")
         if self.mpi_chunk_bytes < 1:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .alpha import resolve_alpha
+from .augment import check_augment
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .config import TrainConfig
 from .datasets import (
@@ -87,9 +88,12 @@ def build_model(cfg: TrainConfig, n_features: int, n_classes: int, streams: Rand
         plan(sizes, cfg.epsilon, cfg.batch_size, cfg.eval_batch_size, n_samples,
              srelu=cfg.activation == "srelu", activation_memory=cfg.activation_memory,
              micro_batch=cfg.micro_batch or cfg.batch_size)
-    # --density-allocation erk draws the layers here (growth.py); None: SparseMLP's ER
+    check_augment(cfg.augment, n_features)  # --augment: 32x32x3 images only
+    # --density-allocation erk and --er-sampling paper draw the layers here
+    # (initial_topology.py); None: SparseMLP's ER
     layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
-                            cfg.density_allocation, cfg.erk_power, cfg.output_init)
+                            cfg.density_allocation, cfg.erk_power, cfg.output_init,
+                            sampling=cfg.er_sampling)
     return SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation, alpha=cfg.alpha,
                      init=cfg.weight_init, output=cfg.output, dropout=cfg.dropout,
                      rng=streams.init, n_threads=cfg.threads or default_threads(),

@@ -41,6 +41,10 @@ PRESETS: dict[str, dict[str, Any]] = {
                "batch_size": 32, "weight_init": "he_uniform", "alpha": 0.6, "epochs": 100},
 }
 
+# Table 3 (parallel training): what the authors' parallel script adds to a preset --
+# CIFAR10's training images are augmented by default (random shifts and flips)
+TABLE3_EXTRA: dict[str, dict[str, Any]] = {"cifar10": {"augment": "cifar"}}
+
 # what the user's own files get: the FashionMNIST recipe, 100 epochs
 USER_DATA_PRESET: dict[str, Any] = {**PRESETS["fashionmnist"], "epochs": 100}
 

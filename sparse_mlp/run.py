@@ -100,7 +100,7 @@ RUN_FILES = ("config.json", "metrics.csv", "summary.json", "post_pruning.csv",
 # settings a resumed run may change (the others must match the checkpoint's)
 RESUME_OVERRIDABLE = ("epochs", "lr", "threads", "eval_every", "eval_batch_size", "train_eval",
                       "out", "data_dir", "post_prune", "checkpoint_every", "keep_checkpoints",
-                      "save_topology")
+                      "save_topology", "keep_best")
 # ... of which these make the continuation differ from an uninterrupted run
 RESUME_INEXACT = ("epochs", "lr")
 # settings that change how, not what, a parallel run computes
@@ -122,6 +122,11 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         "warmup_epochs": _differs("warmup_epochs"),
         "mpi_wait": _differs("mpi_wait"),
         "mpi_chunk_bytes": _differs("mpi_chunk_bytes"),
+        "parallel_semantics": _differs("parallel_semantics"),
+        "phase2_sync_every": _differs("phase2_sync_every"),
+        "phase1_decay": _differs("phase1_decay"),
+        "parallel_ip_every": _differs("parallel_ip_every"),
+        "parallel_ip_percentile": _differs("parallel_ip_percentile"),
     },
     "dense": {  # (dense.dense_config makes the dense twin of a sparse configuration)
         "evolution": lambda cfg: cfg.evolution,
@@ -135,6 +140,7 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         "lr_fan_in_cap": _differs("lr_fan_in_cap"),
         "phase1_epochs": _differs("phase1_epochs"),
         "parallel": _differs("parallel"),
+        "er_sampling": _differs("er_sampling"),  # (no Erdos-Renyi draw in a dense MLP)
         # the dense twin has no linear output and no sample weights (sparse runs only)
         "task": _differs("task"),
         "class_weight": _differs("class_weight"),
@@ -146,19 +152,39 @@ UNSUPPORTED: dict[str, dict[str, Any]] = {
         "save_topology": _differs("save_topology"),
         "growth": _differs("growth"),
         "lr_fan_in_cap": _differs("lr_fan_in_cap"),
+        # the parameter server writes no best.h5 (its best is over its evaluations)
+        "keep_best": _differs("keep_best"),
         # the parameter server evaluates the test set only; workers and server use cfg.lr
         "val_fraction": _differs("val_fraction"),
         "lr_schedule": _differs("lr_schedule"),
         # workers and server compute classification gradients and accuracy, unweighted
         "task": _differs("task"),
         "class_weight": _differs("class_weight"),
+        # --ip-every / --ip-percentile are the parallel IP schedule only under
+        # --parallel-semantics text without --parallel-ip-*: refused when ignored
+        "ip_every": lambda cfg: _parallel_ignores(cfg, "ip_every"),
+        "ip_percentile": lambda cfg: _parallel_ignores(cfg, "ip_percentile"),
     },
 }
+
+
+def _parallel_ignores(cfg: TrainConfig, field: str) -> bool:
+    """Whether a parallel run ignores the given sequential IP setting: its
+    schedule is --parallel-ip-* (code semantics: 20 / 10th by default)."""
+    if getattr(cfg, field) == getattr(_DEFAULTS, field):
+        return False
+    own = getattr(cfg, "parallel_" + field)
+    if own is None:
+        return cfg.parallel_semantics == "code"
+    return own != getattr(cfg, field)
+
+
 _WHY = {
     "sparse": "they are settings of the parallel trainer: add --parallel wasap|wassp and "
               "start with mpiexec",
     "dense": "a dense MLP has no topology to prune, evolve or record",
-    "parallel": "the parallel trainer does not compute them (sequential runs only)",
+    "parallel": "the parallel trainer does not compute them (sequential runs only; its "
+                "Importance Pruning schedule is --parallel-ip-every / --parallel-ip-percentile)",
 }
 
 
@@ -500,6 +526,9 @@ class Run:
                 if pipeline == "parallel":
                     cfg_r = cfg_r.replace(mpi_wait=cfg.mpi_wait,
                                           mpi_chunk_bytes=cfg.mpi_chunk_bytes)
+                    if "semantics" not in self.ckpt.extra.get("parallel", {}):
+                        # written before --parallel-semantics: it ran the text's reading
+                        cfg_r = cfg_r.replace(parallel_semantics="text")
                 cfg = cfg_r.replace(threads=cfg.threads if pipeline == "parallel"
                                     else cfg_r.threads)
                 self._check_target_folder()
@@ -586,7 +615,9 @@ class Run:
             return False
         mine = cfg.to_dict()
         skip = set(RESUME_OVERRIDABLE) | {"activation_memory", "micro_batch", "alpha"}
-        return all(saved.get(k) == v for k, v in mine.items() if k not in skip)
+        # (a setting newer than the folder's config.json: its default)
+        return all(saved.get(k, getattr(_DEFAULTS, k)) == v for k, v in mine.items()
+                   if k not in skip)
 
     def _check_target_folder(self) -> None:
         """Resuming into a folder other than the checkpoint's own: it must not
@@ -818,10 +849,15 @@ class Run:
         rows = {r["epoch"]: r for r in state.history}
         test_epoch = state.best_test_epoch if state.best_test_epoch >= 0 else state.best_epoch
         if self.cfg.val_fraction is None:
-            return {"selection": "test (the paper's protocol: the best epoch is the one with "
-                                 "the best test accuracy; best_test_acc is optimistic, no "
-                                 "validation set)",
-                    "best_test_epoch": test_epoch}
+            out = {"selection": "test (the paper's protocol: the best epoch is the one with "
+                                "the best test accuracy; best_test_acc is optimistic, no "
+                                "validation set)",
+                   "best_test_epoch": test_epoch}
+            if getattr(self.cfg, "keep_best", None) == "test":  # --keep-best test: best.h5
+                best = self.ckdir.best_path if self.ckdir is not None else None
+                held = best is not None and self.ckdir.best_epoch() == test_epoch
+                out["best_checkpoint"] = str(best) if held else None
+            return out
         at = rows.get(state.best_epoch, {})
         scores = {f"{k}_at_best_epoch": v for k, v in at.items()
                   if k.startswith(("val_", "test_")) and not k.endswith("_s")}

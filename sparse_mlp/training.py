@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import check_augment, gather_batch
 from .config import TrainConfig
 from .epoch import GrowthData, end_of_epoch, evolve_topology, ip_due, nonfinite_parts  # noqa: F401
 from .errors import ConfigError, DivergenceError, SparseMLPError
@@ -297,7 +298,8 @@ class Trainer:
     on_best : callable, optional
         ``on_best(trainer, epoch, columns)`` (the epoch's evaluation
         columns): called when ``epoch`` becomes the best
-        epoch chosen on the validation set, after its evaluation and before
+        epoch chosen on the validation set (``cfg.keep_best == "test"``
+        without one: the best test epoch), after its evaluation and before
         its evolution step (the model that was evaluated): the run owner
         writes ``checkpoints/best.h5`` there.
     """
@@ -341,6 +343,7 @@ class Trainer:
                 f"the saved state is at batch {self.state.batch} of epoch "
                 f"{self.state.epoch + 1}, but the training set has only {self.n_batches} "
                 f"batches of {cfg.batch_size}: the data or --batch-size differ from the run's")
+        check_augment(getattr(cfg, "augment", None), self.X_train.shape[1])
         self._xb = np.empty((model.sizes[0], cfg.batch_size), dtype=np.float32)
         # the shuffle stream before the current epoch's permutation (mid-epoch checkpoints)
         self._epoch_shuffle_state = streams.shuffle.bit_generator.state
@@ -375,7 +378,9 @@ class Trainer:
         decay = decay_at(cfg, lr)
         for b in range(st.batch, self.n_batches):
             idx = order[b * B:(b + 1) * B]
-            spmm.gather_columns(self.X_train, idx, xb, n_threads=model.n_threads)
+            # --augment: shifted / flipped images, drawn from (seed, step, position)
+            gather_batch(self.X_train, idx, xb, cfg.augment, self.streams.dropout_seed, st.step,
+                         n_threads=model.n_threads)
             keys = model.dropout_keys(self.streams.dropout_seed, st.step)
             loss, c = model.train_step(xb, self.y_train[idx], lr, cfg.momentum, decay,
                                        keys, nesterov=cfg.nesterov, micro_batch=cfg.micro_batch,
@@ -548,7 +553,8 @@ class Trainer:
         extra: dict = {}
 
         def measure(end) -> None:
-            if end.improved and self.X_val is not None and self.on_best is not None:
+            keep = self.X_val is not None or getattr(cfg, "keep_best", None) == "test"
+            if end.improved and keep and self.on_best is not None:
                 self.on_best(self, epoch, end.columns())  # best.h5: the model just evaluated
             if end.evaluated and cfg.train_eval:
                 loss, acc, secs = self.train_eval()

@@ -12,8 +12,8 @@ from conftest import random_layer
 from test_training import make_trainer, small_cfg
 
 import run_experiment
+from sparse_mlp import augment
 from sparse_mlp import reference as ref
-from sparse_mlp import training
 from sparse_mlp.config import TrainConfig
 from sparse_mlp.evolution import importance_prune
 from sparse_mlp.kernels import spmm
@@ -335,10 +335,10 @@ class _GatherRecorder:
 
 def _epoch_orders(monkeypatch, seed: int, epochs: int = 3, n: int = 64, B: int = 16):
     rec = _GatherRecorder(spmm)
-    monkeypatch.setattr(training, "spmm", rec)
+    monkeypatch.setattr(augment, "spmm", rec)  # (the Trainer gathers through augment.py)
     tr = make_trainer(small_cfg(epochs=epochs, batch_size=B, seed=seed), n=n)
     tr.run(progress=False)
-    monkeypatch.setattr(training, "spmm", spmm)
+    monkeypatch.setattr(augment, "spmm", spmm)
     per_epoch = n // B
     assert len(rec.rows) == epochs * per_epoch
     assert all(r.size == B for r in rec.rows)

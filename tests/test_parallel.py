@@ -267,16 +267,20 @@ def test_one_worker_equals_the_sequential_run_bit_for_bit(tmp_path):
     """K = 1: the worker replays the sequential run's data order, dropout
     masks and evolution draws, and the PS applies the same update; WASAP
     (3 epochs of phase 1, then local training and the 1-model average) and
-    WASSP (lr x 1) give the sequential run's metrics and weights exactly."""
+    WASSP (lr x 1) give the sequential run's metrics and weights exactly.
+    This is the text's reading (--parallel-semantics text: weight decay in
+    phase 1, an independent phase 2); the authors' code differs on purpose."""
     import run_experiment
 
     zero = ["--output-init", "zero"]  # the output layer's init reaches the parameter server
     assert run_experiment.main([*BASE, "--quiet", "--out", str(tmp_path / "seq")]) == 0
     assert run_experiment.main([*BASE, *zero, "--quiet", "--out", str(tmp_path / "seq0")]) == 0
-    runs = [[*BASE, "--quiet", "--parallel", "wasap", "--phase1-epochs", "3", "--out",
+    text = ["--parallel-semantics", "text"]
+    runs = [[*BASE, *text, "--quiet", "--parallel", "wasap", "--phase1-epochs", "3", "--out",
              str(tmp_path / "wasap")],
-            [*BASE, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp")],
-            [*BASE, *zero, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp0")]]
+            [*BASE, *text, "--quiet", "--parallel", "wassp", "--out", str(tmp_path / "wassp")],
+            [*BASE, *zero, *text, "--quiet", "--parallel", "wassp", "--out",
+             str(tmp_path / "wassp0")]]
     res = _mpirun(2, "runs", json.dumps(runs))
     assert res.returncode == 0, res.stdout + res.stderr
     for mode, seq in (("wasap", "seq"), ("wassp", "seq"), ("wassp0", "seq0")):
@@ -289,8 +293,11 @@ def test_one_worker_equals_the_sequential_run_bit_for_bit(tmp_path):
 
 
 # WASAP here also prunes by importance in both phases: at the end of epoch 2 on the
-# PS (phase 1), at the end of epoch 3 on each worker (phase 2, independently)
-WASAP_IP = ["--phase1-epochs", "2", "--importance-pruning", "--ip-start", "0", "--ip-every", "1"]
+# PS (phase 1), at the end of epoch 3 on each worker (phase 2, independently: the
+# text's reading; WASSP below runs the default, the authors' code, and
+# tests/test_parallel_fidelity.py what that changes)
+WASAP_IP = ["--phase1-epochs", "2", "--importance-pruning", "--ip-start", "0", "--ip-every", "1",
+            "--parallel-semantics", "text"]
 
 
 @pytest.fixture(scope="module")
@@ -317,7 +324,10 @@ def test_two_workers_train_with_chunked_messages(two_worker_runs, mode):
     assert par["partition_sizes"] == [674, 673]
     tau1 = 2 if mode == "wasap" else 3
     assert par["phase1_epochs"] == tau1 and par["phase2_epochs"] == 4 - tau1
-    assert s["best_test_acc"] > 0.5  # sequential: 75% after these 4 epochs
+    # sequential: 75% after these 4 epochs; the authors' WASSP (code semantics) warms
+    # up more slowly and its phase 2 takes the PS's model after every step here
+    # (round(0.3 x 4) = 1): 44% (chance: 10%)
+    assert s["best_test_acc"] > (0.5 if mode == "wasap" else 0.35)
     rows = _rows(out / "metrics.csv")
     assert [r["phase"] for r in rows] == ["1"] * tau1 + ["2"] * (4 - tau1)
     # the result is the average, pruned back to the workers' (mean) size

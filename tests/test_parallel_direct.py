@@ -126,7 +126,8 @@ def test_a_stale_gradient_is_mapped_onto_the_current_topology_before_it_is_appli
         dropped += nnz_old[li] - kept
         if li == 0:  # the mapping matters: the stale entries do not line up by position
             assert not np.array_equal(g, w[li])
-        lay.apply_gradient(g, b[li], cfg.lr, cfg.momentum, cfg.decay, nesterov=cfg.nesterov)
+        lay.apply_gradient(g, b[li], cfg.lr, cfg.momentum, ps.phase1_decay,
+                           nesterov=cfg.nesterov)
 
     assert ps._async_step() == 1
     for li, (got, want) in enumerate(zip(model.layers, expected.layers)):
@@ -146,7 +147,8 @@ def test_a_current_gradient_is_applied_as_it_is():
     expected = copy.deepcopy(model)
     w, b, _ = ps.layout.split(g, nnz)
     for li, lay in enumerate(expected.layers):
-        lay.apply_gradient(w[li], b[li], cfg.lr, cfg.momentum, cfg.decay, nesterov=cfg.nesterov)
+        lay.apply_gradient(w[li], b[li], cfg.lr, cfg.momentum, ps.phase1_decay,
+                           nesterov=cfg.nesterov)
     ps._async_step()
     assert ps.stats["stale_gradients"] == 0 and ps.stats["entries_dropped"] == 0
     for got, want in zip(model.layers, expected.layers):

@@ -49,6 +49,8 @@ F_STOP_REQUEST = 8  # worker -> PS: this rank received SIGTERM / SIGUSR1
 F_WANT_WEIGHTS = 16  # CONTROL: send your weights now (before evolution), for the average
 F_WANT_STATE = 32   # CONTROL: send your full state after evolution, for a checkpoint
 F_LAST = 64         # CONTROL: stop after this epoch's exchanges
+F_PS_MODEL = 128    # START (phase 2, resumed): a MODEL message with the PS's model follows,
+#                     the one a worker syncs with (--phase2-sync-every)
 
 
 class Header:

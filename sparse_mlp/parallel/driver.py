@@ -58,7 +58,16 @@ from ..training import (
 from . import codec, transport
 from .codec import Header, Layout
 from .server import ParameterServer
-from .state import MODES, RankStopped, WorkerState, coordinated, jumped_words
+from .state import (
+    MODES,
+    RankStopped,
+    WorkerState,
+    coordinated,
+    jumped_words,
+    model_from_extra,
+    model_to_extra,
+    resolve_semantics,
+)
 from .worker import Worker
 
 log = logging.getLogger(__name__)
@@ -74,7 +83,10 @@ def default_phase1_epochs(epochs: int) -> int:
 
 
 def check_parallel(cfg: TrainConfig, K: int, n_train: int | None = None) -> TrainConfig:
-    """Refuse what the parallel trainer cannot do; resolve ``phase1_epochs``."""
+    """Refuse what the parallel trainer cannot do; resolve ``phase1_epochs``
+    and what ``parallel_semantics`` decides (:func:`.state.resolve_semantics`:
+    the phase-2 sync period, the phase-1 decay, the parallel IP schedule),
+    so that config.json records the values the run uses."""
     problems = []
     if cfg.parallel not in MODES:
         problems.append(f"--parallel must be one of {', '.join(MODES)}, got {cfg.parallel!r}")
@@ -90,7 +102,7 @@ def check_parallel(cfg: TrainConfig, K: int, n_train: int | None = None) -> Trai
                         f"smaller --batch-size")
     if problems:
         raise ConfigError("impossible parallel settings:\n  - " + "\n  - ".join(problems))
-    return cfg.replace(phase1_epochs=int(tau1))
+    return resolve_semantics(cfg.replace(phase1_epochs=int(tau1)))
 
 
 def threads_per_rank(cfg: TrainConfig, table: list, rank: int) -> int:
@@ -341,6 +353,7 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
 
     # 3. the model, the streams and where each worker is: new, or the checkpoint's
     ckpt, info = r.ckpt, r.info
+    switch_model = None  # phase 2 resumed: the PS's model as of the switch
     if ckpt is None:
         streams = RandomStreams(cfg.seed)
         t0 = time.perf_counter()
@@ -367,6 +380,9 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
             if ws.model is not None:
                 ws.model.n_threads = threads
         stats_before = dict(par.get("stats", {}))
+        if "ps_model" in par:  # phase 2: the PS's model as of the switch
+            switch_model = model_from_extra(par["ps_model"], model)
+            switch_model.n_threads = threads
         info.setdefault("init_s", 0.0)
         info.setdefault("nnz_per_layer_start", model.nnz_per_layer())
     r.begin_session(state, workers=K)
@@ -379,9 +395,13 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
     def on_checkpoint(ps: ParameterServer, reason: str, ck_model: SparseMLP):
         extra = {"parallel": {"mode": cfg.parallel, "workers": K,
                               "phase1_epochs": cfg.phase1_epochs, "phase": ps.phase,
+                              # (absent: written before --parallel-semantics, i.e. text)
+                              "semantics": cfg.parallel_semantics,
                               "worker": {f"w{k}": ws.to_extra(layout)
                                          for k, ws in enumerate(ps.workers, start=1)},
                               "stats": _merged_stats(stats_before, ps.stats)}}
+        if ps.phase == 2 and ps.switch_model is not None:
+            extra["parallel"]["ps_model"] = model_to_extra(ps.switch_model)
         streams_state = {**streams.state(), "seed": streams.seed,
                          "dropout_seed": streams.dropout_seed}
         return r.save_checkpoint(reason, model=ck_model, state=ps.state, streams=streams_state,
@@ -397,7 +417,7 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
                    desc=f"{cfg.parallel} x{K}")
     ps = ParameterServer(cfg, t, model, streams, state, X_test, y_test, partition_sizes,
                          workers, on_epoch=csv_out, on_checkpoint=on_checkpoint, stop=stop,
-                         progress=bar)
+                         progress=bar, switch_model=switch_model)
     try:
         ps.run()
     except PreemptedError as exc:
@@ -424,6 +444,11 @@ def _serve(r: Run, cfg: TrainConfig, data, plan, t: transport.Transport, table: 
             "hosts": sorted({x.host for x in table}),
             "phase1_epochs": cfg.phase1_epochs, "phase2_epochs": cfg.epochs - cfg.phase1_epochs,
             "warmup_epochs": cfg.warmup_epochs if ps.sync else None,
+            "semantics": cfg.parallel_semantics,
+            "phase2_sync_every": cfg.phase2_sync_every,
+            "phase2_syncs": stats.get("phase2_syncs", 0),
+            "phase1_decay": cfg.phase1_decay,
+            "ip_every": cfg.parallel_ip_every, "ip_percentile": cfg.parallel_ip_percentile,
             "partition_sizes": partition_sizes,
             "phase1_steps_per_epoch": ps.steps_per_epoch,
             "gradients_applied": stats["gradients"],

@@ -4,8 +4,10 @@
                           onto the current one (paper Algorithm 1, line 14)
 ``average_models``        the union of K workers' topologies with values,
                           momenta, biases and SReLU parameters averaged
-                          (absent = 0), then each layer magnitude-pruned back
-                          to its target number of weights (Algorithm 1, line 37)
+                          (absent = 0), then each layer pruned back to its
+                          target number of weights (Algorithm 1, line 37):
+                          by |w| (the text) or by a per-sign threshold
+                          (``sign_prune_to``, the authors' code)
 
 Both are O(nnz) merges of sorted rows in ``pyx/_merge.pyx``; the
 ``*_numpy`` twins compute the same with plain NumPy on positions and are
@@ -18,7 +20,7 @@ import numpy as np
 
 from ..activations import Activation
 from ..evolution import magnitude_prune_to
-from ..kernels import merge
+from ..kernels import merge, topology
 from ..layers import SparseLayer
 from ..model import SparseMLP
 
@@ -102,14 +104,69 @@ def union_add_numpy(a: SparseLayer, b: SparseLayer) -> SparseLayer:
                        bias_velocity=a.bias_velocity + b.bias_velocity, check=True)
 
 
+def sign_prune_to(layer: SparseLayer, target_nnz: int) -> int:
+    """Per-sign magnitude threshold back to about ``target_nnz`` weights
+    (the authors' final averaging): with zeta = (nnz - target) / nnz, remove
+    the fraction zeta of the negative weights closest to zero and the
+    fraction zeta of the positive ones, by SET's removal rule (classes by
+    sign bit; in a class of n, the n - floor((1 - zeta) n) smallest |w| go,
+    and every weight tied with the last of them).  The result can fall a
+    few weights below the target (rounding per class, ties), never above.
+    Nothing is removed when ``target_nnz >= nnz``.  Returns the number
+    removed."""
+    nnz = layer.nnz
+    if target_nnz < 0:
+        raise ValueError("target_nnz must be non-negative")
+    if target_nnz >= nnz:
+        return 0
+    zeta = (nnz - target_nnz) / nnz
+    key_neg, key_pos, *_ = topology.magnitude_thresholds(layer.data, zeta)
+    keep = topology.removal_mask(layer.data, key_neg, key_pos) == 0
+    rows = np.repeat(np.arange(layer.n_out), layer.row_lengths())
+    indptr = np.zeros(layer.n_out + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=layer.n_out), out=indptr[1:])
+    layer.set_topology(indptr, layer.indices[keep], layer.data[keep], layer.velocity[keep],
+                       check=False)
+    return nnz - layer.nnz
+
+
+def sign_prune_numpy(data: np.ndarray, target_nnz: int) -> np.ndarray:
+    """Slow twin of :func:`sign_prune_to`: the keep mask, from sorted
+    magnitudes of each sign class."""
+    data = np.asarray(data, np.float32)
+    keep = np.ones(data.size, dtype=bool)
+    if target_nnz >= data.size:
+        return keep
+    zeta = (data.size - target_nnz) / data.size
+    for cls in (np.signbit(data), ~np.signbit(data)):
+        mags = np.abs(data[cls])
+        k = mags.size - int((1.0 - zeta) * mags.size)
+        if k > 0:
+            cut = np.sort(mags)[k - 1]
+            sub = keep[cls]
+            sub[mags <= cut] = False
+            keep[cls] = sub
+    return keep
+
+
+#: how :func:`average_models` prunes the union back: ``magnitude`` (the
+#: text: the largest |w|, exactly the target) or ``sign`` (the authors'
+#: code: a per-sign threshold, :func:`sign_prune_to`)
+AVERAGE_PRUNES = ("magnitude", "sign")
+
+
 def average_models(models: list[SparseMLP], targets: list[int] | None = None,
-                   n_threads: int = 1) -> SparseMLP:
+                   n_threads: int = 1, prune: str = "magnitude") -> SparseMLP:
     """The WASAP average of K models: per layer the union of their
     topologies with weights, momenta and biases averaged (a connection a
     model lacks counts as 0), SReLU parameters averaged, then each layer
-    pruned by magnitude (:func:`~sparse_mlp.evolution.magnitude_prune_to`)
-    back to ``targets[l]`` weights (default: the mean nnz of the models'
-    layer l, rounded).  The models are not modified."""
+    pruned back to ``targets[l]`` weights (default: the mean nnz of the
+    models' layer l, rounded): ``prune='magnitude'`` keeps the largest |w|
+    (:func:`~sparse_mlp.evolution.magnitude_prune_to`), ``prune='sign'``
+    thresholds each sign class (:func:`sign_prune_to`).  The models are
+    not modified."""
+    if prune not in AVERAGE_PRUNES:
+        raise ValueError(f"prune must be one of {', '.join(AVERAGE_PRUNES)}, got {prune!r}")
     if not models:
         raise ValueError("average_models needs at least one model")
     K = len(models)
@@ -133,7 +190,10 @@ def average_models(models: list[SparseMLP], targets: list[int] | None = None,
                               acc.data.copy(), init=acc.init, bias=acc.bias,
                               velocity=acc.velocity.copy(), bias_velocity=acc.bias_velocity,
                               check=False)
-        magnitude_prune_to(acc, targets[li])
+        if prune == "sign":
+            sign_prune_to(acc, targets[li])
+        else:
+            magnitude_prune_to(acc, targets[li])
         layers.append(acc)
     acts = []
     for h, act in enumerate(first.acts):

@@ -26,13 +26,20 @@ End of a phase-1 epoch: :func:`sparse_mlp.epoch.end_of_epoch`, as the
   accuracy, then Importance Pruning when due and SET with the run's
   evolution stream); a changed topology gets a new version number.
 Phase 2 (both; from epoch ``phase1_epochs`` to ``epochs``): the workers
-  train alone and evolve their own topologies; after each epoch they
-  report; when an evaluation is due they send their models and the server
-  evaluates the average the algorithm would return at that point
-  (:func:`.ops.average_models`: the union of the K topologies with weights
-  averaged, absent = 0, each layer pruned by magnitude back to its target
-  nnz, the workers' mean), through ``end_of_epoch`` without evolution.
-  The average after the last epoch is the result.
+  train alone and evolve their own topologies (``parallel_semantics``
+  'code': each takes the PS's model, the global model as of the switch,
+  every ``phase2_sync_every`` of its own steps; it kept a copy, so this
+  needs no message); after each epoch they report; when an evaluation is
+  due they send their models and the server evaluates the average the
+  algorithm would return at that point (:meth:`ParameterServer._average`:
+  the union of the K topologies with weights averaged, absent = 0, each
+  layer pruned back to its target nnz: 'code' per sign to the PS's nnz,
+  'text' by |w| to the workers' mean), through ``end_of_epoch`` without
+  evolution.  The average after the last epoch is the result.
+Semantics ('code', the default, as the authors' code; 'text', the paper's
+  text; :func:`.state.resolve_semantics`): phase-1 weight decay none /
+  the run's; the WASSP warm-up by PS epoch with momentum correction / by
+  step; the parallel Importance Pruning schedule (``self.ecfg``).
 
 Receiving: the server keeps a :class:`.state.Peer` per worker (its phase
 and the kinds, and epochs, of the messages it owes next; the protocol is
@@ -73,9 +80,13 @@ from .state import (
     Peer,
     WorkerState,
     coordinated,
+    evolution_config,
     jumped_words,
+    momentum_correction,
     replica,
+    resolve_semantics,
     warmup_factor,
+    warmup_factor_epoch,
 )
 
 if TYPE_CHECKING:  # mpi4py only when a run starts (the tests drive these directly)
@@ -124,8 +135,15 @@ class ParameterServer:
                  state: TrainState, X_test: np.ndarray, y_test: np.ndarray,
                  partition_sizes: list[int], workers: list[WorkerState],
                  on_epoch: Callable[[dict], None], on_checkpoint: Callable, stop: StopRequest,
-                 progress=None) -> None:
+                 progress=None, switch_model: SparseMLP | None = None) -> None:
+        cfg = resolve_semantics(cfg)
         self.cfg = cfg
+        self.code = cfg.parallel_semantics == "code"
+        # end_of_epoch's configuration: the parallel Importance Pruning schedule
+        self.ecfg = evolution_config(cfg)
+        # the PS's model in phase 2: the global model as of the switch (the
+        # authors' PS answers the workers' empty phase-2 updates with it)
+        self.switch_model = switch_model
         self.t = transport
         self.model = model
         self.streams = streams
@@ -171,7 +189,8 @@ class ParameterServer:
         # statistics for the summary
         self.stats = {"stale_gradients": 0, "gradients": 0, "entries_dropped": 0,
                       "entries_sent": 0, "bytes_phase1": 0, "bytes_phase2": 0,
-                      "epochs_phase1": 0, "epochs_phase2": 0, "late_gradients": 0}
+                      "epochs_phase1": 0, "epochs_phase2": 0, "late_gradients": 0,
+                      "phase2_syncs": 0}
 
     # ------------------------------------------------------------------ helpers
     def _name(self, k: int) -> str:
@@ -291,7 +310,18 @@ class ParameterServer:
             arrays = [ip, ix, self.layout.pack(model), self.layout.pack(model, velocity=True)]
             h[Header.FLAGS] = (codec.F_TOPOLOGY | codec.F_VALUES | codec.F_VELOCITY)
             h.nnz = model.nnz_per_layer()
+            if own and self.cfg.phase2_sync_every:
+                h[Header.FLAGS] |= codec.F_PS_MODEL  # then the PS's model, to sync with
             self.t.send(k, h.arr, arrays)
+            if own and self.cfg.phase2_sync_every:
+                ps_model = self.switch_model if self.switch_model is not None else self.model
+                hp = Header(ps_model.n_layers)
+                hp[Header.KIND] = codec.MODEL
+                hp[Header.FLAGS] = codec.F_TOPOLOGY | codec.F_VALUES | codec.F_VELOCITY
+                hp.nnz = ps_model.nnz_per_layer()
+                self.t.send(k, hp.arr, [*self.layout.pack_topology(ps_model),
+                                        self.layout.pack(ps_model),
+                                        self.layout.pack(ps_model, velocity=True)])
             self.peers[k].started(phase, st.epoch)
             if own:
                 ws.model = None  # the worker has it now; free the PS's copy
@@ -316,10 +346,13 @@ class ParameterServer:
             self.stop.request()
         return buf, v
 
-    def _apply(self, buf: np.ndarray, v: int, nnz: list[int], lr: float, decay: float) -> None:
+    def _apply(self, buf: np.ndarray, v: int, nnz: list[int], lr: float, decay: float,
+               momentum: float | None = None) -> None:
         """Momentum SGD with a gradient computed on topology version ``v``
-        (retain valid updates first when the topology evolved since)."""
+        (retain valid updates first when the topology evolved since);
+        ``momentum``: this step's (default ``cfg.momentum``)."""
         cfg, model = self.cfg, self.model
+        mu = cfg.momentum if momentum is None else momentum
         w, b, s = self.layout.split(buf, nnz)
         old = self.topologies[v]
         self.stats["gradients"] += 1
@@ -332,9 +365,15 @@ class ParameterServer:
                 g, kept = retain_valid_updates(old_ip, old_ix, g, lay, n_threads=model.n_threads)
                 self.stats["entries_dropped"] += old_ix.size - kept
             self.stats["entries_sent"] += old_ix.size
-            lay.apply_gradient(g, b[li], lr, cfg.momentum, decay, nesterov=cfg.nesterov,
+            lay.apply_gradient(g, b[li], lr, mu, decay, nesterov=cfg.nesterov,
                                n_threads=model.n_threads)
-        _apply_srelu(model, s, lr, cfg.momentum, cfg.nesterov)
+        _apply_srelu(model, s, lr, mu, cfg.nesterov)
+
+    @property
+    def phase1_decay(self) -> float:
+        """The per-step weight decay of phase 1: the run's (``--phase1-decay
+        paper``) or none (``none``, the authors' code)."""
+        return self.cfg.decay if self.cfg.phase1_decay == "paper" else 0.0
 
     def _account(self, loss: float, correct: int) -> None:
         st = self.state
@@ -366,6 +405,7 @@ class ParameterServer:
         done = self.tau1 >= self.cfg.epochs
         kind = codec.STOP if done else codec.PHASE2
         self.phase = 2
+        self.switch_model = self.model  # not changed in place from here on
         self._finish_phase1(waiting, kind)
         if done:
             self.final_model = self.model
@@ -378,7 +418,7 @@ class ParameterServer:
         loss = h.loss
         if not math.isfinite(loss):
             self._diverged_phase1([k], loss, k)
-        self._apply(buf, v, h.nnz, self.cfg.lr, self.cfg.decay)
+        self._apply(buf, v, h.nnz, self.cfg.lr, self.phase1_decay)
         self._account(loss, h[Header.COUNT])
         st.step += 1
         st.batch += 1
@@ -410,9 +450,16 @@ class ParameterServer:
         if bad is not None:  # every gradient is in: all workers wait for an answer
             self._diverged_phase1(everyone, *bad)
         total *= np.float32(1.0 / self.K)
-        factor = warmup_factor(st.step, self.steps_per_epoch, cfg.warmup_epochs, self.K)
-        self._apply(total, self.version, self.model.nnz_per_layer(), cfg.lr * factor,
-                    cfg.decay * factor)
+        if self.code:  # by PS epoch, momentum corrected when the lr changes; decay unscaled
+            factor = warmup_factor_epoch(st.epoch, cfg.warmup_epochs, self.K)
+            mu = cfg.momentum * momentum_correction(st.epoch, st.batch, cfg.warmup_epochs,
+                                                    self.K)
+            decay = self.phase1_decay
+        else:  # by step; the decay scaled with the lr (per epoch as the sequential run's)
+            factor = warmup_factor(st.step, self.steps_per_epoch, cfg.warmup_epochs, self.K)
+            mu, decay = cfg.momentum, self.phase1_decay * factor
+        self._apply(total, self.version, self.model.nnz_per_layer(), cfg.lr * factor, decay,
+                    momentum=mu)
         st.step += 1
         st.batch += 1
         return everyone
@@ -437,7 +484,7 @@ class ParameterServer:
         n = st.batch * self._samples_per_step()
         train_loss, train_acc = st.epoch_loss_sum / n, st.epoch_correct / n
         end = end_of_epoch(
-            cfg, model, st, epoch, train_loss=train_loss,
+            self.ecfg, model, st, epoch, train_loss=train_loss,
             on_diverged=lambda loss, _parts: self._diverged_phase1(waiting, loss, None),
             evaluate=lambda: self._evaluate(model), rng=self.streams.evolution)
         if end.topology_changed:
@@ -564,6 +611,16 @@ class ParameterServer:
                 ws.model = m
         return models
 
+    def _average(self, models: list[SparseMLP]) -> SparseMLP:
+        """The average of the workers' models: code semantics, each layer
+        thresholded per sign back to the PS's nnz (its model as of the
+        switch); text, pruned by |w| back to the workers' mean nnz."""
+        if self.code:
+            ps = self.switch_model if self.switch_model is not None else self.model
+            return average_models(models, targets=ps.nnz_per_layer(),
+                                  n_threads=self.model.n_threads, prune="sign")
+        return average_models(models, n_threads=self.model.n_threads)
+
     def phase2(self) -> None:
         """Epochs ``phase1_epochs`` .. ``epochs - 1``: collect the workers'
         reports, evaluate the average when due, checkpoint, stop on request."""
@@ -577,6 +634,7 @@ class ParameterServer:
                 loss_sum += h.loss
                 correct += h[Header.COUNT]
                 samples += h[Header.BATCH]
+                self.stats["phase2_syncs"] += h[Header.STEP]
                 stop_req |= bool(h.flags & codec.F_STOP_REQUEST)
             train_s = time.perf_counter() - t0
             if stop_req:
@@ -608,7 +666,7 @@ class ParameterServer:
                     f"now {cfg.lr}) or the initial weight scale (--weight-init)."))
             avg = None
             if flags & codec.F_WANT_WEIGHTS:
-                avg = average_models(self._gather(state=False), n_threads=self.model.n_threads)
+                avg = self._average(self._gather(state=False))
             # the workers' evolution: nnz afterwards (the row's, as the sequential trainer's)
             evolution_s, nnzs = 0.0, []
             for k in range(1, self.K + 1):
@@ -617,12 +675,12 @@ class ParameterServer:
                 nnzs.append(sum(h.nnz))
             if want_state:
                 states = self._gather(state=True)
-                avg_state = average_models(states, n_threads=self.model.n_threads)
+                avg_state = self._average(states)
                 if avg is None:
                     avg = avg_state  # the last epoch: no evolution, the same weights
             # the end of epoch of the average: evaluation when due (avg is there
             # then) and the best accuracy; the workers checked and evolved already
-            end = end_of_epoch(cfg, avg, st, epoch, train_loss=loss_sum / max(samples, 1),
+            end = end_of_epoch(self.ecfg, avg, st, epoch, train_loss=loss_sum / max(samples, 1),
                                on_diverged=None, evaluate=partial(self._evaluate, avg), rng=None)
             if avg is not None:
                 self.model = avg
@@ -656,6 +714,8 @@ class ParameterServer:
             self.phase1()
         elif self.state.epoch < self.cfg.epochs and self.phase == 1:
             self.phase = 2
+        if self.switch_model is None and self.phase == 2:
+            self.switch_model = self.model  # resumed at the switch: the phase-1 model
         if self.state.epoch < self.cfg.epochs:
             self.phase2()
         elif self.final_model is None:

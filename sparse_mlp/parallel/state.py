@@ -38,6 +38,7 @@ dropout masks and evolution draws.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -51,11 +52,16 @@ from . import codec
 from .codec import Layout
 
 __all__ = ["DIVERGED_EXIT_CODE", "MODES", "Peer", "ProtocolError", "RankStopped",
-           "WorkerState", "coordinated",
-           "jumped_words", "model_from_extra", "model_to_extra", "replica", "warmup_factor",
-           "worker_dropout_seed"]
+           "WorkerState", "code_sync_every", "coordinated", "copy_model", "evolution_config",
+           "jumped_words", "model_from_extra", "model_to_extra", "momentum_correction",
+           "replica", "resolve_semantics", "restore_model", "warmup_factor",
+           "warmup_factor_epoch", "worker_dropout_seed"]
 
 MODES = ("wasap", "wassp")
+# Importance Pruning under the parallel algorithms in the authors' code
+# (``weight_evolution``: every 20 epochs at the 10th percentile)
+CODE_IP_EVERY = 20
+CODE_IP_PERCENTILE = 10.0
 DIVERGED_EXIT_CODE = DivergenceError.exit_code
 GOLDEN64 = 0x9E3779B97F4A7C15
 
@@ -199,12 +205,90 @@ def jumped_words(gen: np.random.Generator, jumps: int) -> np.ndarray:
 
 
 def warmup_factor(step: int, steps_per_epoch: int, warmup_epochs: float, K: int) -> float:
-    """WASSP's learning-rate multiplier at ``step``: 1 at the start, rising
-    linearly to K over ``warmup_epochs`` epochs (Goyal et al. 2017), K after."""
+    """WASSP's learning-rate multiplier at ``step`` (``--parallel-semantics
+    text``): 1 at the start, rising linearly by step to K over
+    ``warmup_epochs`` epochs (Goyal et al. 2017), K after."""
     span = warmup_epochs * steps_per_epoch
     if K <= 1 or span <= 0 or step >= span:
         return float(K)
     return 1.0 + (K - 1) * step / span
+
+
+def warmup_factor_epoch(epoch: int, warmup_epochs: float, K: int) -> float:
+    """WASSP's learning-rate multiplier in PS epoch ``epoch`` (0-based;
+    ``--parallel-semantics code``, the authors' ``lr = base_lr * ((K - 1) *
+    epoch / 5 + 1)`` while ``epoch <= 5``): a step function, 1 in epoch 0,
+    K from epoch ``warmup_epochs`` on."""
+    if K <= 1 or warmup_epochs <= 0 or epoch >= warmup_epochs:
+        return float(K)
+    return 1.0 + (K - 1) * epoch / warmup_epochs
+
+
+def momentum_correction(epoch: int, batch: int, warmup_epochs: float, K: int) -> float:
+    """The factor on the momentum of the step ``batch`` of PS epoch ``epoch``
+    under the by-epoch warm-up: lr_new / lr_old at the first step of an
+    epoch whose learning rate differs from the previous epoch's (Goyal et
+    al.; the authors' ``momentum_correction``), 1 otherwise."""
+    if batch != 0 or epoch == 0:
+        return 1.0
+    return (warmup_factor_epoch(epoch, warmup_epochs, K)
+            / warmup_factor_epoch(epoch - 1, warmup_epochs, K))
+
+
+def code_sync_every(epochs: int) -> int:
+    """The authors' phase-2 synchronisation period: round(0.3 x epochs)
+    local steps (150 for 500 epochs), at least 1."""
+    return max(1, int(math.floor(0.3 * epochs + 0.5)))
+
+
+def resolve_semantics(cfg):
+    """``cfg`` with the settings that ``parallel_semantics`` decides filled
+    in (those left None): the phase-2 synchronisation period, the phase-1
+    weight decay and the Importance Pruning schedule under --parallel.
+    Idempotent; explicit values are kept."""
+    code = cfg.parallel_semantics == "code"
+    changes = {}
+    if cfg.phase2_sync_every is None:
+        changes["phase2_sync_every"] = code_sync_every(cfg.epochs) if code else 0
+    if cfg.phase1_decay is None:
+        changes["phase1_decay"] = "none" if code else "paper"
+    if cfg.parallel_ip_every is None:
+        changes["parallel_ip_every"] = CODE_IP_EVERY if code else cfg.ip_every
+    if cfg.parallel_ip_percentile is None:
+        changes["parallel_ip_percentile"] = (CODE_IP_PERCENTILE if code
+                                             else float(cfg.ip_percentile))
+    return cfg.replace(**changes) if changes else cfg
+
+
+def evolution_config(cfg):
+    """The configuration :func:`sparse_mlp.epoch.end_of_epoch` gets under
+    --parallel: the Importance Pruning schedule of the parallel trainer."""
+    cfg = resolve_semantics(cfg)
+    return cfg.replace(ip_every=cfg.parallel_ip_every, ip_percentile=cfg.parallel_ip_percentile)
+
+
+def copy_model(model: SparseMLP) -> SparseMLP:
+    """A deep copy of a replica: topology, weights, momenta, biases, SReLU."""
+    layers = [SparseLayer(lay.n_in, lay.n_out, lay.indptr.copy(), lay.indices.copy(),
+                          lay.data.copy(), init=lay.init, bias=lay.bias.copy(),
+                          velocity=lay.velocity.copy(), bias_velocity=lay.bias_velocity.copy(),
+                          check=False) for lay in model.layers]
+    return replica(model, layers)
+
+
+def restore_model(model: SparseMLP, source: SparseMLP) -> None:
+    """Make ``model`` (in place) a copy of ``source``: a phase-2 worker
+    taking the parameter server's model."""
+    for lay, src in zip(model.layers, source.layers):
+        lay.set_topology(src.indptr.copy(), src.indices.copy(), src.data.copy(),
+                         src.velocity.copy(), check=False)
+        lay.bias[...] = src.bias
+        lay.bias_velocity[...] = src.bias_velocity
+    for act, src in zip(model.acts, source.acts):
+        if act.params is not None:
+            act.params[...] = src.params
+            act.velocity[...] = src.velocity
+    model.release_buffers()
 
 
 @dataclass

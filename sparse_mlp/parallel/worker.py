@@ -25,14 +25,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..augment import gather_batch
 from ..config import TrainConfig
 from ..epoch import end_of_epoch, nonfinite_parts
-from ..kernels import spmm
 from ..model import SparseMLP
 from ..training import StopRequest
 from . import codec
 from .codec import Header, Layout
-from .state import DIVERGED_EXIT_CODE, worker_dropout_seed
+from .state import (
+    DIVERGED_EXIT_CODE,
+    copy_model,
+    evolution_config,
+    resolve_semantics,
+    restore_model,
+    worker_dropout_seed,
+)
 
 if TYPE_CHECKING:  # mpi4py only when a run starts (the tests drive these directly)
     from .transport import Transport
@@ -60,7 +67,12 @@ class Worker:
 
     def __init__(self, cfg: TrainConfig, transport: Transport, model: SparseMLP,
                  X: np.ndarray, y: np.ndarray, index: int, stop: StopRequest) -> None:
+        cfg = resolve_semantics(cfg)
         self.cfg = cfg
+        self.ecfg = evolution_config(cfg)  # end_of_epoch: the parallel IP schedule
+        self.sync_every = int(cfg.phase2_sync_every)
+        self.ps_model: SparseMLP | None = None  # phase 2: the PS's model, to sync with
+        self.syncs = 0  # phase-2 syncs in the current local epoch
         self.t = transport
         self.model = model
         self.X = X
@@ -108,7 +120,9 @@ class Worker:
         B = self.cfg.batch_size
         idx = self.order[self.batch * B:(self.batch + 1) * B]
         self.batch += 1
-        spmm.gather_columns(self.X, idx, self.xb, n_threads=self.model.n_threads)
+        # --augment: shifted / flipped images, drawn from (seed, local step, position)
+        gather_batch(self.X, idx, self.xb, self.cfg.augment, self.dropout_seed,
+                     self.local_step, n_threads=self.model.n_threads)
         return idx
 
     # ------------------------------------------------------------------ messages
@@ -143,6 +157,8 @@ class Worker:
         self._receive_model(h, velocity=bool(h.flags & codec.F_VELOCITY))
         self.restore_position(h)
         self.epoch = h[Header.EPOCH]
+        if h.flags & codec.F_PS_MODEL:  # resumed in phase 2: the PS's model follows
+            self.ps_model = self._receive_ps_model()
         if h[Header.PHASE] == 0:  # a resumed run that has nothing left to do
             return 0
         if h[Header.PHASE] == 1:
@@ -153,6 +169,40 @@ class Worker:
         else:
             self.evolution = codec.generator_from(h.rng(Header.RNG_EVOLUTION))
         return self.phase2()
+
+    def _receive_ps_model(self) -> SparseMLP:
+        """The MODEL message (topology, values, momenta) after a START with
+        F_PS_MODEL, as a separate model."""
+        h = Header(self.model.n_layers)
+        self.t.recv_header(h.arr, source=0)
+        if h.kind != codec.MODEL:
+            raise RuntimeError(f"worker {self.index + 1}: expected the PS's model after START, "
+                               f"got {codec.KIND_NAMES.get(h.kind, h.kind)}")
+        nnz = h.nnz
+        ip, ix = self.layout.topology_buffers(nnz)
+        values = np.empty(self.layout.n_values(nnz), dtype=np.float32)
+        vel = np.empty_like(values)
+        self.t.recv(0, [ip, ix, values, vel])
+        m = copy_model(self.model)
+        self.layout.set_topology(m, ip, ix, nnz)
+        self.layout.unpack(m, values)
+        self.layout.unpack(m, vel, velocity=True)
+        return m
+
+    def sync_due(self) -> bool:
+        """Phase 2: whether this worker takes the PS's model after its
+        current step (every ``phase2_sync_every`` of its own steps, counted
+        from its first step of phase 1, as the authors' step counter)."""
+        return bool(self.sync_every) and self.local_step % self.sync_every == 0
+
+    def sync(self) -> None:
+        """Replace the replica (topology, weights, momenta, biases) by the
+        PS's model.  The PS's model does not change in phase 2 (the
+        authors' PS applies the empty update, a no-op, and answers with its
+        model), so the copy received at the switch is that model: no
+        message is needed."""
+        restore_model(self.model, self.ps_model)
+        self.syncs += 1
 
     # ------------------------------------------------------------------ phase 1
     def phase1(self) -> int | None:
@@ -220,9 +270,12 @@ class Worker:
         the PS's instructions, and the weights when asked."""
         cfg, model, h, out = self.cfg, self.model, self.hin, self.hout
         self.batches_per_pass = self.X.shape[0] // cfg.batch_size
+        if self.sync_every and self.ps_model is None:  # the switch (or a start at it):
+            self.ps_model = copy_model(model)           # the replica is the PS's model
         while True:
             self.new_pass()
             loss_sum, correct, done = 0.0, 0, 0
+            self.syncs = 0
             for _ in range(self.batches_per_pass):
                 idx = self.next_batch()
                 keys = model.dropout_keys(self.dropout_seed, self.local_step)
@@ -235,6 +288,8 @@ class Worker:
                 done += 1
                 if not math.isfinite(lo):
                     break
+                if self.sync_due():
+                    self.sync()
             if math.isfinite(loss_sum) and nonfinite_parts(model):
                 loss_sum = float("nan")
             out.clear()
@@ -242,6 +297,7 @@ class Worker:
                 codec.REPORT, self.epoch, correct)
             out[Header.BATCH] = done * cfg.batch_size
             out[Header.LOCAL_STEP] = self.local_step
+            out[Header.STEP] = self.syncs
             out[Header.FLAGS] = codec.F_STOP_REQUEST if self.stop.requested else 0
             out.loss = loss_sum
             out.nnz = model.nnz_per_layer()
@@ -258,7 +314,7 @@ class Worker:
             # this worker's end of epoch: its own Importance Pruning when due and
             # SET (none after the last epoch; also before a preemption checkpoint).
             # The finite check came before the report; the server evaluates the average.
-            end = end_of_epoch(cfg, model, None, self.epoch, train_loss=loss_sum,
+            end = end_of_epoch(self.ecfg, model, None, self.epoch, train_loss=loss_sum,
                                on_diverged=None, evaluate=None, rng=self.evolution)
             out.clear()
             out[Header.KIND], out[Header.EPOCH] = codec.EVOLVED, self.epoch

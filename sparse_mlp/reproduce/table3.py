@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ..presets import preset_for
+from ..presets import TABLE3_EXTRA, preset_for
 from ..run import load_data
 from .common import (
     PAPER_EPOCHS,
@@ -115,7 +115,8 @@ def reproduce_table3(dataset: str, seeds: int = 5, epochs: int | None = None,
     reproduction folder).  Returns the markdown ("" on ranks other than 0).
     """
 
-    base = table2_base(dataset, epochs, {**(overrides or {}), "activation": "allrelu"},
+    extra = TABLE3_EXTRA.get(preset_for(dataset)[0], {})  # CIFAR10: --augment cifar
+    base = table2_base(dataset, epochs, {**extra, **(overrides or {}), "activation": "allrelu"},
                        synthetic)
     out = Path(out)
     comm = comm if comm is not None else mpi_world()
