@@ -220,6 +220,34 @@ def _assert_named_death(job: Job, code: int, pid: int) -> None:
 
 
 @needs_mpiexec
+def _assert_no_rank_left(out: Path, timeout: float = 15.0) -> None:
+    """Every rank of the job has ended (a survivor left waiting forever spins on a
+    core of the node); any that has not is killed, then the test fails."""
+    pids = list(_pids(out).values())
+    deadline = time.monotonic() + timeout
+    alive = pids
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if _running(p)]
+        if not alive:
+            return
+        time.sleep(0.2)
+    for p in alive:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    raise AssertionError(f"ranks with pids {alive} were still running {timeout:.0f}s after "
+                         f"the job ended")
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_a_wassp_worker_killed_in_phase_2_is_named_and_the_job_exits_70(tmp_path):
     out = tmp_path / "run"
     job = Job([*BASE, "--epochs", "8", "--phase1-epochs", "2", "--parallel", "wassp",
@@ -231,6 +259,7 @@ def test_a_wassp_worker_killed_in_phase_2_is_named_and_the_job_exits_70(tmp_path
     code = job.finish(timeout=30)
     assert time.monotonic() - t0 < 15
     _assert_named_death(job, code, pid)
+    _assert_no_rank_left(out)
 
 
 @needs_mpiexec
@@ -252,6 +281,7 @@ def test_a_wasap_worker_killed_during_the_switch_is_named_and_the_job_exits_70(t
     code = job.finish(timeout=30)
     assert time.monotonic() - t0 < 15
     _assert_named_death(job, code, pid)
+    _assert_no_rank_left(out)
 
 
 # ---------------------------------------------------------------------- MPI errors

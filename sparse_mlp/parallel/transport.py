@@ -484,13 +484,13 @@ class DeathWatch:
                 if lower:
                     time.sleep(4 * ABORT_GRACE_S)
                     if any(process_ended(i.pid) for i in lower):
-                        self.comm.Abort(EXIT_RANK_DIED)  # reported there
+                        _abort(self.comm, EXIT_RANK_DIED)  # reported there
                         return
                 if _claim_report():
                     _say(f"sparse_mlp: {describe(info)} died (killed or crashed) while the job "
                          f"was running; stopping every rank (exit status {EXIT_RANK_DIED}).")
                     time.sleep(ABORT_GRACE_S)  # let the launcher forward the message first
-                    self.comm.Abort(EXIT_RANK_DIED)
+                    _abort(self.comm, EXIT_RANK_DIED)
                 return
 
     def close(self) -> None:
@@ -534,7 +534,7 @@ def abort(comm, info: RankInfo, exc: BaseException, exit_code: int) -> None:
     whole job with ``MPI_Abort``.  Never returns."""
     if not _claim_report():  # another thread of this rank is reporting and aborting
         time.sleep(10 * ABORT_GRACE_S)
-        comm.Abort(exit_code)
+        _abort(comm, exit_code)
     if isinstance(exc, PeerFailure):
         _say(f"sparse_mlp: {describe(info)}: {exc}\nstopping every rank of the job (MPI_Abort, "
              f"exit status {exit_code}).")
@@ -550,4 +550,19 @@ def abort(comm, info: RankInfo, exc: BaseException, exit_code: int) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     time.sleep(ABORT_GRACE_S)
+    _abort(comm, exit_code)
+
+
+# MPI_Abort may never return nor end the process when the launcher that would
+# carry it out does not clean up (seen: a parameter server left waiting forever
+# after a worker's death): the process then ends itself after this long
+ABORT_DEADLINE_S = 5.0
+
+
+def _abort(comm, exit_code: int) -> None:
+    """``MPI_Abort``, with a deadline after which this process exits by itself."""
+    timer = threading.Timer(ABORT_DEADLINE_S, os._exit, args=(exit_code,))
+    timer.daemon = True
+    timer.start()
     comm.Abort(exit_code)
+    os._exit(exit_code)
