@@ -40,7 +40,7 @@ from sparse_mlp.topology_log import TopologyLog, load_topology
 from sparse_mlp.training import RandomStreams, TrainState
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_SPARSE = ROOT / "tests" / "data" / "ckpt_sparse_schema1_v0.h5"  # written before kind=
+OLD_SPARSE = ROOT / "tests" / "fixtures" / "ckpt_sparse_schema1_v0.h5"  # written before kind=
 
 
 def sparse_model(seed: int = 0, sizes=(30, 40, 3)) -> SparseMLP:
@@ -460,7 +460,7 @@ def test_a_damaged_dense_checkpoint_is_refused(tmp_path, dense):
 
 def old_sparse_file(tmp_path: Path, source: str) -> Path:
     """A sparse checkpoint of the layout before dense models were stored: no
-    /model ``kind`` attribute.  "fixture": tests/data/ckpt_sparse_schema1_v0.h5,
+    /model ``kind`` attribute.  "fixture": tests/fixtures/ckpt_sparse_schema1_v0.h5,
     written by that code (``*.h5`` is git-ignored: add it with ``git add -f``);
     "rebuilt": one written now, with the attribute removed by plain h5py."""
     if source == "fixture":

@@ -28,7 +28,7 @@ from sparse_mlp.preprocessing import MissingPreprocessingWarning, Preprocessing
 from sparse_mlp.trained import TrainedModel
 
 ROOT = Path(__file__).resolve().parents[1]
-OLD_SPARSE = ROOT / "tests" / "data" / "ckpt_sparse_schema1_v0.h5"  # before /preprocessing
+OLD_SPARSE = ROOT / "tests" / "fixtures" / "ckpt_sparse_schema1_v0.h5"  # before /preprocessing
 NAMES = ["height", "weight", "age", "const"]
 SCALE = np.array([1000.0, 0.001, 5.0, 0.0])
 SHIFT = np.array([5e4, -3.0, 0.0, 1.5])
