@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train a truly sparse MLP (SET, All-ReLU, Importance Pruning) from the command line.
 
-    python run_experiment.py                       # demo: digits, offline, ~1 minute
+    python run_experiment.py                       # demo: digits, offline, ~15 seconds
     python run_experiment.py --dataset madelon --data-dir ../shared/data/madelon
     python run_experiment.py --dataset higgs --activation relu --importance-pruning
 
