@@ -354,14 +354,7 @@ def _load_libsvm(path: Path, dense: bool = True, n_features: int | None = None
 
 def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                                    np.ndarray | None, dict]:
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise DatasetError(f"Cannot read {path}: {exc}.") from None
-    if magic != b"PK\x03\x04":
-        raise DatasetError(f"{path} is not an .npz archive (a zip file written by numpy.savez); "
-                           "write it with numpy.savez(path, X_train=..., y_train=...).")
+    _load_npz_magic(path, "X_train=..., y_train=...")
     try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
@@ -479,7 +472,8 @@ def _read_npz_features(path: Path) -> tuple[object, np.ndarray | None, dict]:
                        "(and optionally the labels as y): numpy.savez(path, X=X).")
 
 
-def _load_npz_magic(path: Path) -> None:
+def _load_npz_magic(path: Path, arrays: str = "X=...") -> None:
+    """Refuse a file that is not a zip archive, saying how to write one."""
     try:
         with open(path, "rb") as f:
             magic = f.read(4)
@@ -487,7 +481,7 @@ def _load_npz_magic(path: Path) -> None:
         raise DatasetError(f"Cannot read {path}: {exc}.") from None
     if magic != b"PK\x03\x04":
         raise DatasetError(f"{path} is not an .npz archive (a zip file written by numpy.savez); "
-                           "write it with numpy.savez(path, X=...).")
+                           f"write it with numpy.savez(path, {arrays}).")
 
 
 def read_features(path: str | os.PathLike, n_features: int, *,
