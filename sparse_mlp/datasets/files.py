@@ -372,15 +372,8 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
                 raise DatasetError(f"{path} holds arrays {sorted(keys)!r}; expected X_train and "
                                    "y_train (and optionally X_test, y_test), e.g. "
                                    "numpy.savez(path, X_train=X, y_train=y).")
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError(f"{path} stores an array of Python objects, which is not loaded "
-                               "(unsafe). Save numbers, or labels as fixed-width strings: "
-                               "y.astype(str).") from None
-        raise DatasetError(f"{path} is not a valid .npz file ({exc}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DatasetError(f"{path} is not a valid .npz archive ({exc}); write it with "
-                           "numpy.savez(path, X_train=..., y_train=...).") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _npz_error(path, exc, "X_train=..., y_train=...") from None
     info = {"format": "npz", "arrays": sorted(arrays)}
     return (arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"),
             info)
@@ -460,16 +453,22 @@ def _read_npz_features(path: Path) -> tuple[object, np.ndarray | None, dict]:
                     X = z[xk]
                     y = z[yk] if yk in keys else None
                     return X, y, {"format": "npz", "arrays": [k for k in (xk, yk) if k in keys]}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError(f"{path} stores an array of Python objects, which is not loaded "
-                               "(unsafe). Save numbers, or labels as fixed-width strings: "
-                               "y.astype(str).") from None
-        raise DatasetError(f"{path} is not a valid .npz file ({exc}).") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise DatasetError(f"{path} is not a valid .npz archive ({exc}).") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+        raise _npz_error(path, exc) from None
     raise DatasetError(f"{path} holds arrays {sorted(keys)!r}; expected the features as X "
                        "(and optionally the labels as y): numpy.savez(path, X=X).")
+
+
+def _npz_error(path: Path, exc: Exception, arrays: str | None = None) -> DatasetError:
+    """What went wrong reading an .npz archive, in the user's words."""
+    if isinstance(exc, ValueError):
+        if "pickle" in str(exc).lower():
+            return DatasetError(f"{path} stores an array of Python objects, which is not loaded "
+                                "(unsafe). Save numbers, or labels as fixed-width strings: "
+                                "y.astype(str).")
+        return DatasetError(f"{path} is not a valid .npz file ({exc}).")
+    fix = f"; write it with numpy.savez(path, {arrays})" if arrays else ""
+    return DatasetError(f"{path} is not a valid .npz archive ({exc}){fix}.")
 
 
 def _load_npz_magic(path: Path, arrays: str = "X=...") -> None:
