@@ -427,4 +427,5 @@ def dense_config(cfg: TrainConfig) -> TrainConfig:
     same data, widths, activation and optimiser, without SET, Importance
     Pruning and post-training pruning (:func:`run_dense` refuses every
     setting of a sparse topology)."""
-    return cfg.replace(evolution=False, importance_pruning=False, post_prune=[])
+    return cfg.replace(evolution=False, importance_pruning=False, post_prune=[],
+                       er_sampling="exact")

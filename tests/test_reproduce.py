@@ -241,6 +241,20 @@ def test_table2_runs_dense_rows_reports_memory_errors_and_resumes(tmp_path, data
     # a finished run of another length is never mixed in
     with pytest.raises(ConfigError, match="finished 3-epoch run"):
         reproduce.run_rows(base.replace(epochs=4), rows[:1], 1, tmp_path, data=data)
+    # nor one made with another --er-sampling (a table does not mix the two)
+    with pytest.raises(ConfigError, match="--er-sampling exact, but this reproduction asks "
+                                          "for --er-sampling paper"):
+        reproduce.run_rows(base.replace(er_sampling="paper"), rows[:1], 1, tmp_path, data=data)
+
+
+def test_table2_er_sampling_paper_reaches_the_sparse_rows_only(tmp_path, data, no_run_plots):
+    base = small_cfg(epochs=1, er_sampling="paper")
+    sparse = reproduce._row_config(base, "relu", False, 0, tmp_path / "s", "relu")
+    dense = reproduce._row_config(base, "relu", False, 0, tmp_path / "d", "dense_relu")
+    assert sparse.er_sampling == "paper" and dense.er_sampling == "exact"
+    got = reproduce.run_rows(base, (("relu", "relu", False),), 1, tmp_path, data=data)
+    cfg = json.loads((tmp_path / "relu" / "seed0" / "config.json").read_text())
+    assert cfg["er_sampling"] == "paper" and got["relu"][0]["nnz_start"] > 0
 
 
 def test_table2_continues_an_unfinished_run_from_its_checkpoint(tmp_path, data, no_run_plots):
@@ -453,6 +467,15 @@ def test_cli_reproduce_refuses_flags_it_does_not_take(capsys):
                                 "--lr", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "--reproduce table2 uses the paper's settings" in err and "--lr" in err
+    # the fidelity switches a reproduction may vary are accepted, the others refused
+    assert run_experiment.main(["--reproduce", "table4", "--er-sampling", "paper"]) == 2
+    assert "(got --er-sampling)" in capsys.readouterr().err
+    assert run_experiment.main(["--reproduce", "table2", "--dataset", "madelon",
+                                "--parallel-semantics", "text"]) == 2
+    assert "(got --parallel-semantics)" in capsys.readouterr().err
+    from sparse_mlp.cli import REPRODUCE_FLAGS
+    assert "er_sampling" in REPRODUCE_FLAGS["table2"] and "er_sampling" in REPRODUCE_FLAGS["table6"]
+    assert {"er_sampling", "parallel_semantics"} <= REPRODUCE_FLAGS["table3"]
     assert run_experiment.main(["--reproduce", "table4", "--lr", "0.1"]) == 2
     assert "--width-scale" in capsys.readouterr().err
     assert run_experiment.main(["--reproduce", "table4", "--rows", "relu", "--dry-run"]) != 0

@@ -128,7 +128,27 @@ def _finished(summary_path: Path, cfg: TrainConfig) -> dict | None:
             f"{summary_path.parent} holds a finished {summary.get('epochs')}-epoch run, but "
             f"this reproduction asks for {cfg.epochs} epochs; give another --out (or delete "
             f"that folder) rather than mixing them")
+    _check_same_settings(summary_path.parent, cfg)
     return summary
+
+
+def _check_same_settings(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse to reuse a finished run made with another value of a setting
+    that a reproduction may vary (``--er-sampling``, ``--parallel-semantics``):
+    a table must not mix them.  A run folder older than the setting (no key
+    in its config.json) is taken as it is."""
+    keys = ["er_sampling"] + (["parallel_semantics"] if cfg.parallel else [])
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    for key in keys:
+        if key in saved and saved[key] != getattr(cfg, key):
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{run_dir} holds a finished run made with {flag} {saved[key]}, but this "
+                f"reproduction asks for {flag} {getattr(cfg, key)}; give another --out "
+                f"rather than mixing them in one table")
 
 
 def _dense_precheck(cfg: TrainConfig) -> None:

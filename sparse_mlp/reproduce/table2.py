@@ -99,8 +99,9 @@ def table2_rows(dataset: str, results: dict[str, list[dict]]) -> list[dict[str, 
 
 
 def write_table2(dataset: str, rows: list[dict], out: Path, epochs: int,
-                 synthetic: bool = False) -> str:
-    """Write ``table2.md`` and ``table2.csv`` into ``out``; returns the markdown."""
+                 synthetic: bool = False, settings: str = "") -> str:
+    """Write ``table2.md`` and ``table2.csv`` into ``out``; returns the markdown.
+    ``settings``: a line naming the non-default settings of the runs."""
     out = Path(out)
     seeds = max((r["seeds"] for r in rows), default=0)
     extrapolated = epochs != PAPER_EPOCHS
@@ -113,6 +114,8 @@ def write_table2(dataset: str, rows: list[dict], out: Path, epochs: int,
     t_head = ("training [min], 500 epochs extrapolated (paper)" if extrapolated
               else "training [min] (paper)")
     lines = [title, ""]
+    if settings:
+        lines += [settings, ""]
     if synthetic:
         lines += ["The data are random (`make_classification` with the dataset's features, "
                   "classes and train/test sizes), so the accuracies mean nothing; the table "
@@ -218,7 +221,11 @@ def reproduce_table2(dataset: str, seeds: int = 5, epochs: int | None = None,
         results = collect_rows(base, TABLE2_ALL_ROWS, seeds, out)
         for key, summaries in done.items():
             results[key] += [s for s in summaries if "failed" in s]
-    text = write_table2(dataset, table2_rows(dataset, results), out, base.epochs, synthetic)
+    settings = ("" if base.er_sampling == "exact" else
+                f"Settings: `--er-sampling {base.er_sampling}` (the sparse rows; the paper's "
+                f"sampling of the Erdős–Rényi positions, with replacement).")
+    text = write_table2(dataset, table2_rows(dataset, results), out, base.epochs, synthetic,
+                        settings)
     if figures and not partial:
         what = f"{dataset}{' shape, synthetic data' if synthetic else ''}"
         _figures(out, [r[0] for r in TABLE2_ALL_ROWS], seeds, what, dataset)

@@ -68,7 +68,7 @@ def mpiexec_command(dataset: str, seeds: int, epochs: int | None, out: str | Pat
              "table3", "--dataset", dataset, "--seeds", str(seeds)]
     if epochs is not None:
         parts += ["--epochs", str(epochs)]
-    for key in ("data_dir", "threads"):
+    for key in ("data_dir", "threads", "er_sampling", "parallel_semantics"):
         if (overrides or {}).get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(overrides[key])]
     if synthetic:
@@ -154,18 +154,22 @@ def reproduce_table3(dataset: str, seeds: int = 5, epochs: int | None = None,
         seq = collect_rows(base, seq_rows, seeds, Path(sequential_from))
     command = None if comm is not None else mpiexec_command(
         dataset, seeds, epochs, out, workers, synthetic, overrides)
+    settings = (f"Settings: `--parallel-semantics {base.parallel_semantics}` (the parallel "
+                f"rows), `--er-sampling {base.er_sampling}`.")
     text = write_table3(dataset, {**rows_found, **seq}, out, base.epochs, workers, command,
-                        torch_cpu_reference(dataset), synthetic)
+                        torch_cpu_reference(dataset), synthetic, settings)
     return text
 
 
 def write_table3(dataset: str, results: dict[str, list[dict]], out: Path, epochs: int,
                  workers: int, command: str | None, torch_rows: list[dict],
-                 synthetic: bool = False) -> str:
+                 synthetic: bool = False, settings: str = "") -> str:
     name, _ = preset_for(dataset)
     paper = {(r[0], r[1], r[2]): r for r in PAPER_TABLE3.get(name, [])}
     lines = [f"# Table 3, {dataset}{' shape on synthetic data (TIMING ONLY)' if synthetic else ''}"
              f": parallel training (All-ReLU), {epochs} epochs", ""]
+    if settings:
+        lines += [settings, ""]
     if command:
         lines += ["The parallel rows need MPI (1 parameter server + K workers); run:", "",
                   f"    {command}", ""]
