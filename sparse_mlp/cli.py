@@ -1,13 +1,15 @@
-#!/usr/bin/env python3
 """Train a truly sparse MLP (SET, All-ReLU, Importance Pruning) from the command line.
 
-    python run_experiment.py                       # demo: digits, offline, ~15 seconds
-    python run_experiment.py --dataset madelon --data-dir ../shared/data/madelon
-    python run_experiment.py --dataset higgs --activation relu --importance-pruning
+    sparse-mlp                                     # demo: digits, offline, ~15 seconds
+    sparse-mlp --dataset madelon --data-dir ../shared/data/madelon
+    sparse-mlp predict new.csv --model runs/RUN    # = --predict new.csv --model runs/RUN
+    sparse-mlp evaluate runs/RUN/checkpoints/X.h5  # = --evaluate ...
+    sparse-mlp reproduce table2 --dataset madelon  # = --reproduce table2 ...
 
-Each --dataset starts from its preset (the paper's Table 7 for the paper
-datasets); every flag below overrides it.  The CLI only parses: the work is
-sparse_mlp.experiment.run.
+The same command is ``python -m sparse_mlp`` and, in a checkout,
+``python run_experiment.py``.  Each --dataset starts from its preset (the
+paper's Table 7 for the paper datasets); every flag below overrides it.  The
+CLI only parses: the work is sparse_mlp.experiment.run.
 """
 
 from __future__ import annotations
@@ -93,10 +95,57 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(--help lists every flag)\n")
 
 
+# subcommand -> the flag it stands for (``sparse-mlp predict FILE`` = ``--predict FILE``);
+# "train" stands for no flag: the flat form (flags only) trains
+SUBCOMMANDS = {"train": None, "predict": "--predict", "evaluate": "--evaluate",
+               "reproduce": "--reproduce"}
+
+
+def expand_subcommand(argv: list[str]) -> list[str]:
+    """The flat form of a command line that starts with a subcommand:
+    ``train ...`` -> ``...``; ``predict FILE ...`` -> ``--predict FILE ...``
+    (and so for evaluate CHECKPOINT, reproduce TABLE).  A line that starts
+    with a flag is returned as it is."""
+    if not argv or argv[0] not in SUBCOMMANDS:
+        return list(argv)
+    name, rest = argv[0], list(argv[1:])
+    flag = SUBCOMMANDS[name]
+    if flag is None:
+        return rest
+    if not rest or rest[0].startswith("-"):
+        what = {"predict": "FILE", "evaluate": "CHECKPOINT", "reproduce": "TABLE"}[name]
+        if rest and rest[0] in ("-h", "--help"):
+            return rest
+        print(f"{_prog()}: error: {name} needs {what} first: {_prog()} {name} {what} "
+              f"[flags]\n(--help lists every flag)", file=sys.stderr)
+        raise SystemExit(2)  # (a usage error, as argparse's)
+    return [flag, rest[0], *rest[1:]]
+
+
+def _prog() -> str:
+    """How this command was called, for usage lines."""
+    import os
+
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name in ("", "-c") or name == "__main__.py":
+        return "python -m sparse_mlp"
+    return name
+
+
+def _dirs_help() -> str:
+    from sparse_mlp.datasets import default_data_dir
+
+    return (f"\nsubcommands: {_prog()} train|predict FILE|evaluate CHECKPOINT|reproduce TABLE "
+            f"[flags]\n(the flat form, flags only, is the same: train = no flag, predict FILE = "
+            f"--predict FILE, ...)\n\ndirectories: datasets in {default_data_dir()} "
+            f"($SPARSE_MLP_DATA_DIR, else the user cache directory; --data-dir), runs under "
+            f"./runs (--out)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
-        prog="run_experiment.py", description=__doc__.split("\n\n")[0],
-        epilog=PRESET_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=_prog(), description=__doc__.split("\n\n")[0],
+        epilog=PRESET_HELP + _dirs_help(), formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False)
     d = p.add_argument_group("data")
     d.add_argument("--dataset",
@@ -104,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'synthetic', 'digits', or a path to .npz/.csv/.tsv/libsvm "
                         "(default: digits)")
     d.add_argument("--data-dir", help="folder holding the dataset files (default: "
-                   "$SPARSE_MLP_DATA_DIR, else ./data)")
+                   "$SPARSE_MLP_DATA_DIR, else the user cache directory; see the end of "
+                   "--help)")
     d.add_argument("--n-train", type=int, help="training samples to use (default: all / the "
                    "paper's split)")
     d.add_argument("--n-samples", type=int, help="synthetic: training samples (same as --n-train)")
@@ -492,10 +542,11 @@ def config_from_args(args: argparse.Namespace, base=None):
 # the flags each --reproduce table takes besides --dataset, --seeds, --out
 REPRODUCE_FLAGS = {
     "table2": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
-               "synthetic_shape", "rows", "only_seed"},
+               "synthetic_shape", "rows", "only_seed", "er_sampling"},
     "table6": {"data_dir", "epochs", "threads", "eval_every", "eval_batch_size",
-               "synthetic_shape"},
-    "table3": {"data_dir", "epochs", "threads", "synthetic_shape"},
+               "synthetic_shape", "er_sampling"},
+    "table3": {"data_dir", "epochs", "threads", "synthetic_shape", "er_sampling",
+               "parallel_semantics"},
     "table4": {"epochs", "threads", "width_scale", "n_features", "dry_run", "weight_init",
                "output_init", "lr_fan_in_cap", "dropout", "rows", "train_eval", "zeta",
                "regrow_init"},
@@ -526,7 +577,8 @@ def _reproduce(args: argparse.Namespace) -> int:
                           + " (got " + ", ".join("--" + e.replace("_", "-") for e in extra)
                           + ")")
     overrides = {k: v for k, v in given.items()
-                 if k in {"data_dir", "threads", "eval_every", "eval_batch_size"}}
+                 if k in {"data_dir", "threads", "eval_every", "eval_batch_size",
+                          "er_sampling", "parallel_semantics"}}
     synthetic = bool(args.synthetic_shape)
     tag = f"{args.dataset}{'_synthetic' if synthetic else ''}"
     if table == "table2":
@@ -651,6 +703,8 @@ def _mpi_rank() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    prog = _prog() if argv is None else "run_experiment.py"  # (main([...]) from Python)
+    argv = expand_subcommand(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     dataset_given = args.dataset is not None
@@ -664,8 +718,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stdout)
     try:
         from sparse_mlp.run import record_command_line  # summary.json: how to run it again
-        record_command_line([sys.argv[0] if argv is None else "run_experiment.py",
-                             *(sys.argv[1:] if argv is None else argv)])
+        record_command_line([prog, *argv])
         base, record = None, {}
         if args.config is not None:  # re-run a run from its config.json
             other = [f for f in ("resume", "evaluate", "reproduce") if getattr(args, f)]

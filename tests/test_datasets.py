@@ -817,8 +817,11 @@ def test_name_aliases_and_data_dir_errors(tmp_path, monkeypatch):
     assert default_data_dir() == tmp_path
     assert load_dataset("fashion_mnist").n_train == 20
     monkeypatch.delenv("SPARSE_MLP_DATA_DIR")
-    monkeypatch.chdir(tmp_path)
-    assert default_data_dir() == tmp_path / "data"
+    monkeypatch.chdir(tmp_path)  # the default does not depend on the current directory
+    first = default_data_dir()
+    monkeypatch.chdir(tmp_path / "fashionmnist")
+    assert default_data_dir() == first and first.is_absolute()
+    assert first.name == "sparse_mlp" and tmp_path not in first.parents
     (tmp_path / "afile").write_text("x")
     with pytest.raises(DatasetError, match="is a file"):
         load_dataset("madelon", tmp_path / "afile")

@@ -141,13 +141,23 @@ def default_data_dir() -> Path:
     Returns
     -------
     pathlib.Path
-        ``$SPARSE_MLP_DATA_DIR`` if set and non-empty, else ``./data``
-        (relative to the current working directory), made absolute.
+        ``$SPARSE_MLP_DATA_DIR`` if set and non-empty, made absolute; else
+        the user cache directory, the same wherever the command runs:
+        ``platformdirs.user_cache_dir("sparse_mlp")`` (``~/.cache/sparse_mlp``
+        on Linux, ``~/Library/Caches/sparse_mlp`` on macOS), or without
+        platformdirs the XDG convention, ``$XDG_CACHE_HOME/sparse_mlp``,
+        else ``~/.cache/sparse_mlp``.
     """
     env = os.environ.get(DATA_DIR_ENV)
     if env:
         return Path(env).expanduser().absolute()
-    return Path("data").absolute()
+    try:
+        import platformdirs
+    except ImportError:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        root = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+        return (root / "sparse_mlp").absolute()
+    return Path(platformdirs.user_cache_dir("sparse_mlp", appauthor=False)).absolute()
 
 
 # ---------------------------------------------------------------------------
