@@ -47,6 +47,8 @@ from rowkern cimport (
     smlp_mix64,
     smlp_pf_ahead,
     smlp_prefetch_ahead,
+    smlp_row_sums,
+    SMLP_BIAS_BLOCK,
     smlp_threads_for,
     smlp_use_ahead,
 )
@@ -191,7 +193,7 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     ip = _ip(indices)
     wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
-    ahead = smlp_use_ahead(indices.shape[0], n_out)
+    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -263,7 +265,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     pp = _ip(t_perm)
     wp = _fp(data)
     fused = has_z and smlp_act_fusable(&p)
-    ahead = smlp_use_ahead(t_rows.shape[0], n_in)
+    ahead = smlp_use_ahead(t_rows.shape[0], n_in, D.shape[0] * ldd * 4)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -348,6 +350,9 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef float* row
     cdef float* gbuf
     cdef float* sg
+    cdef float* bsum
+    cdef int64_t jb
+    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk
@@ -379,22 +384,25 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     if grad_only:
         gop = _wfp(g_out)
     fused = has_z and smlp_act_fusable(&p)
-    ahead = smlp_use_ahead(t_rows.shape[0], n_in)
+    ahead = smlp_use_ahead(t_rows.shape[0], n_in, n_out * ldd * 4)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
     gbuf = NULL
+    bsum = <float*>malloc((n_out if n_out > 0 else 1) * sizeof(float))
+    if bsum == NULL:
+        raise MemoryError("backward_update: could not allocate the bias sums")
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
         gbuf = <float*>malloc(max_row * sizeof(float))
         if row == NULL or gbuf == NULL:
             failp[0] = 1
         else:
-            # biases: one output row each
+            # biases: blocks of output rows, each row's sum in plain order
+            for jb in prange(n_bb, schedule="static"):
+                smlp_row_sums(dp, ldd, jb, n_out, B, bsum)
             for j in prange(n_out, schedule="static"):
-                s = 0.0
-                for b in range(B):
-                    s = s + D[j, b]
+                s = bsum[j]
                 if grad_only:
                     if accumulate:
                         bias_g_out[j] = bias_g_out[j] + s * scale
@@ -442,6 +450,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     memcpy(&G[i, 0], row, B * sizeof(float))
         free(row)
         free(gbuf)
+    free(bsum)
     if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
 
@@ -465,6 +474,10 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef const int32_t* ip
     cdef float* gp
     cdef float* gbuf
+    cdef float* bsum
+    cdef const float* dp
+    cdef int64_t jb
+    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
@@ -479,14 +492,21 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     ip = _ip(indices)
     gp = _wfp(g)
     gbuf = NULL
-    ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out)
+    ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
+    dp = &D[0, 0] if B > 0 else NULL
+    bsum = <float*>malloc(n_out * sizeof(float))
+    if bsum == NULL:
+        raise MemoryError("weight_grad: could not allocate the bias sums")
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
             failp[0] = 1
         else:
+            # the bias sums first: blocks of rows, each row's sum in plain order
+            for jb in prange(n_bb, schedule="static"):
+                smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = indptr[j]
                 n = indptr[j + 1] - k0
@@ -508,14 +528,13 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
                         for k in range(nb):
                             gp[kb + k] = gp[kb + k] + gbuf[k]
                         kb = kb + nb
-                s = 0.0
-                for b in range(B):
-                    s = s + D[j, b]
+                s = bsum[j]
                 if accumulate:
                     bias_g[j] = bias_g[j] + s * scale
                 else:
                     bias_g[j] = s * scale
         free(gbuf)
+    free(bsum)
     if failed:
         raise MemoryError("weight_grad: could not allocate a gradient buffer")
 
@@ -551,8 +570,11 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int b
     cdef float s
     cdef float* gbuf
+    cdef float* bsum
     cdef const float* xp
     cdef const int32_t* ip
+    cdef int64_t jb
+    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
@@ -568,14 +590,20 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     xp = &X[0, 0] if X.shape[0] > 0 else NULL
     ip = _ip(indices)
     gbuf = NULL
-    ahead = smlp_use_ahead(indices.shape[0], n_out)
+    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
+    bsum = <float*>malloc(n_out * sizeof(float))
+    if bsum == NULL:
+        raise MemoryError("weight_update: could not allocate the bias sums")
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
             failp[0] = 1
         else:
+            # the bias sums first: blocks of rows, each row's sum in plain order
+            for jb in prange(n_bb, schedule="static"):
+                smlp_row_sums(&D[0, 0], ldx, jb, n_out, B, bsum)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = indptr[j]
                 k1 = indptr[j + 1]
@@ -591,11 +619,10 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
                         _update(&data[kb + k], &velocity[kb + k], gbuf[k], lr, mu, decay,
                                 nesterov)
                     kb = kb + nb
-                s = 0.0
-                for b in range(B):
-                    s = s + D[j, b]
-                _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay, nesterov)
+                _update(&bias[j], &bias_velocity[j], bsum[j] * scale, lr, mu, bias_decay,
+                        nesterov)
             free(gbuf)
+    free(bsum)
     if failed:
         raise MemoryError("weight_update: could not allocate a gradient buffer")
 

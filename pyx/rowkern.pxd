@@ -33,7 +33,10 @@ cdef extern from "rowkern.h" nogil:
     int smlp_pf_ahead
     void smlp_prefetch_ahead(const int32_t* idx, int64_t p0, int64_t p1, int64_t pend,
                              const float* X, int64_t ldx, int64_t row_bytes)
-    int smlp_use_ahead(int64_t nnz, int64_t n_rows)
+    int smlp_use_ahead(int64_t nnz, int64_t n_rows, int64_t gathered_bytes)
+    int SMLP_BIAS_BLOCK
+    void smlp_row_sums(const float* D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
+                       float* s)
     int64_t smlp_min_work
     int smlp_threads_for(int64_t work, int n_threads)
 

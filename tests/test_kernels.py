@@ -384,3 +384,32 @@ def test_prefetch_distance_from_environment(value, expect):
                          env=env, capture_output=True, text=True)
     assert expect in (res.stdout + res.stderr)
     assert (res.returncode == 0) == value.isdigit()
+
+
+@pytest.mark.parametrize("n_out, B", [(77, 37), (8, 128), (130, 32), (1, 5)])
+def test_bias_gradient_is_the_plain_order_sum(n_out, B):
+    """The bias gradient of every kernel that computes one (weight_grad,
+    weight_update, backward_update) is each row's sum in the order of a plain
+    loop, bit for bit, whatever the number of rows in a block of the row-sum
+    helper (smlp_row_sums: eight rows at a time, then the rest)."""
+    rng = np.random.default_rng(n_out * 1000 + B)
+    layer = random_layer(rng, 23, n_out, 0.3)
+    X = rng.standard_normal((23, B)).astype(np.float32)
+    D = (rng.standard_normal((n_out, B)) * 10.0 ** rng.integers(-3, 4, (n_out, B))
+         ).astype(np.float32)
+    scale = np.float32(1.0 / B)
+    plain = np.cumsum(D, axis=1, dtype=np.float32)[:, -1]  # sequential, in float32
+    _, bg = layer.gradient(X, D, scale=float(scale), n_threads=2)
+    assert np.array_equal(bg, plain * scale)
+    # the update kernels: v = mu v - lr g, from v = 0 and w = 0 with no decay -> w = -lr g
+    lr = np.float32(0.5)
+    for fused in (False, True):
+        lay = random_layer(np.random.default_rng(7), 23, n_out, 0.3)
+        lay.bias[:] = 0.0
+        lay.bias_velocity[:] = 0.0
+        if fused:
+            G = np.empty((23, B), np.float32)
+            lay.backward_update(X, D, G, float(lr), 0.0, 0.0, scale=float(scale), n_threads=2)
+        else:
+            lay.update(X, D, float(lr), 0.0, 0.0, scale=float(scale), n_threads=2)
+        assert np.array_equal(lay.bias, np.float32(0.0) + (np.float32(0.0) - lr * (plain * scale)))
