@@ -46,7 +46,7 @@ from .activations import Activation
 from .config import TrainConfig
 from .errors import ConfigError, MemoryBudgetError
 from .kernels import activation as act_kernels
-from .kernels import default_threads, spmm
+from .kernels import aligned_empty, default_threads, spmm
 from .layers import init_values
 from .memory import HEADROOM, GiB, available_bytes
 from .model import LayerStack
@@ -258,9 +258,9 @@ class DenseMLP(LayerStack):
             self._bufs = None
             hidden = self.sizes[1:-1]
             bufs = {"B": B,
-                    "Z": [np.empty((n, B), np.float32) for n in self.sizes[1:]],
-                    "A": [np.empty((n, B), np.float32) for n in hidden],
-                    "G": [np.empty((n, B), np.float32) for n in hidden],
+                    "Z": [aligned_empty((n, B)) for n in self.sizes[1:]],
+                    "A": [aligned_empty((n, B)) for n in hidden],
+                    "G": [aligned_empty((n, B)) for n in hidden],
                     "sg": [np.empty((n, 4), np.float32) if a.params is not None else None
                            for n, a in zip(hidden, self.acts)]}
             self._bufs = bufs

@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from .config import GROWTH_INITS
 from .errors import ConfigError
 from .evolution import EvolutionStats
-from .kernels import spmm, topology
+from .kernels import aligned_empty, spmm, topology
 from .layers import SparseLayer, init_values, sample_positions
 
 try:
@@ -173,8 +173,8 @@ def collect_probe(model, get_batch: Callable, n_rows: int, batch_size: int, n_ba
     L, nt = model.n_layers, model.n_threads
     # the probe's own pass through the public layer kernels: Z (pre-activation, then
     # delta) and A (after activation and dropout) per layer, as training computes them
-    Zb = [np.empty((n, B), dtype=np.float32) for n in model.sizes[1:]]
-    Ab = [np.empty((n, B), dtype=np.float32) for n in model.sizes[1:L]]
+    Zb = [aligned_empty((n, B)) for n in model.sizes[1:]]
+    Ab = [aligned_empty((n, B)) for n in model.sizes[1:L]]
     for t in range(M):
         xb, yb = get_batch(rows_all[t])
         keys = model.dropout_keys(seed, step + t)

@@ -25,7 +25,7 @@ import numpy as np
 from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activation
 from .errors import ConfigError
 from .kernels import activation as act_kernels
-from .kernels import default_threads, spmm
+from .kernels import aligned_empty, default_threads, spmm
 from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_inits
 
 
@@ -223,14 +223,14 @@ class SparseMLP(LayerStack):
             L = self.n_layers
             hidden = self.sizes[1:L]
             bufs = {"B": B, "lean": self.lean,
-                    "Z": [np.empty((n, B), dtype=np.float32) for n in self.sizes[1:]],
+                    "Z": [aligned_empty((n, B)) for n in self.sizes[1:]],
                     "sg": [np.empty((n, 4), dtype=np.float32) if a.params is not None else None
                            for n, a in zip(hidden, self.acts)]}
             if self.lean:
                 width = max(hidden, default=0)
-                bufs["T"] = [np.empty((width, B), dtype=np.float32) for _ in range(2)]
+                bufs["T"] = [aligned_empty((width, B)) for _ in range(2)]
             else:
-                bufs["A"] = [np.empty((n, B), dtype=np.float32) for n in hidden]
+                bufs["A"] = [aligned_empty((n, B)) for n in hidden]
             self._train_bufs = bufs
         return bufs
 
@@ -245,9 +245,9 @@ class SparseMLP(LayerStack):
         bufs = self._eval_bufs
         if bufs is None or bufs["B"] != B:
             width = max(self.sizes[1:])
-            bufs = {"B": B, "ping": np.empty((width, B), dtype=np.float32),
-                    "pong": np.empty((width, B), dtype=np.float32),
-                    "X": np.empty((self.sizes[0], B), dtype=np.float32)}
+            bufs = {"B": B, "ping": aligned_empty((width, B)),
+                    "pong": aligned_empty((width, B)),
+                    "X": aligned_empty((self.sizes[0], B))}
             self._eval_bufs = bufs
         return bufs
 

@@ -48,7 +48,7 @@ from .augment import check_augment, gather_batch
 from .config import TrainConfig
 from .epoch import GrowthData, end_of_epoch, evolve_topology, ip_due, nonfinite_parts  # noqa: F401
 from .errors import ConfigError, DivergenceError, SparseMLPError
-from .kernels import spmm
+from .kernels import aligned_empty, spmm
 from .model import SparseMLP
 from .schedule import decay_at, lr_at
 
@@ -344,7 +344,7 @@ class Trainer:
                 f"{self.state.epoch + 1}, but the training set has only {self.n_batches} "
                 f"batches of {cfg.batch_size}: the data or --batch-size differ from the run's")
         check_augment(getattr(cfg, "augment", None), self.X_train.shape[1])
-        self._xb = np.empty((model.sizes[0], cfg.batch_size), dtype=np.float32)
+        self._xb = aligned_empty((model.sizes[0], cfg.batch_size))
         # the shuffle stream before the current epoch's permutation (mid-epoch checkpoints)
         self._epoch_shuffle_state = streams.shuffle.bit_generator.state
         self._last_checkpoint_time = time.perf_counter()

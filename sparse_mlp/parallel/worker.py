@@ -28,6 +28,7 @@ import numpy as np
 from ..augment import gather_batch
 from ..config import TrainConfig
 from ..epoch import end_of_epoch, nonfinite_parts
+from ..kernels import aligned_empty
 from ..model import SparseMLP
 from ..training import StopRequest
 from . import codec
@@ -83,7 +84,7 @@ class Worker:
         self.hin = Header(model.n_layers)
         self.hout = Header(model.n_layers)
         self.dropout_seed = worker_dropout_seed(cfg.seed, index)
-        self.xb = np.empty((model.sizes[0], cfg.batch_size), dtype=np.float32)
+        self.xb = aligned_empty((model.sizes[0], cfg.batch_size))
         # position in the partition (restored from START)
         self.shuffle: np.random.Generator | None = None
         self.evolution: np.random.Generator | None = None
