@@ -12,6 +12,10 @@ dependency) with torch.sparse CSR weights and with dense weights x mask
 
 Usage:  python bench/bench_epoch.py [--shapes higgs,fmnist,cifar] [--threads 1,2]
             [--repeat 2] [--fraction 1.0] [--no-torch] [--json out.json]
+            [--floor roofline.jsonl]
+--floor: the kernel floor's lines (``bash ../shared/bench/roofline.sh DIR FILE``,
+run just before, as ``make bench`` does): each shape's epoch at % of the floor
+(its hidden layers' fwd+bwd_w+bwd_x medians x the batches of an epoch).
 --fraction < 1 times that fraction of each epoch (both engines) and scales up.
 """
 
@@ -149,6 +153,34 @@ def time_torch(shape: str, threads: int, mode: str, fraction: float) -> float | 
     return min(r["sec_per_epoch"]) / fraction
 
 
+# the layers each shape's floor sums (its hidden layers: every layer but the output's),
+# as (n_in, n_out, eps) lines of ../shared/bench/roofline.sh
+FLOOR_LAYERS = {"higgs": [(28, 1000, 10), (1000, 1000, 10), (1000, 1000, 10)],
+                "fmnist": [(784, 1000, 20), (1000, 1000, 20), (1000, 1000, 20)],
+                "cifar": [(3072, 4000, 20), (4000, 1000, 20), (1000, 4000, 20)]}
+
+
+def floor_epoch_s(path: str | None, shape: str, threads: int) -> float | None:
+    """The kernel floor's seconds per epoch of ``shape``: the roofline's
+    "fwd+bwd_w+bwd_x" median of each hidden layer, summed, times the
+    batches of an epoch (None when the file lacks a line)."""
+    if not path:
+        return None
+    per_layer = {}
+    for line in Path(path).read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("kernel") == "fwd+bwd_w+bwd_x" and int(r["threads"]) == threads:
+            per_layer[(int(r["n_in"]), int(r["n_out"]), float(r["eps"]))] = float(r["median_s"])
+    try:
+        step = sum(per_layer[(a, b, float(e))] for a, b, e in FLOOR_LAYERS[shape])
+    except KeyError:
+        return None
+    return step * (SHAPES[shape][2] // 128)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="higgs,fmnist,cifar")
@@ -157,6 +189,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--fraction", type=float, default=1.0)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--floor", default=None, metavar="JSONL",
+                    help="the JSON lines of ../shared/bench/roofline.sh run just before: "
+                         "print the engine's epoch at %% of the kernel floor's")
     args = ap.parse_args(argv)
     shapes = args.shapes.split(",")
     threads_list = [int(t) for t in args.threads.split(",")]
@@ -179,6 +214,11 @@ def main(argv=None) -> dict:
             for m in ("torch_csr", "torch_mask"):
                 if res.get(m):
                     line += f" | {m} {res[m]:7.2f} s = {res[m] / eng['epoch_s']:5.1f}x"
+            fl = floor_epoch_s(args.floor, shape, thr)
+            if fl is not None:
+                res["floor_epoch_s"] = fl
+                res["pct_of_floor"] = fl / eng["epoch_s"]
+                line += f" | floor {fl:6.3f} s: engine at {fl / eng['epoch_s']:4.0%} of it"
             if args.no_torch or res.get("torch_csr") is None:
                 q = QUOTED[shape]["csr"][threads_list.index(thr)] if thr in (1, 2) else None
                 if q:

@@ -1,0 +1,128 @@
+"""Each training kernel of one layer against its floor counterpart.
+
+For the layer shapes of ``../shared/bench/roofline.sh`` at batch 128, times
+in isolation (best of --repeat runs of --reps calls):
+  fwd        Z = W^T X + b, no epilogue            (floor: fwd)
+  fwd_epi    the same with ReLU + dropout fused    (what the trainer runs)
+  bwd_w      weight gradient at the existing weights (floor: bwd_w)
+  bwd_x      gradient to the inputs, no epilogue   (floor: bwd_x)
+  bwd_fused  gradient to the inputs with ReLU' + dropout, fused with the
+             weight gradient and the momentum update (what the trainer runs
+             for every layer but the first)
+  update     first layer: weight gradient fused with the momentum update
+and, when the roofline's JSON lines are given (--roofline FILE), the floor's
+time of each counterpart and the ratio.  One thread count per call
+(--threads).  Speed is measured here, never asserted in tests.
+
+Usage: python bench/bench_kernels.py [--threads 1] [--reps 200] [--repeat 3]
+           [--roofline roofline.jsonl] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sparse_mlp.activations import make_activation  # noqa: E402
+from sparse_mlp.kernels import aligned_empty  # noqa: E402
+from sparse_mlp.layers import SparseLayer  # noqa: E402
+
+SHAPES = [(28, 1000, 10), (1000, 1000, 10), (784, 1000, 20), (1000, 1000, 20),
+          (3072, 4000, 20), (4000, 1000, 20), (1000, 4000, 20)]
+
+
+def best_time(fn, reps: int, repeat: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        best = min(best, (time.perf_counter() - t) / reps)
+    return best
+
+
+def floor_times(path: str | None, threads: int) -> dict:
+    out: dict = {}
+    if not path:
+        return out
+    for line in Path(path).read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if int(r.get("threads", 0)) != threads:
+            continue
+        key = (int(r["n_in"]), int(r["n_out"]), float(r["eps"]))
+        # seconds per weight (the floor's own ER draw has a slightly different nnz)
+        out.setdefault(key, {})[r["kernel"]] = float(r["median_s"]) / float(r["nnz"])
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--roofline", default=None)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    B, t = args.batch, args.threads
+    floor = floor_times(args.roofline, t)
+    rng = np.random.default_rng(0)
+    rows = []
+    for n_in, n_out, eps in SHAPES:
+        lay = SparseLayer.erdos_renyi(n_in, n_out, eps, "he_uniform", rng)
+        # 64-byte aligned blocks, as the model's (kernels.aligned_empty)
+        X, D, Z, A, G, Zin = (aligned_empty((n, B)) for n in (n_in, n_out, n_out, n_out, n_in,
+                                                              n_in))
+        for arr in (X, D, Zin):
+            arr[...] = rng.standard_normal(arr.shape, dtype=np.float32)
+        act = make_activation("relu", 0, n_in, None, None)
+        g = np.empty(lay.nnz, np.float32)
+        bg = np.empty(n_out, np.float32)
+        data0, vel0 = lay.data.copy(), lay.velocity.copy()
+
+        def upd_fused():
+            G[...] = Zin
+            lay.backward_update(X, D, G, 1e-9, 0.9, 0.0, Z_in=G, act_in=act, dropout=0.3,
+                                key=7, n_threads=t)
+
+        kern = {
+            "fwd": lambda: lay.forward(X, Z, n_threads=t),
+            "fwd_epi": lambda: lay.forward(X, Z, A, act=act, dropout=0.3, key=7, n_threads=t),
+            "bwd_w": lambda: lay.gradient(X, D, g, bg, n_threads=t),
+            "bwd_x": lambda: lay.backward_input(D, G, n_threads=t),
+            "bwd_fused": upd_fused,
+            "update": lambda: lay.update(X, D, 1e-9, 0.9, 0.0, n_threads=t),
+        }
+        res = {k: best_time(f, args.reps, args.repeat) for k, f in kern.items()}
+        lay.data[...] = data0
+        lay.velocity[...] = vel0
+        fl = floor.get((n_in, n_out, float(eps)), {})
+        flops = 2.0 * lay.nnz * B
+        row = {"n_in": n_in, "n_out": n_out, "eps": eps, "nnz": lay.nnz, "threads": t,
+               "seconds": res, "gflops": {k: flops / v / 1e9 for k, v in res.items()},
+               "floor_seconds_per_weight": fl}
+        rows.append(row)
+        # engine at % of the floor: the floor's seconds per weight over ours
+        pct = {k: fl[k] * lay.nnz / v for k, v in res.items() if k in fl}
+        row["pct_of_floor"] = pct
+        parts = [f"{k} {v * 1e6:7.1f}us" + (f" ({pct[k]:4.0%})" if k in pct else "")
+                 for k, v in res.items()]
+        print(f"{n_in}x{n_out} eps{eps} nnz {lay.nnz}: " + " | ".join(parts), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
