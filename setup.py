@@ -26,6 +26,14 @@ from setuptools import Extension, setup
 
 HERE = Path(__file__).resolve().parent
 PYX_DIR = HERE / "pyx"
+PYX_FILES = sorted(PYX_DIR.glob("*.pyx"))
+if not PYX_FILES:
+    # never build a package without its kernels (e.g. an sdist that lost pyx/)
+    sys.exit(
+        f"setup.py: no Cython sources found in {PYX_DIR} (expected pyx/*.pyx next to "
+        "setup.py); the compiled kernels cannot be built. Build from a full clone or "
+        "from an sdist made with `python -m build --sdist`."
+    )
 
 
 def _flag(name: str) -> bool:
@@ -102,7 +110,7 @@ extensions = [
         depends=[str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.h")]
         + [str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.pxd")],
     )
-    for pyx in sorted(PYX_DIR.glob("*.pyx"))
+    for pyx in PYX_FILES
 ]
 
 setup(

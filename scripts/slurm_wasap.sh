@@ -17,7 +17,7 @@
 # that srun's PMI serves (see README "Parallel training"):
 #     module load openmpi    # or the site's MPICH / Intel MPI
 #     MPICC=$(which mpicc) pip install --no-binary=mpi4py --no-cache-dir mpi4py
-# With LAUNCH=mpiexec, the `mpich` + `mpi4py` wheels from PyPI (requirements.txt)
+# With LAUNCH=mpiexec, the `mpich` + `mpi4py` wheels from PyPI (`make mpi`)
 # work on a single node without any site MPI.
 #
 #SBATCH --job-name=wasap

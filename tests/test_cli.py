@@ -46,9 +46,9 @@ def test_subcommand_and_flat_form_train_the_same(tmp_path):
     assert a["best_test_acc"] == b["best_test_acc"] and a["nnz_end"] == b["nnz_end"]
 
 
-def test_python_dash_m_and_wrapper_share_the_parser(tmp_path):
+def test_python_dash_m_and_wrapper_share_the_parser(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPARSE_MLP_DATA_DIR", raising=False)  # (here and in the child)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SPARSE_MLP_DATA_DIR", None)
     out = subprocess.run([sys.executable, "-m", "sparse_mlp", "--help"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

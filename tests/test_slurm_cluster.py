@@ -63,7 +63,7 @@ def cluster():
     if not madelon_available():
         _skip(f"the UCI Madelon files are not in {MADELON_DIR} (set SPARSE_MLP_MADELON_DIR)")
     if not shutil.which("mpiexec"):
-        _skip("no mpiexec (pip install -r requirements.txt installs MPICH's)")
+        _skip("no mpiexec (`make mpi` installs MPICH's, or use the cluster's MPI)")
     was_up = _node_up()
     try:
         r = subprocess.run(["bash", str(CLUSTER), "up"], capture_output=True, text=True,
