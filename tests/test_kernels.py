@@ -413,3 +413,21 @@ def test_bias_gradient_is_the_plain_order_sum(n_out, B):
         else:
             lay.update(X, D, float(lr), 0.0, 0.0, scale=float(scale), n_threads=2)
         assert np.array_equal(lay.bias, np.float32(0.0) + (np.float32(0.0) - lr * (plain * scale)))
+
+
+def test_activation_blocks_are_cache_line_aligned():
+    """kernels.aligned_empty: 64-byte aligned, C-contiguous, the shape and
+    dtype asked; the model's training and evaluation blocks use it."""
+    from sparse_mlp.kernels import aligned_empty
+    from sparse_mlp.model import SparseMLP
+
+    for shape in [(7, 33), (1000, 128), 5]:
+        a = aligned_empty(shape)
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.dtype == np.float32
+        assert a.shape == ((shape,) if isinstance(shape, int) else shape)
+    assert aligned_empty((0, 4)).shape == (0, 4)
+    assert aligned_empty((3, 3), np.int64).dtype == np.int64
+    m = SparseMLP([20, 30, 40, 3], 2.0, rng=np.random.default_rng(0))
+    bufs = m._train_buffers(32)
+    for arr in bufs["Z"] + bufs["A"] + list(m._eval_buffers(16).values())[1:]:
+        assert arr.ctypes.data % 64 == 0
