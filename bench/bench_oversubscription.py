@@ -37,6 +37,10 @@ SETTINGS = {
     "spin": {"SPARSE_MLP_MIN_PARALLEL_WORK": "0"},
     "serial": {"GOMP_SPINCOUNT": "300000"},
     "after": {},
+    # other bounds on the spin, with the one-thread rule (issue 22)
+    "spin10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin30k": {"GOMP_SPINCOUNT": "30000"},
+    "spin100k": {"GOMP_SPINCOUNT": "100000"},
 }
 SHAPES = {  # sizes, epsilon, batch, steps per epoch (None: --steps)
     "madelon": ([500, 400, 100, 400, 2], 10, 32, 63),

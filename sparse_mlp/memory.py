@@ -4,7 +4,8 @@ Counts what the engine will hold (all float32 / int32 unless noted):
   weights       per weight: index 4 + value 4 + momentum 4 + transposed
                 index 8 = 20 bytes; per neuron: bias, bias momentum, indptr
   gradients     with micro-batches, a batch-mean gradient accumulator:
-                4 bytes per weight and per neuron
+                4 bytes per weight and per neuron; else the scratch of the
+                multi-thread split update (one layer, 2^22 weights at most)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
@@ -66,7 +67,7 @@ class MemoryEstimate:
         mb = (f", micro-batches of {self.micro_batch}"
               if self.micro_batch and self.micro_batch < self.batch else "")
         return [f"weights + optimiser state ({self.nnz:,} weights)   : {f(self.weights)}",
-                f"gradient accumulators (micro-batches only)     : {f(self.gradients)}",
+                f"gradient accumulators / update scratch         : {f(self.gradients)}",
                 f"topology evolution (transient)                 : {f(self.evolution)}",
                 f"training activations (batch {self.batch}, {self.activation_memory}{mb})"
                 .ljust(47) + f": {f(self.train_batch)}",
@@ -103,7 +104,10 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     if srelu:
         weights += 32 * sum(sizes[1:-1])
     mb = batch if not micro_batch or micro_batch >= batch else micro_batch
-    gradients = 4 * (nnz + neurons) if mb < batch else 0
+    # micro-batches: a gradient accumulator per weight; else, with several threads, the
+    # scratch of the split update (model.SPLIT_UPDATE_MAX weights at most, one layer)
+    gradients = (4 * (nnz + neurons) if mb < batch
+                 else 4 * (min(max(nnz_layers[1:] or [0]), 1 << 22) + max(sizes)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)

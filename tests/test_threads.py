@@ -185,6 +185,34 @@ def test_split_calls_are_bit_identical_to_one_thread(every_call_split, B):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("activation, split_max", [("allrelu", None), ("relu", 0),
+                                                  ("srelu", None)])
+def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, monkeypatch,
+                                                           activation, split_max):
+    """Whole training steps (dropout on): one thread runs the fused backward
+    update, two threads the split one (gradient to a scratch array, then a
+    contiguous update, model.SPLIT_UPDATE_MAX); the weights, momenta and biases
+    agree bit for bit.  split_max 0: two threads on the fused pass too."""
+    import sparse_mlp.model as model_mod
+
+    if split_max is not None:
+        monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MAX", split_max)
+    r = np.random.default_rng(3)
+    X = r.standard_normal((40, 32)).astype(np.float32)
+    y = r.integers(0, 3, 32).astype(np.int32)
+    nets = []
+    for threads in (1, 2):
+        m = SparseMLP([40, 60, 50, 3], 4.0, activation,
+                      0.3 if activation == "allrelu" else None, "he_uniform", dropout=0.3,
+                      rng=np.random.default_rng(11), n_threads=threads)
+        for step in range(4):
+            m.train_step(X, y, 0.05, 0.9, 2e-4, m.dropout_keys(5, step))
+        nets.append(m)
+    for a, b in zip(*(n.layers for n in nets)):
+        for name in ("data", "velocity", "bias", "bias_velocity"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
 def test_min_parallel_work_is_set_in_every_module():
     old = kernels.min_parallel_work()
     try:
