@@ -23,7 +23,7 @@ their inputs.
 import os
 
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -47,8 +47,10 @@ from rowkern cimport (
     smlp_mix64,
     smlp_pf_ahead,
     smlp_prefetch_ahead,
+    smlp_row_prefetch,
     smlp_row_sums,
     SMLP_BIAS_BLOCK,
+    SMLP_BITS_WORDS,
     smlp_threads_for,
     smlp_use_ahead,
 )
@@ -160,11 +162,17 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
             const float[::1] bias, const float[:, ::1] X, float[:, ::1] Z,
             float[:, ::1] A=None, int act=0, float slope=0.0,
             const float[:, ::1] srelu=None, double drop_rate=0.0,
-            uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1):
+            uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1,
+            uint16_t[:, ::1] bits=None):
     """Z[j, :] = bias[j] + sum_k data[k] * X[indices[k], :] over row j, and,
     when ``A`` is given, A = dropout(f(Z)) in the same pass (A may be Z).
 
     X: (n_in, B), Z and A: (n_out, B), all float32 C-contiguous.
+    ``bits`` (n_out, epilogue_bits_words(B)) uint16: where the fused AVX-512
+    epilogue keeps each element's dropout and sign masks for the backward
+    pass of the same step (:func:`backward_update`, ``bits=``).  Returns True
+    when it wrote them (an AVX-512 build and run, a fusable activation),
+    False otherwise: then pass no bits to the backward pass.
     """
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
@@ -180,20 +188,27 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     cdef const int32_t* ip
     cdef const float* wp
     cdef int chunk
+    cdef uint16_t* bp = NULL
+    cdef int64_t ldb = SMLP_BITS_WORDS(<int>X.shape[1])
     if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
         raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
+    if bits is not None and (bits.shape[0] != n_out or bits.shape[1] != ldb):
+        raise ValueError("forward: bits must be (n_out, epilogue_bits_words(B))")
     if has_a and (A.shape[0] != n_out or A.shape[1] != B):
         raise ValueError("forward: A must have the shape of Z")
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
     if n_out == 0 or B == 0:
-        return
+        return False
     xp = &X[0, 0] if X.shape[0] > 0 else NULL
     ip = _ip(indices)
     wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
+    if bits is not None and fused and smlp_simd_level == 2:
+        bp = &bits[0, 0]
     ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
+    smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -202,7 +217,8 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
             if ahead:
                 smlp_prefetch_ahead(ip, k0, indptr[j + 1], indices.shape[0], xp, ldx, B * 4)
             if fused:  # activation and dropout applied in registers
-                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0])
+                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0],
+                                  bp + j * ldb if bp != NULL else NULL)
                 smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
                               xp, ldx, B, bias[j], &Z[j, 0], &e)
             else:
@@ -210,6 +226,13 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
                               xp, ldx, B, bias[j], &Z[j, 0], NULL)
                 if has_a:
                     smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+    return bp != NULL
+
+
+def epilogue_bits_words(int B):
+    """uint16 words per row of the epilogue bits of a batch of B (forward's
+    ``bits``)."""
+    return SMLP_BITS_WORDS(B)
 
 
 def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
@@ -218,7 +241,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                    const float[:, ::1] Z=None, int act=0, float slope=0.0,
                    const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
                    double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
-                   int n_threads=1):
+                   int n_threads=1, uint16_t[:, ::1] bits=None):
     """Gradient to the inputs through the transposed index:
     G[i, :] = sum_k data[t_perm[k]] * D[t_rows[k], :] over input row i;
     when ``Z`` (the inputs' pre-activations) is given, G is then multiplied
@@ -255,6 +278,13 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise ValueError("backward_input: Z must be (n_in, B)")
     if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_input: srelu_grad must be (n_in, 4)")
+    cdef uint16_t* bp = NULL
+    cdef int64_t ldb = SMLP_BITS_WORDS(B)
+    if bits is not None:
+        if bits.shape[0] != n_in or bits.shape[1] != ldb:
+            raise ValueError("backward_input: bits must be (n_in, epilogue_bits_words(B))")
+        if n_in > 0:
+            bp = &bits[0, 0]
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
@@ -266,6 +296,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     wp = _fp(data)
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in, D.shape[0] * ldd * 4)
+    smlp_row_prefetch(D.shape[0] * ldd * 4)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -282,7 +313,8 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 if not has_z:
                     smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0])
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
+                                      bp + i * ldb if bp != NULL else NULL)
                     smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, &e)
                 else:
                     smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, NULL)
@@ -310,7 +342,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
                     float[::1] g_out=None, float[::1] bias_g_out=None,
-                    bint accumulate=False, int n_threads=1):
+                    bint accumulate=False, int n_threads=1, uint16_t[:, ::1] bits=None):
     """The whole backward step of a layer in one pass over the transposed index.
 
     For every INPUT row i (prange):
@@ -369,6 +401,13 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
     if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
+    cdef uint16_t* bp = NULL
+    cdef int64_t ldb = SMLP_BITS_WORDS(B)
+    if bits is not None:
+        if bits.shape[0] != n_in or bits.shape[1] != ldb:
+            raise ValueError("backward_update: bits must be (n_in, epilogue_bits_words(B))")
+        if n_in > 0:
+            bp = &bits[0, 0]
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
@@ -385,6 +424,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         gop = _wfp(g_out)
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in, n_out * ldd * 4)
+    smlp_row_prefetch(n_out * ldd * 4)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -421,7 +461,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
                                  &G[i, 0], gbuf, NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0])
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
+                                      bp + i * ldb if bp != NULL else NULL)
                     smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
                                  row, gbuf, &e)
                 else:
@@ -493,6 +534,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     gp = _wfp(g)
     gbuf = NULL
     ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
+    smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     dp = &D[0, 0] if B > 0 else NULL
@@ -591,6 +633,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     ip = _ip(indices)
     gbuf = NULL
     ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
+    smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     bsum = <float*>malloc(n_out * sizeof(float))

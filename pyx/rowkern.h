@@ -103,7 +103,14 @@ typedef struct {
     uint32_t b0;     /* batch position of column 0 */
     const float *z;  /* BWD: pre-activations of this input row */
     float *dst;      /* FWD: A row; BWD: delta row (may be z) */
+    uint16_t *bits;  /* optional, AVX-512 only: per 16 columns, the dropout keep mask and
+                        the sign mask of z that the backward epilogue needs (z > 0 for
+                        ReLU, z < 0 for leaky): FWD writes them, BWD reads them instead
+                        of hashing again and loading z.  NULL: not used */
 } smlp_epi_t;
+
+/* uint16 words of epilogue bits per row of B columns (smlp_epi_t.bits) */
+#define SMLP_BITS_WORDS(B) (2 * (((B) + 15) / 16))
 
 /* scalar epilogue on a finished row `out` (same arithmetic, same order as
  * the vector versions: dropout scaling first, then the derivative) */
@@ -185,9 +192,25 @@ static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, 
 #ifndef SMLP_PF_STEP
 #define SMLP_PF_STEP 1
 #endif
+/* gathered blocks smaller than this stay in a core's L2 (1 MiB on Zen 4
+ * and 5), where prefetching only adds instructions: on the Higgs shape's
+ * 28 x 1000 layer (a 14 KiB input block, ~10 weights a row) the cross-row
+ * prefetch made the forward product and the weight gradient 1.6x slower,
+ * and the in-row prefetch cost the forward and input-gradient products of
+ * the 1000-wide layers ~10% */
+#define SMLP_AHEAD_MIN_BYTES (1LL << 20)
+/* whether the row kernels prefetch inside a row: set by each kernel call
+ * (smlp_row_prefetch) for the block it gathers from.  A global: two Python
+ * threads running kernels at once could only change each other's
+ * prefetching, never a result */
+static int smlp_pf_row = 1;
+static inline void smlp_row_prefetch(int64_t gathered_bytes)
+{
+    smlp_pf_row = gathered_bytes >= SMLP_AHEAD_MIN_BYTES;
+}
 #define SMLP_PREFETCH_ROW(idx, k, n, X, ldx, nv)                                   \
     do {                                                                           \
-        if (SMLP_PF > 0 && (k) + SMLP_PF < (n)) {                                  \
+        if (SMLP_PF > 0 && smlp_pf_row && (k) + SMLP_PF < (n)) {                   \
             const char *pf_ = (const char *)((X) + (int64_t)(idx)[(k) + SMLP_PF] * (ldx)); \
             for (int v_ = 0; v_ < (nv); v_ += SMLP_PF_STEP)                        \
                 _mm_prefetch(pf_ + 64 * v_, _MM_HINT_T0);                          \
@@ -223,12 +246,30 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
     if (e->mode == SMLP_EPI_FWD) {
         _mm512_mask_storeu_ps(out + col, m, acc);
         __m512 a = acc;
-        if (e->kind == 1) a = _mm512_max_ps(a, zero);
-        else if (e->kind == 2)
-            a = _mm512_mask_mul_ps(a, _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ), a,
-                                   _mm512_set1_ps(e->slope));
-        if (e->thresh) a = _mm512_maskz_mul_ps(keep512(e, col), a, _mm512_set1_ps(e->scale));
+        __mmask16 sign = 0, keep = 0xFFFF;
+        if (e->kind == 1) {
+            a = _mm512_max_ps(a, zero);
+            if (e->bits) sign = _mm512_cmp_ps_mask(acc, zero, _CMP_GT_OQ);
+        } else if (e->kind == 2) {
+            sign = _mm512_cmp_ps_mask(a, zero, _CMP_LT_OQ);
+            a = _mm512_mask_mul_ps(a, sign, a, _mm512_set1_ps(e->slope));
+        }
+        if (e->thresh) {
+            keep = keep512(e, col);
+            a = _mm512_maskz_mul_ps(keep, a, _mm512_set1_ps(e->scale));
+        }
+        if (e->bits) {
+            e->bits[2 * (col / 16)] = keep;
+            e->bits[2 * (col / 16) + 1] = sign;
+        }
         _mm512_mask_storeu_ps(e->dst + col, m, a);
+    } else if (e->bits) {  /* the masks the forward pass kept: the same bits */
+        __m512 g = acc;
+        const __mmask16 keep = e->bits[2 * (col / 16)], sign = e->bits[2 * (col / 16) + 1];
+        if (e->thresh) g = _mm512_maskz_mul_ps(keep, g, _mm512_set1_ps(e->scale));
+        if (e->kind == 1) g = _mm512_maskz_mov_ps(sign, g);
+        else if (e->kind == 2) g = _mm512_mask_mul_ps(g, sign, g, _mm512_set1_ps(e->slope));
+        _mm512_mask_storeu_ps(e->dst + col, m, g);
     } else {
         __m512 g = acc;
         if (e->thresh) g = _mm512_maskz_mul_ps(keep512(e, col), g, _mm512_set1_ps(e->scale));
@@ -814,12 +855,6 @@ static inline void smlp_prefetch_ahead(const int32_t *idx, int64_t p0, int64_t p
 #endif
 }
 
-/* gathered blocks smaller than this stay in a core's L2 (1 MiB on Zen 4
- * and 5), where the cross-row prefetch only adds instructions: on the
- * Higgs shape's 28 x 1000 layer (a 14 KiB input block, ~10 weights a row)
- * it made the forward product and the weight gradient 1.6x slower */
-#define SMLP_AHEAD_MIN_BYTES (1LL << 20)
-
 /* whether a layer's rows are short enough for the cross-row prefetch, and
  * the block its rows are gathered from (gathered_bytes) too large for L2 */
 static inline int smlp_use_ahead(int64_t nnz, int64_t n_rows, int64_t gathered_bytes)
@@ -905,7 +940,7 @@ static inline int smlp_act_fusable(const smlp_act_t *p)
 /* the in-register epilogue of neuron j for a fusable activation (returned
  * by value, so that a prange body that assigns it keeps it thread-private) */
 static inline smlp_epi_t smlp_epi_make(const smlp_act_t *p, int mode, int64_t j,
-                                       const float *z, float *dst)
+                                       const float *z, float *dst, uint16_t *bits)
 {
     smlp_epi_t e;
     e.mode = mode;
@@ -917,6 +952,7 @@ static inline smlp_epi_t smlp_epi_make(const smlp_act_t *p, int mode, int64_t j,
     e.b0 = (uint32_t)p->b_offset;
     e.z = z;
     e.dst = dst;
+    e.bits = smlp_simd_level == 2 ? bits : NULL;  /* (only the AVX-512 epilogue keeps them) */
     return e;
 }
 

@@ -1,5 +1,5 @@
 # Declarations of the C row kernels in rowkern.h (see that file).
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "rowkern.h" nogil:
     int SMLP_EPI_FWD
@@ -15,6 +15,7 @@ cdef extern from "rowkern.h" nogil:
         uint32_t b0
         const float* z
         float* dst
+        uint16_t* bits
 
     ctypedef void (*smlp_spmm_fn)(const int32_t*, const float*, const int32_t*, int64_t,
                                   const float*, int64_t, int, float, float*,
@@ -34,6 +35,7 @@ cdef extern from "rowkern.h" nogil:
     void smlp_prefetch_ahead(const int32_t* idx, int64_t p0, int64_t p1, int64_t pend,
                              const float* X, int64_t ldx, int64_t row_bytes)
     int smlp_use_ahead(int64_t nnz, int64_t n_rows, int64_t gathered_bytes)
+    void smlp_row_prefetch(int64_t gathered_bytes)
     int SMLP_BIAS_BLOCK
     void smlp_row_sums(const float* D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
                        float* s)
@@ -60,7 +62,8 @@ cdef extern from "rowkern.h" nogil:
                        double drop_rate, uint64_t drop_key, int64_t b_offset)
     int smlp_act_fusable(const smlp_act_t* p)
     smlp_epi_t smlp_epi_make(const smlp_act_t* p, int mode, int64_t j, const float* z,
-                             float* dst)
+                             float* dst, uint16_t* bits)
+    int SMLP_BITS_WORDS(int B)
     void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     void smlp_act_forward_row(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     void smlp_dropout_row(const smlp_act_t* p, int64_t j, float* a, int B)

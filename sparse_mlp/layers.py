@@ -319,13 +319,15 @@ class SparseLayer:
     # ------------------------------------------------------------------ kernels
     def forward(self, X: np.ndarray, Z: np.ndarray, A: np.ndarray | None = None,
                 act: Activation | None = None, dropout: float = 0.0, key: int = 0,
-                b_offset: int = 0, n_threads: int = 1) -> None:
+                b_offset: int = 0, n_threads: int = 1, bits: np.ndarray | None = None) -> bool:
         """Z = W^T X + b (feature-major: X (n_in, B), Z (n_out, B)); when A
-        is given, A = dropout(f(Z)) fused in the same pass (A may be Z)."""
+        is given, A = dropout(f(Z)) fused in the same pass (A may be Z).
+        ``bits``: where to keep the epilogue's masks for this step's backward
+        pass (``spmm.forward``); returns True when they were written."""
         kw = act.kernel_args() if act is not None else {}
-        spmm.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
-                     drop_rate=dropout, drop_key=key, b_offset=b_offset,
-                     n_threads=n_threads, **kw)
+        return bool(spmm.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
+                                 drop_rate=dropout, drop_key=key, b_offset=b_offset,
+                                 n_threads=n_threads, bits=bits, **kw))
 
     def backward_input(self, D: np.ndarray, G: np.ndarray, Z_in: np.ndarray | None = None,
                        act_in: Activation | None = None,
@@ -359,13 +361,16 @@ class SparseLayer:
                         srelu_grad: np.ndarray | None = None, dropout: float = 0.0,
                         key: int = 0, b_offset: int = 0, scale: float | None = None,
                         grads: tuple[np.ndarray, np.ndarray] | None = None,
-                        accumulate: bool = False, n_threads: int = 1) -> None:
+                        accumulate: bool = False, n_threads: int = 1,
+                        bits: np.ndarray | None = None) -> None:
         """:meth:`backward_input` and :meth:`update` in one pass over the
         transposed index (each D row is read once for both): G = W D (times
         f'(Z_in) and the dropout mask when Z_in is given; G may be Z_in), and
         the weights and biases updated with the batch-mean gradient.  With
         ``grads=(g, bias_g)`` the gradients are written there instead (added
-        to them with ``accumulate``) and nothing is updated."""
+        to them with ``accumulate``) and nothing is updated.  ``bits``: the
+        masks the forward pass of this step kept for the input layer
+        (:meth:`forward` returned True), read instead of recomputed."""
         kw = act_in.kernel_args() if act_in is not None else {}
         g_out, bias_g_out = grads if grads is not None else (None, None)
         spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G, self.data,
@@ -375,7 +380,7 @@ class SparseLayer:
                              self.max_in_degree, Z_in, srelu_grad=srelu_grad,
                              drop_rate=dropout, drop_key=key, b_offset=b_offset,
                              g_out=g_out, bias_g_out=bias_g_out, accumulate=accumulate,
-                             n_threads=n_threads, **kw)
+                             n_threads=n_threads, bits=bits, **kw)
 
     def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
                  bias_g: np.ndarray | None = None, scale: float | None = None,

@@ -242,6 +242,11 @@ class SparseMLP(LayerStack):
                 bufs["T"] = [aligned_empty((width, B)) for _ in range(2)]
             else:
                 bufs["A"] = [aligned_empty((n, B)) for n in hidden]
+            # each hidden layer's dropout and sign masks, kept by the forward pass for
+            # the backward pass of the same step (1/16 of the layer's activations)
+            words = spmm.epilogue_bits_words(B)
+            bufs["bits"] = [aligned_empty((n, words), np.uint16) for n in hidden]
+            bufs["bits_ok"] = [False] * len(hidden)
             self._train_bufs = bufs
         return bufs
 
@@ -286,8 +291,9 @@ class SparseMLP(LayerStack):
             Z = bufs["Z"][li]
             if li < self.n_layers - 1:
                 A = self._activation_buffer(li)
-                layer.forward(prev, Z, A, act=self.acts[li], dropout=self.dropout,
-                              key=keys[li], b_offset=b_offset, n_threads=self.n_threads)
+                bufs["bits_ok"][li] = layer.forward(
+                    prev, Z, A, act=self.acts[li], dropout=self.dropout, key=keys[li],
+                    b_offset=b_offset, n_threads=self.n_threads, bits=bufs["bits"][li])
                 prev = A
             else:
                 layer.forward(prev, Z, n_threads=self.n_threads)
@@ -363,7 +369,8 @@ class SparseMLP(LayerStack):
             layer.backward_update(A_in, D, Zin, lr_li, mu, decay, nesterov=nesterov, Z_in=Zin,
                                   act_in=act, srelu_grad=sg, dropout=self.dropout,
                                   key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
-                                  accumulate=acc is not None, n_threads=self.n_threads)
+                                  accumulate=acc is not None, n_threads=self.n_threads,
+                                  bits=bufs["bits"][h] if bufs["bits_ok"][h] else None)
             if split:
                 layer.apply_gradient(*grads, lr_li, mu, decay, nesterov=nesterov,
                                      n_threads=self.n_threads)

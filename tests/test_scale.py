@@ -97,7 +97,8 @@ def test_plan_refuses_with_the_largest_batch_that_fits():
     from sparse_mlp.errors import MemoryBudgetError
     from sparse_mlp.memory import estimate, largest_batch, plan
     sizes = [1000, 100_000, 100_000, 2]
-    avail = estimate(sizes, 5, 1).weights * 2
+    one = estimate(sizes, 5, 1)
+    avail = one.weights * 2 + one.gradients  # (gradients: the split update's scratch)
     with pytest.raises(MemoryBudgetError, match="--batch-size") as e:
         plan(sizes, 5, 4096, micro_batch=4096, available=avail)
     assert "GiB" in str(e.value)
