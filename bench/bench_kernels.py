@@ -6,9 +6,10 @@ in isolation (best of --repeat runs of --reps calls):
   fwd_epi    the same with ReLU + dropout fused    (what the trainer runs)
   bwd_w      weight gradient at the existing weights (floor: bwd_w)
   bwd_x      gradient to the inputs, no epilogue   (floor: bwd_x)
-  bwd_fused  gradient to the inputs with ReLU' + dropout, fused with the
-             weight gradient and the momentum update (what the trainer runs
-             for every layer but the first)
+  bwd_fused  gradient to the inputs with ReLU' + dropout (the masks kept by
+             the forward pass), fused with the weight gradient and the
+             momentum update, split in two passes on several threads: what
+             the trainer runs for every layer but the first
   update     first layer: weight gradient fused with the momentum update
 and, when the roofline's JSON lines are given (--roofline FILE), the floor's
 time of each counterpart and the ratio.  One thread count per call
@@ -31,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sparse_mlp.activations import make_activation  # noqa: E402
-from sparse_mlp.kernels import aligned_empty  # noqa: E402
+from sparse_mlp.kernels import aligned_empty, spmm  # noqa: E402
+from sparse_mlp.model import SPLIT_UPDATE_MAX  # noqa: E402
 from sparse_mlp.layers import SparseLayer  # noqa: E402
 
 SHAPES = [(28, 1000, 10), (1000, 1000, 10), (784, 1000, 20), (1000, 1000, 20),
@@ -91,10 +93,24 @@ def main() -> int:
         bg = np.empty(n_out, np.float32)
         data0, vel0 = lay.data.copy(), lay.velocity.copy()
 
+        # the trainer's fused backward: the masks kept by the forward pass, and with
+        # several threads the split update (model.SPLIT_UPDATE_MAX)
+        bits = aligned_empty((n_in, spmm.epilogue_bits_words(B)), np.uint16)
+        act_in = make_activation("relu", 0, n_in, None, None)
+        Ain = aligned_empty((n_in, B))
+        with_bits = spmm.forward(np.zeros(n_in + 1, np.int64), np.zeros(0, np.int32),
+                                 np.zeros(0, np.float32), np.zeros(n_in, np.float32),
+                                 np.zeros((1, B), np.float32), Zin, Ain, act_in.kind,
+                                 act_in.slope, None, 0.3, 7, 0, t, bits)
+        Zin[...] = rng.standard_normal(Zin.shape, dtype=np.float32)  # (any sign pattern)
+        split = t > 1 and lay.nnz <= SPLIT_UPDATE_MAX
+
         def upd_fused():
-            G[...] = Zin
-            lay.backward_update(X, D, G, 1e-9, 0.9, 0.0, Z_in=G, act_in=act, dropout=0.3,
-                                key=7, n_threads=t)
+            lay.backward_update(X, D, G, 1e-9, 0.9, 0.0, Z_in=Zin, act_in=act_in, dropout=0.3,
+                                key=7, n_threads=t, bits=bits if with_bits else None,
+                                grads=(g, bg) if split else None)
+            if split:
+                lay.apply_gradient(g, bg, 1e-9, 0.9, 0.0, n_threads=t)
 
         kern = {
             "fwd": lambda: lay.forward(X, Z, n_threads=t),

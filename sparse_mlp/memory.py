@@ -5,7 +5,7 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 index 8 = 20 bytes; per neuron: bias, bias momentum, indptr
   gradients     with micro-batches, a batch-mean gradient accumulator:
                 4 bytes per weight and per neuron; else the scratch of the
-                multi-thread split update (one layer, 2^22 weights at most)
+                multi-thread split update (one layer, 2^26 weights at most)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
@@ -107,7 +107,7 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     # micro-batches: a gradient accumulator per weight; else, with several threads, the
     # scratch of the split update (model.SPLIT_UPDATE_MAX weights at most, one layer)
     gradients = (4 * (nnz + neurons) if mb < batch
-                 else 4 * (min(max(nnz_layers[1:] or [0]), 1 << 22) + max(sizes)))
+                 else 4 * (min(max(nnz_layers[1:] or [0]), 1 << 26) + max(sizes)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)

@@ -30,14 +30,15 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_inits
 
 # With several threads the fused backward pass (gradient to the inputs and
 # weight update in one pass over the transposed index) updates weights that
-# lie scattered through the layer's arrays, and two threads then write to the
-# same cache lines: on a 1000 x 1000 layer (20,000 weights) the update scaled
-# 1.3x on 2 threads where the rest scaled 1.9x.  Up to this many weights the
-# pass writes the gradient into a scratch array instead and a second pass
-# updates the weights in their own order (contiguous ranges per thread);
-# larger layers spread their weights too widely for two threads to meet, and
-# keep the single pass (and need no scratch: 16 MiB at most here).
-SPLIT_UPDATE_MAX = 1 << 22
+# lie scattered through the layer's arrays: the weights of one output row sit
+# side by side and come from input rows that different threads handle at the
+# same time, so two threads keep writing to the same cache lines.  Called
+# that way on 2 threads it took 1.6x (1000 x 1000, eps 20) to 1.7x (CIFAR's
+# 4000 x 1000) the time of 1 thread.  Up to this many weights (a 256 MiB
+# scratch) the pass writes the gradient into a scratch array instead and a
+# second pass updates the weights in their own order (contiguous ranges per
+# thread); only larger layers keep the single pass.
+SPLIT_UPDATE_MAX = 1 << 26
 
 
 class LayerStack:
@@ -384,7 +385,7 @@ class SparseMLP(LayerStack):
 
     def _update_scratch(self, layer) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, bias gradient) views of one scratch pair, reused by
-        every layer (at most SPLIT_UPDATE_MAX weights: 16 MiB)."""
+        every layer (at most SPLIT_UPDATE_MAX weights)."""
         g, bg = getattr(self, "_scratch", (None, None))
         if g is None or g.size < layer.nnz or bg.size < layer.n_out:
             size = max(layer.nnz, 0 if g is None else g.size)
