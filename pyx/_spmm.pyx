@@ -364,7 +364,6 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef int B = <int>D.shape[1]
     cdef int64_t ldd = D.shape[1]
     cdef int64_t i, j, k0, n, q, kk
-    cdef int b
     cdef float s
     cdef bint has_z = Z is not None
     cdef bint has_sg = srelu_grad is not None
@@ -510,7 +509,6 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int B = <int>X.shape[1]
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, n, k, kb, nb
-    cdef int b
     cdef float s
     cdef const float* xp
     cdef const int32_t* ip
@@ -610,8 +608,6 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int B = <int>X.shape[1]
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, k1, kb, nb, k
-    cdef int b
-    cdef float s
     cdef float* gbuf
     cdef float* bsum
     cdef const float* xp

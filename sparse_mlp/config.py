@@ -47,7 +47,7 @@ KEEP_BEST = ("test",)
 class TrainConfig:
     # --- data -----------------------------------------------------------
     dataset: str = "digits"            # paper name, 'synthetic', 'digits', or a file path
-    data_dir: str | None = None        # dataset files (default: $SPARSE_MLP_DATA_DIR or the user cache dir)
+    data_dir: str | None = None        # dataset files (default: $SPARSE_MLP_DATA_DIR / cache dir)
     n_train: int | None = None         # subsample sizes (None: the dataset's own split)
     n_test: int | None = None
     n_features: int | None = None      # synthetic only
