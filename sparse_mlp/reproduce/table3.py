@@ -151,7 +151,10 @@ def reproduce_table3(dataset: str, seeds: int = 5, epochs: int | None = None,
     seq_rows = (("allrelu", "allrelu", False), ("allrelu_ip", "allrelu", True))
     seq = collect_rows(base, seq_rows, seeds, out)
     if sequential_from is not None and not any(seq.values()):
-        seq = collect_rows(base, seq_rows, seeds, Path(sequential_from))
+        try:
+            seq = collect_rows(base, seq_rows, seeds, Path(sequential_from))
+        except ConfigError as exc:  # runs of another length there: not these rows
+            log.warning("sequential rows not taken from %s: %s", sequential_from, exc)
     command = None if comm is not None else mpiexec_command(
         dataset, seeds, epochs, out, workers, synthetic, overrides)
     settings = (f"Settings: `--parallel-semantics {base.parallel_semantics}` (the parallel "
