@@ -47,11 +47,21 @@ with a checkpoint (a second Ctrl-C stops at once, without one)."""
 
 
 def _int_list(text: str) -> list[int]:
+    """Comma-separated positive integers; ``WxN`` stands for N times W
+    (``--hidden 5000000x25``, ``--hidden 1000x3,10``)."""
+    vals: list[int] = []
     try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
+        for v in text.replace(" ", "").lower().split(","):
+            if not v:
+                continue
+            width, _, times = v.partition("x")
+            n = int(times) if times else 1
+            if n < 1:
+                raise ValueError
+            vals += [int(width)] * n
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
+            f"expected comma-separated integers (WxN: N times W), got {text!r}") from None
     if not vals or min(vals) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
     return vals
@@ -182,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "32x32x3 channel-planar images only (3072 features). Default: none")
 
     a = p.add_argument_group("architecture (defaults: the dataset preset)")
-    a.add_argument("--hidden", type=_int_list, help="hidden layer widths, e.g. 1000,1000,1000")
+    a.add_argument("--hidden", type=_int_list, help="hidden layer widths, e.g. 1000,1000,1000 "
+                   "(WxN: N layers of W, e.g. 5000000x25)")
     a.add_argument("--epsilon", type=float, help="Erdos-Renyi density: ~eps*(n_in+n_out) "
                    "weights per layer")
     a.add_argument("--er-sampling", choices=["exact", "paper"],

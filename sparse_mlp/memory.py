@@ -127,6 +127,25 @@ def _divisors_desc(n: int) -> list[int]:
     return [d for d in range(n, 0, -1) if n % d == 0]
 
 
+def _first_fit(sizes, epsilon, batch, eval_batch, n_samples, srelu, activation_memory,
+               micro_batch, avail, already_loaded) -> tuple[MemoryEstimate | None,
+                                                             MemoryEstimate]:
+    """(the cheapest plan that fits or None, the last plan tried): :func:`plan`'s search."""
+    budget = HEADROOM * avail
+    modes = ["fast", "lean"] if activation_memory == "auto" else [activation_memory]
+    micro = _divisors_desc(batch) if micro_batch is None else [min(micro_batch, batch)]
+    last = None
+    for mode in modes:
+        for mb in micro:
+            est = estimate(sizes, epsilon, batch, eval_batch, n_samples, srelu, mode, mb)
+            last = est
+            if est.total - (est.dataset if already_loaded else 0) <= budget:
+                return est, est
+            if micro_batch is None and mode != modes[-1]:
+                break  # try the next (leaner) mode before cutting the batch
+    return None, last
+
+
 def plan(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 1024,
          n_samples: int = 0, srelu: bool = False, activation_memory: str = "auto",
          micro_batch: int | None = None, available: int | None = None,
@@ -139,26 +158,80 @@ def plan(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 1024,
     nothing fits.  ``already_loaded``: the dataset is in memory already, so
     it is not counted against what is available."""
     avail = available_bytes() if available is None else available
-    budget = HEADROOM * avail
-    modes = ["fast", "lean"] if activation_memory == "auto" else [activation_memory]
-    micro = _divisors_desc(batch) if micro_batch is None else [min(micro_batch, batch)]
-    last = None
-    for mode in modes:
-        for mb in micro:
-            est = estimate(sizes, epsilon, batch, eval_batch, n_samples, srelu, mode, mb)
-            last = est
-            if est.total - (est.dataset if already_loaded else 0) <= budget:
-                return est
-            if micro_batch is None and mode != modes[-1]:
-                break  # try the next (leaner) mode before cutting the batch
+    est, last = _first_fit(sizes, epsilon, batch, eval_batch, n_samples, srelu,
+                           activation_memory, micro_batch, avail, already_loaded)
+    if est is not None:
+        return est
     need = last.total - (last.dataset if already_loaded else 0)
     fits = largest_batch(sizes, epsilon, eval_batch, n_samples, srelu, avail, already_loaded)
     advice = (f"--batch-size {fits} would fit (lean activations, no micro-batches)"
               if fits >= 1 else
-              "even a batch of 1 does not fit: lower --epsilon or the layer widths (--hidden)")
+              "even a batch of 1 does not fit: " + size_advice(
+                  sizes, epsilon, batch, eval_batch, n_samples, srelu, avail, already_loaded))
     raise MemoryBudgetError(
         f"this model needs about {need / GiB:.2f} GiB but only {avail / GiB:.2f} GiB is "
         f"available:\n  " + "\n  ".join(last.lines()) + f"\n{advice}.")
+
+
+def _hidden_text(hidden: list[int]) -> str:
+    """--hidden as the user would type it (WxL when every width is W)."""
+    if len(hidden) > 1 and len(set(hidden)) == 1:
+        return f"{hidden[0]}x{len(hidden)}"
+    return ",".join(str(h) for h in hidden)
+
+
+def largest_networks(sizes: list[int], epsilon: float, batch: int = 1, eval_batch: int = 1024,
+                     n_samples: int = 0, srelu: bool = False, available: int | None = None,
+                     already_loaded: bool = True) -> dict[str, list[int] | None]:
+    """The largest networks like ``sizes`` that :func:`plan` accepts at this
+    batch (any activation memory, any micro-batch): 'depth', the same hidden
+    width with fewer hidden layers (when every hidden layer has one width);
+    'width', every hidden width scaled down by one factor, as many layers.
+    None where none fits."""
+    avail = available_bytes() if available is None else available
+    n_in, hidden, n_out = sizes[0], list(sizes[1:-1]), sizes[-1]
+
+    def fits(h: list[int]) -> bool:
+        return _first_fit([n_in, *h, n_out], epsilon, batch, eval_batch, n_samples, srelu,
+                          "auto", None, avail, already_loaded)[0] is not None
+
+    out: dict[str, list[int] | None] = {"depth": None, "width": None}
+    if len(hidden) > 1 and len(set(hidden)) == 1:
+        lo, hi = 0, len(hidden) - 1  # the most layers that fit, by bisection
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if fits(hidden[:mid]):
+                lo = mid
+            else:
+                hi = mid - 1
+        out["depth"] = hidden[:lo] if lo >= 1 else None
+    lo_f, hi_f = 0.0, 1.0  # the largest scale of the widths that fits
+    for _ in range(30):
+        mid_f = (lo_f + hi_f) / 2
+        if fits([max(1, int(h * mid_f)) for h in hidden]):
+            lo_f = mid_f
+        else:
+            hi_f = mid_f
+    width = [max(1, int(h * lo_f)) for h in hidden]
+    out["width"] = width if lo_f > 0 and fits(width) else None
+    return out
+
+
+def size_advice(sizes: list[int], epsilon: float, batch: int = 1, eval_batch: int = 1024,
+                n_samples: int = 0, srelu: bool = False, available: int | None = None,
+                already_loaded: bool = True) -> str:
+    """What the largest networks that would fit are, as a sentence."""
+    best = largest_networks(sizes, epsilon, batch, eval_batch, n_samples, srelu, available,
+                            already_loaded)
+    options = []
+    if best["depth"]:
+        options.append(f"{len(best['depth'])} hidden layers instead of {len(sizes) - 2}: "
+                       f"--hidden {_hidden_text(best['depth'])}")
+    if best["width"]:
+        options.append(f"narrower layers, as many: --hidden {_hidden_text(best['width'])}")
+    if not options:
+        return "no network of this shape fits: lower --epsilon or free memory"
+    return "the largest that would fit: " + "; or ".join(options)
 
 
 def largest_batch(sizes: list[int], epsilon: float, eval_batch: int = 1024,

@@ -234,3 +234,38 @@ def test_cli_takes_the_table4_options():
          "--weight-init", "he_uniform_sparse"]))
     assert (cfg.output_init, cfg.lr_fan_in_cap, cfg.weight_init) == (
         "zero", 100.0, "he_uniform_sparse")
+
+
+def test_planner_refuses_with_the_largest_network_that_fits():
+    """Table 4's 125 M-neuron shape at 1/100 scale (655-50000x25-2, eps 1) in a
+    budget where 20 such layers fit and 25 do not: the refusal names the
+    largest depth and the largest width that fit, each of which the planner
+    then accepts, and one more layer (or 1% more width) that it refuses."""
+    from sparse_mlp.errors import MemoryBudgetError
+    from sparse_mlp.memory import estimate, largest_networks, plan
+
+    sizes = [655] + [50_000] * 25 + [2]
+    avail = int(estimate([655] + [50_000] * 20 + [2], 1, 1, 1).weights * 1.25)
+    with pytest.raises(MemoryBudgetError, match="even a batch of 1 does not fit") as e:
+        plan(sizes, 1, 128, available=avail)
+    best = largest_networks(sizes, 1, 128, available=avail)
+    depth, width = best["depth"], best["width"]
+    assert depth is not None and width is not None and len(width) == 25
+    assert f"--hidden 50000x{len(depth)}" in str(e.value)
+    assert f"--hidden {width[0]}x25" in str(e.value)
+    assert 15 <= len(depth) < 25 and width[0] < 50_000
+    plan([655, *depth, 2], 1, 128, available=avail)   # each suggestion is accepted
+    plan([655, *width, 2], 1, 128, available=avail)
+    with pytest.raises(MemoryBudgetError):
+        plan([655, *depth, 50_000, 2], 1, 128, available=avail)
+    with pytest.raises(MemoryBudgetError):
+        plan([655] + [int(width[0] * 1.01)] * 25 + [2], 1, 128, available=avail)
+
+
+def test_hidden_flag_takes_w_x_n():
+    import run_experiment
+    parse = run_experiment.build_parser().parse_args
+    assert parse(["--hidden", "5000000x3"]).hidden == [5_000_000] * 3
+    assert parse(["--hidden", "1000x2,10"]).hidden == [1000, 1000, 10]
+    with pytest.raises(SystemExit):
+        parse(["--hidden", "100x0"])
