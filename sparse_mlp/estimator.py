@@ -198,46 +198,12 @@ class _SparseMLPBase(BaseEstimator):
             _refuse_alpha(type(self), params["alpha"])
         return super().set_params(**params)
 
-    def __init__(self, hidden_layer_sizes=(100,), epsilon=10.0, activation="allrelu",
-                 allrelu_slope=0.5, weight_init="he_uniform", learning_rate="constant",
-                 learning_rate_init=0.01, momentum=0.9, weight_decay=2e-4, dropout=0.3,
-                 batch_size=32, max_iter=100, zeta=0.3, evolution=True, growth="random",
-                 growth_batches=None, growth_init="zero", regrow_init="init",
-                 density_allocation="er", importance_pruning=False, ip_start=200, ip_every=10,
-                 ip_percentile=20.0, standardize=True, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, n_threads=1,
-                 random_state=None, verbose=False):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.epsilon = epsilon
-        self.activation = activation
-        self.allrelu_slope = allrelu_slope
-        self.weight_init = weight_init
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.momentum = momentum
-        self.weight_decay = weight_decay
-        self.dropout = dropout
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.zeta = zeta
-        self.evolution = evolution
-        self.growth = growth
-        self.growth_batches = growth_batches
-        self.growth_init = growth_init
-        self.regrow_init = regrow_init
-        self.density_allocation = density_allocation
-        self.importance_pruning = importance_pruning
-        self.ip_start = ip_start
-        self.ip_every = ip_every
-        self.ip_percentile = ip_percentile
-        self.standardize = standardize
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.n_threads = n_threads
-        self.random_state = random_state
-        self.verbose = verbose
+    def _keep(self, params: dict) -> None:
+        """scikit-learn's rule for ``__init__``: store every parameter as given,
+        nothing else (each estimator's ``__init__`` passes its ``locals()``)."""
+        for name, value in params.items():
+            if name != "self":
+                setattr(self, name, value)
 
     # ------------------------------------------------------------------ sklearn
     def __sklearn_tags__(self):
@@ -510,19 +476,7 @@ class SparseMLPClassifier(ClassifierMixin, _SparseMLPBase):
                  ip_percentile=20.0, standardize=True, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, tol=1e-4, class_weight=None,
                  n_threads=1, random_state=None, verbose=False):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, epsilon=epsilon, activation=activation,
-            allrelu_slope=allrelu_slope, weight_init=weight_init, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, momentum=momentum,
-            weight_decay=weight_decay, dropout=dropout, batch_size=batch_size,
-            max_iter=max_iter, zeta=zeta, evolution=evolution, growth=growth,
-            growth_batches=growth_batches, growth_init=growth_init, regrow_init=regrow_init,
-            density_allocation=density_allocation, importance_pruning=importance_pruning,
-            ip_start=ip_start, ip_every=ip_every, ip_percentile=ip_percentile,
-            standardize=standardize, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
-            tol=tol, n_threads=n_threads, random_state=random_state, verbose=verbose)
-        self.class_weight = class_weight
+        self._keep(locals())
 
     def fit(self, X, y, sample_weight=None):
         """Train ``max_iter`` epochs (fewer with early stopping) from a new
@@ -656,19 +610,7 @@ class SparseMLPRegressor(RegressorMixin, _SparseMLPBase):
                  ip_percentile=20.0, standardize=True, standardize_target=True,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, tol=1e-4,
                  n_threads=1, random_state=None, verbose=False):
-        super().__init__(
-            hidden_layer_sizes=hidden_layer_sizes, epsilon=epsilon, activation=activation,
-            allrelu_slope=allrelu_slope, weight_init=weight_init, learning_rate=learning_rate,
-            learning_rate_init=learning_rate_init, momentum=momentum,
-            weight_decay=weight_decay, dropout=dropout, batch_size=batch_size,
-            max_iter=max_iter, zeta=zeta, evolution=evolution, growth=growth,
-            growth_batches=growth_batches, growth_init=growth_init, regrow_init=regrow_init,
-            density_allocation=density_allocation, importance_pruning=importance_pruning,
-            ip_start=ip_start, ip_every=ip_every, ip_percentile=ip_percentile,
-            standardize=standardize, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, n_iter_no_change=n_iter_no_change,
-            tol=tol, n_threads=n_threads, random_state=random_state, verbose=verbose)
-        self.standardize_target = standardize_target
+        self._keep(locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
