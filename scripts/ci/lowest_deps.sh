@@ -17,10 +17,9 @@
 # (h5py 3.9, for one), and the script says so at its first step.
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-PYTHON=${PYTHON:-python3}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sparse_mlp_lowest.XXXXXX")
-STEP="setup"
+NAME=lowest_deps
+# shellcheck source=scripts/ci/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # REPO, PYTHON, WORK, step, fail, new_venv
 # the lowest versions we claim to support (keep in step with requirements*.txt)
 PINS=(
     "numpy==1.26.*" "scipy==1.11.*" "h5py==3.9.*" "scikit-learn==1.6.*"
@@ -33,26 +32,11 @@ TESTS=${TESTS:-"tests/test_kernels.py tests/test_gradcheck.py tests/test_trainin
     tests/test_weights.py tests/test_schedule.py tests/test_validation.py tests/test_augment.py
     tests/test_cli.py tests/test_run_owner.py tests/test_guards.py"}
 
-on_exit() {
-    local rc=$?
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        echo "lowest_deps: FAILED at step: $STEP (exit $rc); files kept in $WORK" >&2
-    fi
-}
-trap on_exit EXIT
-step() { STEP="$*"; echo; echo "== lowest_deps: $STEP  [$(date +%T)]"; }
-fail() { echo "lowest_deps: FAILED: $*" >&2; exit 1; }
-
-unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "lowest_deps: repository $REPO, work folder $WORK, $("$PYTHON" --version 2>&1)"
 
 step "virtual environment with the lower bounds (wheels only)"
-"$PYTHON" -m venv "$WORK/venv" || fail "cannot create a virtual environment with $PYTHON"
+new_venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
-"$PY" -m pip install --quiet --upgrade pip || fail "cannot upgrade pip"
 "$PY" -m pip install --quiet --only-binary=:all: "${PINS[@]}" \
     || fail "the lower bounds do not install as wheels on $("$PY" --version 2>&1)"
 "$PY" -m pip list --format=freeze \

@@ -17,38 +17,14 @@
 # which one; the temporary folder is removed on success and kept on failure.
 set -euo pipefail
 
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
-PYTHON=${PYTHON:-python3}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/sparse_mlp_roundtrip.XXXXXX")
-WORK=$(cd "$WORK" && pwd -P)
-STEP="setup"
-
-on_exit() {
-    local rc=$?
-    if [ "$rc" -eq 0 ]; then
-        rm -rf "$WORK"
-    else
-        echo "roundtrip: FAILED at step: $STEP (exit $rc); files kept in $WORK" >&2
-    fi
-}
-trap on_exit EXIT
-
-step() { STEP="$*"; echo; echo "== roundtrip: $STEP  [$(date +%T)]"; }
-fail() { echo "roundtrip: FAILED: $*" >&2; exit 1; }
+NAME=roundtrip
+# shellcheck source=scripts/ci/_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"  # REPO, PYTHON, WORK, step, fail, new_venv
 
 case "$WORK/" in
     "$REPO"/*) fail "the temporary folder $WORK lies inside the repository $REPO" ;;
 esac
-# nothing from the checkout may leak into the installed environments
-unset PYTHONPATH PYTHONHOME VIRTUAL_ENV
-export PIP_DISABLE_PIP_VERSION_CHECK=1
 export SPARSE_MLP_DATA_DIR="$WORK/data"  # datasets of the runs stay in the work folder
-
-new_venv() {  # new_venv DIR: a fresh virtual environment with an up-to-date pip
-    "$PYTHON" -m venv "$1" || fail "cannot create a virtual environment in $1 with $PYTHON"
-    "$1/bin/python" -m pip install --quiet --upgrade pip \
-        || fail "cannot upgrade pip in $1"
-}
 
 check_install() {  # check_install VENV LABEL: run the installed package from outside the repo
     local venv=$1 label=$2 cwd="$WORK/cwd-$2" out="$WORK/run-$2"
