@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from sparse_mlp.training import StopRequest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MADELON_DIR = Path(os.environ.get("SPARSE_MLP_MADELON_DIR", SHARED_DATA / "madelon"))
@@ -53,3 +56,19 @@ def random_layer(rng, n_in, n_out, density, init="normal", empty_rows=(), empty_
     layer.bias[:] = rng.standard_normal(n_out).astype(np.float32)
     layer.velocity[:] = rng.standard_normal(layer.nnz).astype(np.float32)
     return layer
+
+
+class StopAfter(StopRequest):
+    """A stop request raised after ``n`` polls (one poll per mini-batch, one
+    per epoch end), as SIGUSR1 would."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.left = n
+
+    @property
+    def requested(self) -> bool:
+        self.left -= 1
+        if self.left < 0:
+            self.signum = signal.SIGUSR1
+        return self.left < 0

@@ -3,11 +3,11 @@ the draws, the refusal of non-images, and exact mid-epoch resume."""
 
 from __future__ import annotations
 
-import signal
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import StopAfter
 
 from sparse_mlp.augment import MAX_SHIFT, augment_reference, check_augment, gather_batch
 from sparse_mlp.checkpoint import load_checkpoint, save_checkpoint
@@ -15,7 +15,7 @@ from sparse_mlp.config import TrainConfig
 from sparse_mlp.errors import ConfigError
 from sparse_mlp.kernels import spmm
 from sparse_mlp.model import SparseMLP
-from sparse_mlp.training import PreemptedError, RandomStreams, StopRequest, Trainer
+from sparse_mlp.training import PreemptedError, RandomStreams, Trainer
 
 
 def images(n, seed=0):
@@ -121,19 +121,6 @@ def _trainer(cfg, data, state=None, streams=None, model=None, stop=None, on_chec
                           alpha=cfg.alpha, dropout=cfg.dropout, rng=streams.init, n_threads=1)
     return Trainer(cfg, model, data.X_train, data.y_train, data.X_test, data.y_test, streams,
                    state=state, stop=stop, on_checkpoint=on_checkpoint)
-
-
-class StopAfter(StopRequest):
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.left = n
-
-    @property
-    def requested(self) -> bool:
-        self.left -= 1
-        if self.left < 0:
-            self.signum = signal.SIGUSR1
-        return self.left < 0
 
 
 def _same(a: SparseMLP, b: SparseMLP) -> None:

@@ -8,11 +8,11 @@ import json
 import logging
 import math
 import shutil
-import signal
 
 import h5py
 import numpy as np
 import pytest
+from conftest import StopAfter
 
 import run_experiment
 import sparse_mlp
@@ -38,7 +38,6 @@ from sparse_mlp.training import (
     TIMING_COLUMNS,
     PreemptedError,
     RandomStreams,
-    StopRequest,
     Trainer,
     TrainState,
 )
@@ -339,22 +338,6 @@ def test_half_then_resume_equals_straight(kw, tmp_path):
     assert resumed["sessions"] == 2 and resumed["resumed_from"] == [str(ckpts[0])]
     if "importance_pruning" in kw:
         assert straight["nnz_end"] < straight["nnz_start"]
-
-
-class StopAfter(StopRequest):
-    """A stop request raised after ``n`` polls (one poll per mini-batch, one
-    per epoch end)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.left = n
-
-    @property
-    def requested(self) -> bool:
-        self.left -= 1
-        if self.left < 0:
-            self.signum = signal.SIGUSR1
-        return self.left < 0
 
 
 def _trainer(cfg, data, state=None, streams=None, model=None, stop=None, on_checkpoint=None):
