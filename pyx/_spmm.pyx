@@ -149,6 +149,16 @@ cdef inline float* _wfp(float[::1] a) noexcept:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef uint16_t* _bits(uint16_t[:, ::1] bits, int64_t n_rows, int B, str kernel) except? NULL:
+    """The epilogue bits' first word (NULL: none given, or no rows), checked
+    to be (n_rows, epilogue_bits_words(B))."""
+    if bits is None:
+        return NULL
+    if bits.shape[0] != n_rows or bits.shape[1] != SMLP_BITS_WORDS(B):
+        raise ValueError(f"{kernel}: bits must be ({n_rows}, epilogue_bits_words({B}))")
+    return &bits[0, 0] if n_rows > 0 else NULL
+
+
 cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
     # dynamic schedule: ~16 chunks per thread balances ragged rows
     cdef int64_t c = n_rows // (16 * n_threads)
@@ -189,12 +199,10 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     cdef const int32_t* ip
     cdef const float* wp
     cdef int chunk
-    cdef uint16_t* bp = NULL
-    cdef int64_t ldb = SMLP_BITS_WORDS(<int>X.shape[1])
+    cdef int64_t ldb = SMLP_BITS_WORDS(B)
     if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
         raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
-    if bits is not None and (bits.shape[0] != n_out or bits.shape[1] != ldb):
-        raise ValueError("forward: bits must be (n_out, epilogue_bits_words(B))")
+    cdef uint16_t* bp = _bits(bits, n_out, B, "forward")
     if has_a and (A.shape[0] != n_out or A.shape[1] != B):
         raise ValueError("forward: A must have the shape of Z")
     if srelu is not None:
@@ -206,8 +214,8 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     ip = _ip(indices)
     wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
-    if bits is not None and fused and smlp_simd_level == 2:
-        bp = &bits[0, 0]
+    if not (fused and smlp_simd_level == 2):
+        bp = NULL  # (only the AVX-512 fused epilogue writes them)
     ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
     smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
@@ -279,13 +287,8 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise ValueError("backward_input: Z must be (n_in, B)")
     if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_input: srelu_grad must be (n_in, 4)")
-    cdef uint16_t* bp = NULL
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    if bits is not None:
-        if bits.shape[0] != n_in or bits.shape[1] != ldb:
-            raise ValueError("backward_input: bits must be (n_in, epilogue_bits_words(B))")
-        if n_in > 0:
-            bp = &bits[0, 0]
+    cdef uint16_t* bp = _bits(bits, n_in, B, "backward_input")
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
@@ -401,13 +404,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
     if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
-    cdef uint16_t* bp = NULL
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    if bits is not None:
-        if bits.shape[0] != n_in or bits.shape[1] != ldb:
-            raise ValueError("backward_update: bits must be (n_in, epilogue_bits_words(B))")
-        if n_in > 0:
-            bp = &bits[0, 0]
+    cdef uint16_t* bp = _bits(bits, n_in, B, "backward_update")
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)

@@ -431,3 +431,42 @@ def test_activation_blocks_are_cache_line_aligned():
     bufs = m._train_buffers(32)
     for arr in bufs["Z"] + bufs["A"] + list(m._eval_buffers(16).values())[1:]:
         assert arr.ctypes.data % 64 == 0
+
+
+@pytest.mark.parametrize("kind, slope, rate", [(ACT_RELU, 0.0, 0.3), (ACT_LEAKY, 0.6, 0.3),
+                                               (ACT_LEAKY, 0.6, 0.0), (ACT_IDENTITY, 0.0, 0.2)])
+def test_kept_epilogue_bits_give_the_same_backward_bits(kind, slope, rate):
+    """The dropout and sign masks the forward pass keeps (``bits=``) replace
+    the backward epilogue's own hashing and z comparison: the gradient to the
+    inputs, the weights and the momenta come out the same bit for bit, also
+    for a block that starts inside its batch (b_offset) and a ragged width."""
+    from sparse_mlp.activations import Activation
+
+    r = np.random.default_rng(kind * 10 + int(rate * 10))
+    B, b_offset = 37, 5
+    below = random_layer(r, 30, 50, 0.2)  # produces Z_in (50, B) with the kept bits
+    layer = random_layer(r, 50, 20, 0.3)
+    X0 = r.standard_normal((30, B)).astype(np.float32)
+    Zin = np.empty((50, B), np.float32)
+    Ain = np.empty_like(Zin)
+    bits = np.empty((50, spmm.epilogue_bits_words(B)), np.uint16)
+    act = Activation("a", kind, slope=slope)
+    kept = below.forward(X0, Zin, Ain, act=act, dropout=rate, key=9, b_offset=b_offset,
+                         bits=bits)
+    assert kept == (spmm.simd_level() == "avx512")
+    D = r.standard_normal((20, B)).astype(np.float32)
+    outs = []
+    for use in (None, bits if kept else None):
+        lay = random_layer(np.random.default_rng(1), 50, 20, 0.3)
+        G = Zin.copy()
+        lay.backward_update(Ain, D, G, 0.05, 0.9, 1e-3, Z_in=G, act_in=act, dropout=rate,
+                            key=9, b_offset=b_offset, bits=use)
+        outs.append((G, lay.data.copy(), lay.velocity.copy()))
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="bits must be"):
+        below.forward(X0, Zin, Ain, act=act, dropout=rate, key=9, bits=bits[:10])
+    with pytest.raises(ValueError, match="backward_update: bits must be"):
+        layer.backward_update(Ain, D, Zin.copy(), 0.05, 0.9, 0.0, Z_in=Zin.copy(),
+                              act_in=act, dropout=rate, key=9,
+                              bits=np.zeros((50, 1), np.uint16))
