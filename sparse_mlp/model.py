@@ -39,6 +39,7 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_inits
 # second pass updates the weights in their own order (contiguous ranges per
 # thread); only larger layers keep the single pass.
 SPLIT_UPDATE_MAX = 1 << 26
+_NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
 class LayerStack:
@@ -179,6 +180,7 @@ class SparseMLP(LayerStack):
         self._train_bufs: dict | None = None
         self._eval_bufs: dict | None = None
         self._grad_acc: dict | None = None
+        self._scratch = _NO_SCRATCH  # (gradient, bias gradient) of the split update
         self.lr_fan_in_cap = lr_fan_in_cap
 
     # ------------------------------------------------------------------ facts
@@ -273,7 +275,7 @@ class SparseMLP(LayerStack):
         self._train_bufs = None
         self._eval_bufs = None
         self._grad_acc = None
-        self._scratch = (None, None)
+        self._scratch = _NO_SCRATCH
 
     # ------------------------------------------------------------------ training
     def dropout_keys(self, seed: int, step: int) -> list[int]:
@@ -386,11 +388,10 @@ class SparseMLP(LayerStack):
     def _update_scratch(self, layer) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, bias gradient) views of one scratch pair, reused by
         every layer (at most SPLIT_UPDATE_MAX weights)."""
-        g, bg = getattr(self, "_scratch", (None, None))
-        if g is None or g.size < layer.nnz or bg.size < layer.n_out:
-            size = max(layer.nnz, 0 if g is None else g.size)
-            g = np.empty(size, np.float32)
-            bg = np.empty(max(layer.n_out, 0 if bg is None else bg.size), np.float32)
+        g, bg = self._scratch
+        if g.size < layer.nnz or bg.size < layer.n_out:  # grown to the largest layer's
+            g = np.empty(max(layer.nnz, g.size), np.float32)
+            bg = np.empty(max(layer.n_out, bg.size), np.float32)
             self._scratch = (g, bg)
         return g[:layer.nnz], bg[:layer.n_out]
 
