@@ -5,7 +5,8 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 index 8 = 20 bytes; per neuron: bias, bias momentum, indptr
   gradients     with micro-batches, a batch-mean gradient accumulator:
                 4 bytes per weight and per neuron; else the scratch of the
-                multi-thread split update (one layer, 2^26 weights at most)
+                multi-thread split update (one layer, model.SPLIT_UPDATE_MAX
+                weights at most)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
@@ -32,6 +33,7 @@ import psutil
 
 from .errors import MemoryBudgetError
 from .layers import BYTES_PER_WEIGHT, expected_nnz
+from .model import SPLIT_UPDATE_MAX
 
 GiB = 1024**3
 EVOLUTION_BYTES_PER_WEIGHT = 28  # new indices/data/velocity + positions + transposed index
@@ -107,7 +109,7 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     # micro-batches: a gradient accumulator per weight; else, with several threads, the
     # scratch of the split update (model.SPLIT_UPDATE_MAX weights at most, one layer)
     gradients = (4 * (nnz + neurons) if mb < batch
-                 else 4 * (min(max(nnz_layers[1:] or [0]), 1 << 26) + max(sizes)))
+                 else 4 * (min(max(nnz_layers[1:] or [0]), SPLIT_UPDATE_MAX) + max(sizes)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)
