@@ -29,6 +29,8 @@ CASES = {
                            "--hidden", "60,60", "--threads", "1"],
     "digits_topology_srelu": ["--epochs", "3", "--save-topology", "--activation", "srelu",
                               "--hidden", "80,80", "--threads", "2"],
+    "digits_micro_batches": ["--epochs", "3", "--micro-batch", "8", "--hidden", "100,100",
+                             "--threads", "2"],
 }
 
 

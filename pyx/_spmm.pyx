@@ -47,9 +47,14 @@ from rowkern cimport (
     smlp_mix64,
     smlp_pf_ahead,
     smlp_prefetch_ahead,
+    smlp_prefetch_row,
     smlp_row_prefetch,
+    smlp_store_fence,
+    smlp_stream_min,
+    smlp_stream_stores,
     smlp_row_sums,
     SMLP_BIAS_BLOCK,
+    SMLP_AHEAD_MIN_BYTES,
     SMLP_BITS_WORDS,
     smlp_threads_for,
     smlp_use_ahead,
@@ -101,6 +106,18 @@ def prefetch_distance(distance=None):
             raise ValueError("prefetch distance must be in 0..256")
         smlp_pf_ahead = d  # no-cython-lint (the C global of rowkern.h)
     return smlp_pf_ahead
+
+
+def stream_stores(min_bytes=None):
+    """The output block size (bytes) from which the row kernels write their
+    rows with streaming stores (rowkern.h, smlp_stream_stores); 0 = never.
+    Returns the current value; changes no result, only speed."""
+    global smlp_stream_min
+    if min_bytes is not None:
+        if int(min_bytes) < 0:
+            raise ValueError("stream_stores: min_bytes must be >= 0")
+        smlp_stream_min = int(min_bytes)  # no-cython-lint (the C global of rowkern.h)
+    return smlp_stream_min
 
 
 def min_parallel_work(work=None):
@@ -218,6 +235,8 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
         bp = NULL  # (only the AVX-512 fused epilogue writes them)
     ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
     smlp_row_prefetch(X.shape[0] * ldx * 4)
+    # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
+    smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
@@ -235,6 +254,7 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
                               xp, ldx, B, bias[j], &Z[j, 0], NULL)
                 if has_a:
                     smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+        smlp_store_fence()
     return bp != NULL
 
 
@@ -301,6 +321,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in, D.shape[0] * ldd * 4)
     smlp_row_prefetch(D.shape[0] * ldd * 4)
+    smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -332,6 +353,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
                     memcpy(&G[i, 0], row, B * sizeof(float))
             free(row)
+        smlp_store_fence()
     if failed:
         raise MemoryError("backward_input: could not allocate a row buffer")
 
@@ -346,7 +368,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
                     float[::1] g_out=None, float[::1] bias_g_out=None,
-                    bint accumulate=False, int n_threads=1, uint16_t[:, ::1] bits=None):
+                    bint accumulate=False, int n_threads=1, uint16_t[:, ::1] bits=None,
+                    bint transposed=False):
     """The whole backward step of a layer in one pass over the transposed index.
 
     For every INPUT row i (prange):
@@ -361,6 +384,13 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     (data and velocity untouched), or added to them with ``accumulate``
     (micro-batches: pass scale = 1 / full batch).  ``max_row``: the largest number of
     weights of one input row (per-thread gradient buffer).  G may be Z.
+
+    ``transposed`` (with ``g_out`` only): ``data`` holds the weights and
+    ``g_out`` receives the gradients in the order of the transposed index
+    (position k, not t_perm[k]), so both are read and written in sequence
+    instead of at random; the caller gathers ``data[t_perm]`` once and
+    scatters the gradient back once (micro-batches: once per batch, not once
+    per block).  The same products in the same order: the same numbers.
     """
     cdef int64_t n_in = t_indptr.shape[0] - 1
     cdef int64_t n_out = D.shape[0]
@@ -381,6 +411,10 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef const int32_t* pp
     cdef float* wp
     cdef float* vp
+    cdef float* wr
+    cdef const int32_t* pr
+    cdef const float* xp
+    cdef bint x_ahead
     cdef float* gop = NULL
     cdef float* row
     cdef float* gbuf
@@ -404,6 +438,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
     if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
+    if transposed and not grad_only:
+        raise ValueError("backward_update: transposed needs g_out (it never updates in place)")
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
     cdef uint16_t* bp = _bits(bits, n_in, B, "backward_update")
     if srelu is not None:
@@ -423,6 +459,9 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(t_rows.shape[0], n_in, n_out * ldd * 4)
     smlp_row_prefetch(n_out * ldd * 4)
+    smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
+    xp = &X[0, 0] if n_in > 0 else NULL
+    x_ahead = n_in * B * 4 >= SMLP_AHEAD_MIN_BYTES  # (see smlp_prefetch_row)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -455,18 +494,33 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 n = t_indptr[i + 1] - k0
                 if ahead:  # the rows of D (see smlp_prefetch_ahead)
                     smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
+                if x_ahead:
+                    smlp_prefetch_row(xp, ldd, i, n_in, B * 4)
+                # transposed: the row's weights are wp[k0 .. k0 + n), read in order
+                if transposed:
+                    wr = wp + k0
+                    pr = NULL
+                else:
+                    wr = wp
+                    pr = pp + k0
                 if not has_z:
-                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
                                  &G[i, 0], gbuf, NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
                     e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
                                       bp + i * ldb if bp != NULL else NULL)
-                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
                                  row, gbuf, &e)
                 else:
-                    smlp_bwd_row(ip + k0, pp + k0, n, wp, dp, ldd, &X[i, 0], B, scale,
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
                                  row, gbuf, NULL)
-                if grad_only:
+                if transposed:
+                    if accumulate:
+                        for q in range(n):
+                            gop[k0 + q] = gop[k0 + q] + gbuf[q]
+                    else:
+                        memcpy(gop + k0, gbuf, n * sizeof(float))
+                elif grad_only:
                     if accumulate:
                         for q in range(n):
                             gop[pp[k0 + q]] = gop[pp[k0 + q]] + gbuf[q]
@@ -489,6 +543,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     memcpy(&G[i, 0], row, B * sizeof(float))
         free(row)
         free(gbuf)
+        smlp_store_fence()
     free(bsum)
     if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
@@ -508,6 +563,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, n, k, kb, nb
     cdef float s
+    cdef bint d_ahead
     cdef const float* xp
     cdef const int32_t* ip
     cdef float* gp
@@ -535,6 +591,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     dp = &D[0, 0] if B > 0 else NULL
+    d_ahead = n_out * B * 4 >= SMLP_AHEAD_MIN_BYTES
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_grad: could not allocate the bias sums")
@@ -551,6 +608,8 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
                 n = indptr[j + 1] - k0
                 if ahead:
                     smlp_prefetch_ahead(ip, k0, k0 + n, indices.shape[0], xp, ldx, B * 4)
+                if d_ahead:  # (see smlp_prefetch_row)
+                    smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
                 if B == 0:
                     if not accumulate:
                         for k in range(k0, k0 + n):
@@ -606,6 +665,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int B = <int>X.shape[1]
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, k1, kb, nb, k
+    cdef bint d_ahead
     cdef float* gbuf
     cdef float* bsum
     cdef const float* xp
@@ -631,6 +691,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
+    d_ahead = n_out * B * 4 >= SMLP_AHEAD_MIN_BYTES
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_update: could not allocate the bias sums")
@@ -647,6 +708,8 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
                 k1 = indptr[j + 1]
                 if ahead:
                     smlp_prefetch_ahead(ip, k0, k1, indices.shape[0], xp, ldx, B * 4)
+                if d_ahead:  # (see smlp_prefetch_row)
+                    smlp_prefetch_row(&D[0, 0], ldx, j, n_out, B * 4)
                 kb = k0
                 while kb < k1:
                     nb = k1 - kb
@@ -677,6 +740,26 @@ def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float
     with nogil:
         for k in prange(n, schedule="static", num_threads=n_threads):
             _update(&w[k], &v[k], g[k], lr, mu, decay, nesterov)
+
+
+def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,
+            bint scatter=False, int n_threads=1):
+    """out[k] = src[perm[k]] (gather), or out[perm[k]] = src[k] with ``scatter``:
+    a layer's weights into the order of its transposed index and a gradient
+    back (backward_update's ``transposed``).  ``perm`` must be a permutation
+    of 0..n-1 (the transposed index's t_perm is)."""
+    cdef int64_t n = perm.shape[0]
+    cdef int64_t k
+    if src.shape[0] != n or out.shape[0] != n:
+        raise ValueError("permute: src, perm and out must have the same length")
+    n_threads = smlp_threads_for(n, n_threads)
+    with nogil:
+        if scatter:
+            for k in prange(n, schedule="static", num_threads=n_threads):
+                out[perm[k]] = src[k]
+        else:
+            for k in prange(n, schedule="static", num_threads=n_threads):
+                out[k] = src[perm[k]]
 
 
 def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1] out,

@@ -169,7 +169,7 @@ static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, 
 {
     for (int b = 0; b < B; b++) out[b] = 0.0f;
     for (int64_t k = 0; k < n; k++) {
-        const float wk = w[perm[k]];
+        const float wk = perm ? w[perm[k]] : w[k];
         const float *d = D + (int64_t)rows[k] * ldd;
         float s = 0.0f;
         /* out[b] += w_k * D[j_k, b];  g_k = scale * <x, D[j_k, :]> */
@@ -180,6 +180,30 @@ static void bwd_row_scalar(const int32_t *rows, const int32_t *perm, int64_t n, 
         g[k] = s * scale;
     }
     if (e) epi_scalar(e, out, B);
+}
+
+/* Streaming (non-temporal) stores of finished rows.  A layer whose output
+ * block is several times the L3 (32 MiB on the EPYC VM) is written once and
+ * read back only by the next kernel, from DRAM anyway: a normal store first
+ * reads each line it writes (read-for-ownership), a streaming store does
+ * not, so the huge eps-1 layers of Table 4 (bandwidth-bound at micro-batch
+ * 64) move a third less through memory in the forward pass.  Smaller blocks
+ * stay in cache for the next kernel, where a streaming store would evict
+ * them: off.  Set per kernel call (smlp_stream_stores) like smlp_pf_row;
+ * every thread fences at the end of its part of a call (smlp_store_fence),
+ * so the rows are visible to the next kernel.  Only the AVX-512 row store
+ * streams, only whole aligned vectors; no result changes. */
+static int64_t smlp_stream_min = 128LL << 20;  /* bytes; 0 = never (_spmm.stream_stores) */
+static int smlp_nt_store = 0;
+static inline void smlp_stream_stores(int64_t out_bytes)
+{
+    smlp_nt_store = smlp_stream_min > 0 && out_bytes >= smlp_stream_min;
+}
+static inline void smlp_store_fence(void)
+{
+#if SMLP_X86
+    _mm_sfence();
+#endif
 }
 
 #if SMLP_X86
@@ -238,13 +262,21 @@ SMLP_INLINE SMLP_T512 __mmask16 keep512(const smlp_epi_t *e, int col)
 
 /* finish vector v (columns col..col+15) of a row: store the product and/or
  * the epilogue's result; the last vector of a chunk is masked by `m` */
+/* one vector of a finished row: streamed when smlp_nt_store is on and the
+ * vector is whole and 64-byte aligned, else a (masked) normal store */
+SMLP_INLINE SMLP_T512 void st512(float *p, __mmask16 m, __m512 v)
+{
+    if (smlp_nt_store && m == 0xFFFF && ((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
+    else _mm512_mask_storeu_ps(p, m, v);
+}
+
 SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e, int col,
                                     __mmask16 m)
 {
-    if (!e) { _mm512_mask_storeu_ps(out + col, m, acc); return; }
+    if (!e) { st512(out + col, m, acc); return; }
     const __m512 zero = _mm512_setzero_ps();
     if (e->mode == SMLP_EPI_FWD) {
-        _mm512_mask_storeu_ps(out + col, m, acc);
+        st512(out + col, m, acc);
         __m512 a = acc;
         __mmask16 sign = 0, keep = 0xFFFF;
         if (e->kind == 1) {
@@ -262,14 +294,14 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
             e->bits[2 * (col / 16)] = keep;
             e->bits[2 * (col / 16) + 1] = sign;
         }
-        _mm512_mask_storeu_ps(e->dst + col, m, a);
+        st512(e->dst + col, m, a);
     } else if (e->bits) {  /* the masks the forward pass kept: the same bits */
         __m512 g = acc;
         const __mmask16 keep = e->bits[2 * (col / 16)], sign = e->bits[2 * (col / 16) + 1];
         if (e->thresh) g = _mm512_maskz_mul_ps(keep, g, _mm512_set1_ps(e->scale));
         if (e->kind == 1) g = _mm512_maskz_mov_ps(sign, g);
         else if (e->kind == 2) g = _mm512_mask_mul_ps(g, sign, g, _mm512_set1_ps(e->slope));
-        _mm512_mask_storeu_ps(e->dst + col, m, g);
+        st512(e->dst + col, m, g);
     } else {
         __m512 g = acc;
         if (e->thresh) g = _mm512_maskz_mul_ps(keep512(e, col), g, _mm512_set1_ps(e->scale));
@@ -278,7 +310,7 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
         else if (e->kind == 2)
             g = _mm512_mask_mul_ps(g, _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ), g,
                                    _mm512_set1_ps(e->slope));
-        _mm512_mask_storeu_ps(e->dst + col, m, g);
+        st512(e->dst + col, m, g);
     }
 }
 
@@ -440,7 +472,7 @@ SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm
 #define SMLP_BWD_W(kk, p)                                                          \
     do {                                                                           \
         const float *d_ = Dc + (int64_t)rows[kk] * ldd;                           \
-        const __m512 wk_ = _mm512_set1_ps(w[perm[kk]]);                            \
+        const __m512 wk_ = _mm512_set1_ps(perm ? w[perm[kk]] : w[kk]);            \
         __m512 dv_ = SMLP_LD512(d_, 0);                                            \
         a0 = _mm512_fmadd_ps(wk_, dv_, a0);                                        \
         __m512 q_ = _mm512_mul_ps(x0, dv_);                                        \
@@ -677,7 +709,7 @@ SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm
     const __m256 x3 = 3 < nv ? SMLP_LD256(xc, 3) : zero;
     for (int64_t k = 0; k < n; k++) {
         const float *d = Dc + (int64_t)rows[k] * ldd;
-        const __m256 wk = _mm256_set1_ps(w[perm[k]]);
+        const __m256 wk = _mm256_set1_ps(perm ? w[perm[k]] : w[k]);
         __m256 dv = SMLP_LD256(d, 0);
         a0 = _mm256_fmadd_ps(wk, dv, a0);
         __m256 p = _mm256_mul_ps(x0, dv);
@@ -852,6 +884,28 @@ static inline void smlp_prefetch_ahead(const int32_t *idx, int64_t p0, int64_t p
     }
 #else
     (void)idx; (void)p0; (void)p1; (void)pend; (void)X; (void)ldx; (void)row_bytes;
+#endif
+}
+
+/* The input row a later row of the same loop reads (X[i + SMLP_PF_ROWS]).
+ * Rows are read in order, but each row's work between two such reads is
+ * long and irregular (the epilogue, the gradient's reductions) and the
+ * hardware prefetcher fell behind: on a 5M-input eps-1 layer at batch 64 the
+ * fused backward waited on the load of X[i] ~60% of its time. */
+#define SMLP_PF_ROWS 4           /* rows ahead, at least ... */
+#define SMLP_PF_ROW_BYTES 2048    /* ... and at least this many bytes ahead */
+static inline void smlp_prefetch_row(const float *X, int64_t ldx, int64_t i, int64_t n_rows,
+                                     int64_t row_bytes)
+{
+#if defined(__GNUC__)
+    int64_t d = row_bytes > 0 ? SMLP_PF_ROW_BYTES / row_bytes : SMLP_PF_ROWS;
+    if (d < SMLP_PF_ROWS) d = SMLP_PF_ROWS;
+    if (i + d < n_rows) {
+        const char *r = (const char *)(X + (i + d) * ldx);
+        for (int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
+    }
+#else
+    (void)X; (void)ldx; (void)i; (void)n_rows; (void)row_bytes;
 #endif
 }
 

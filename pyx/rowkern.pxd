@@ -36,7 +36,13 @@ cdef extern from "rowkern.h" nogil:
                              const float* X, int64_t ldx, int64_t row_bytes)
     int smlp_use_ahead(int64_t nnz, int64_t n_rows, int64_t gathered_bytes)
     void smlp_row_prefetch(int64_t gathered_bytes)
+    void smlp_prefetch_row(const float* X, int64_t ldx, int64_t i, int64_t n_rows,
+                           int64_t row_bytes)
+    void smlp_stream_stores(int64_t out_bytes)
+    int64_t smlp_stream_min
+    void smlp_store_fence()
     int SMLP_BIAS_BLOCK
+    int64_t SMLP_AHEAD_MIN_BYTES
     void smlp_row_sums(const float* D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
                        float* s)
     int64_t smlp_min_work

@@ -366,7 +366,8 @@ class SparseLayer:
                         key: int = 0, b_offset: int = 0, scale: float | None = None,
                         grads: tuple[np.ndarray, np.ndarray] | None = None,
                         accumulate: bool = False, n_threads: int = 1,
-                        bits: np.ndarray | None = None) -> None:
+                        bits: np.ndarray | None = None,
+                        weights_t: np.ndarray | None = None) -> None:
         """:meth:`backward_input` and :meth:`update` in one pass over the
         transposed index (each D row is read once for both): G = W D (times
         f'(Z_in) and the dropout mask when Z_in is given; G may be Z_in), and
@@ -374,17 +375,35 @@ class SparseLayer:
         ``grads=(g, bias_g)`` the gradients are written there instead (added
         to them with ``accumulate``) and nothing is updated.  ``bits``: the
         masks the forward pass of this step kept for the input layer
-        (:meth:`forward` returned True), read instead of recomputed."""
+        (:meth:`forward` returned True), read instead of recomputed.
+        ``weights_t`` (with ``grads``): this layer's weights in the order of
+        its transposed index (:meth:`weights_transposed`); the weight
+        gradient is then written in that order too (:meth:`gradient_from_transposed`
+        turns it back), so that neither is read or written at random."""
         g_out, bias_g_out = grads if grads is not None else (None, None)
         kind, slope, srelu = ((act_in.kind, act_in.slope, act_in.params) if act_in is not None
                               else (0, 0.0, None))
-        spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G, self.data,
+        spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G,
+                             self.data if weights_t is None else weights_t,
                              self.velocity, self.bias, self.bias_velocity,
                              1.0 / X.shape[1] if scale is None else scale, lr, momentum,
                              decay, decay if bias_decay is None else bias_decay, nesterov,
                              self.max_in_degree, Z_in, kind, slope, srelu, srelu_grad,
                              dropout, key, b_offset, g_out, bias_g_out, accumulate,
-                             n_threads, bits)
+                             n_threads, bits, weights_t is not None)
+
+    def weights_transposed(self, out: np.ndarray, n_threads: int = 1) -> np.ndarray:
+        """The weights in the order of the transposed index (out[k] =
+        data[t_perm[k]]), for :meth:`backward_update`'s ``weights_t``."""
+        spmm.permute(self.data, self.t_perm, out, False, n_threads)
+        return out
+
+    def gradient_from_transposed(self, g_t: np.ndarray, out: np.ndarray,
+                                 n_threads: int = 1) -> np.ndarray:
+        """A weight gradient in transposed-index order back into the
+        layer's own order (out[t_perm[k]] = g_t[k])."""
+        spmm.permute(g_t, self.t_perm, out, True, n_threads)
+        return out
 
     def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
                  bias_g: np.ndarray | None = None, scale: float | None = None,

@@ -373,7 +373,8 @@ class SparseMLP(LayerStack):
                                   act_in=act, srelu_grad=sg, dropout=self.dropout,
                                   key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
                                   accumulate=acc is not None, n_threads=self.n_threads,
-                                  bits=bufs["bits"][h] if bufs["bits_ok"][h] else None)
+                                  bits=bufs["bits"][h] if bufs["bits_ok"][h] else None,
+                                  weights_t=acc["wt"][li] if acc is not None else None)
             if split:
                 layer.apply_gradient(*grads, lr_li, mu, decay, nesterov=nesterov,
                                      n_threads=self.n_threads)
@@ -396,11 +397,18 @@ class SparseMLP(LayerStack):
         return g[:layer.nnz], bg[:layer.n_out]
 
     def _accumulators(self) -> dict:
-        """Zeroed gradient accumulators (kept between calls)."""
+        """Zeroed gradient accumulators (kept between calls).  Every layer
+        but the first accumulates its weight gradient in the order of its
+        transposed index, from its weights gathered into that order once per
+        batch ("wt"): the backward pass of each micro-batch then reads and
+        writes both in sequence, not at random (3x faster on a 5M x 5M eps-1
+        layer at micro-batch 16).  :meth:`_accumulate` turns the gradients
+        back into the layers' order at the end."""
         acc = getattr(self, "_grad_acc", None)
         if acc is None or [g.size for g, _ in acc["grads"]] != self.nnz_per_layer():
             acc = {"grads": [(np.zeros(lay.nnz, np.float32), np.zeros(lay.n_out, np.float32))
                              for lay in self.layers],
+                   "wt": [None] + [np.empty(lay.nnz, np.float32) for lay in self.layers[1:]],
                    "sg": [None if a.params is None else np.zeros_like(a.params)
                           for a in self.acts]}
             self._grad_acc = acc
@@ -429,6 +437,8 @@ class SparseMLP(LayerStack):
         one batch, micro-batch by micro-batch; nothing is updated."""
         B = Xb.shape[1]
         acc = self._accumulators()
+        for layer, wt in zip(self.layers[1:], acc["wt"][1:]):
+            layer.weights_transposed(wt, n_threads=self.n_threads)
         loss = 0.0
         correct = 0
         blocks = self._micro_batches(Xb, micro_batch)
@@ -441,6 +451,12 @@ class SparseMLP(LayerStack):
             loss += lo
             correct += c
             self._backprop(xs, keys, off, 1.0 / B, acc=acc)
+        # the gradients back into each layer's order, written over its gathered
+        # weights (no longer needed); the two buffers swap roles for the next batch
+        for li in range(1, self.n_layers):
+            (g_t, bg), wt = acc["grads"][li], acc["wt"][li]
+            self.layers[li].gradient_from_transposed(g_t, wt, n_threads=self.n_threads)
+            acc["grads"][li], acc["wt"][li] = (wt, bg), g_t
         return loss, correct, acc
 
     def train_step(self, Xb: np.ndarray, yb: np.ndarray, lr: float, momentum: float,

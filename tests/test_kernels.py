@@ -321,6 +321,62 @@ def test_gradient_accumulation_over_micro_batches(simd, rng, B):
         np.testing.assert_allclose(bg, bg_full, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("B", [7, 16, 128])
+def test_transposed_order_accumulation_is_the_same_gradient(simd, rng, B):
+    """backward_update with the weights and the gradient in the transposed
+    index's order (the micro-batch path) gives the same G bit for bit, and
+    g_t[k] == g[t_perm[k]] bit for bit, over two accumulated blocks, on 1 and
+    2 threads; turned back with gradient_from_transposed it is g itself."""
+    for layer in _layer_cases(rng):
+        act = Activation("allrelu", ACT_LEAKY, slope=-0.5)
+        blocks = [(rng.standard_normal((layer.n_in, B)).astype(np.float32),
+                   rng.standard_normal((layer.n_out, B)).astype(np.float32),
+                   rng.standard_normal((layer.n_in, B)).astype(np.float32)) for _ in range(2)]
+        wt = layer.weights_transposed(np.empty(layer.nnz, np.float32))
+        assert np.array_equal(wt, layer.data[layer.t_perm])
+        for threads in (1, 2):
+            g, bg = np.zeros(layer.nnz, np.float32), np.zeros(layer.n_out, np.float32)
+            g_t, bg_t = np.zeros(layer.nnz, np.float32), np.zeros(layer.n_out, np.float32)
+            for X, D, Zin in blocks:
+                G, G_t = Zin.copy(), Zin.copy()
+                layer.backward_update(X, D, G, 0, 0, 0, Z_in=G, act_in=act, dropout=0.2,
+                                      key=3, scale=1 / (2 * B), grads=(g, bg), accumulate=True,
+                                      n_threads=threads)
+                layer.backward_update(X, D, G_t, 0, 0, 0, Z_in=G_t, act_in=act, dropout=0.2,
+                                      key=3, scale=1 / (2 * B), grads=(g_t, bg_t),
+                                      accumulate=True, n_threads=threads, weights_t=wt)
+                assert np.array_equal(G, G_t)
+            assert np.array_equal(g_t, g[layer.t_perm])
+            assert np.array_equal(bg_t, bg)
+            back = layer.gradient_from_transposed(g_t, np.full(layer.nnz, np.nan, np.float32))
+            assert np.array_equal(back, g)
+
+
+def test_transposed_order_needs_a_gradient_output(rng):
+    layer = random_layer(rng, 20, 10, 0.3)
+    X = np.zeros((20, 4), np.float32)
+    D = np.zeros((10, 4), np.float32)
+    with pytest.raises(ValueError, match="transposed needs g_out"):
+        spmm.backward_update(layer.t_indptr, layer.t_rows, layer.t_perm, D, X, X.copy(),
+                             layer.data, layer.velocity, layer.bias, layer.bias_velocity,
+                             1.0, 0.1, 0.9, 0.0, 0.0, transposed=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_permute_gathers_and_scatters(rng, threads):
+    n = 1000
+    perm = rng.permutation(n).astype(np.int32)
+    src = rng.standard_normal(n).astype(np.float32)
+    out = np.empty(n, np.float32)
+    spmm.permute(src, perm, out, False, threads)
+    assert np.array_equal(out, src[perm])
+    back = np.empty(n, np.float32)
+    spmm.permute(out, perm, back, True, threads)
+    assert np.array_equal(back, src)
+    with pytest.raises(ValueError, match="same length"):
+        spmm.permute(src[:10], perm, out)
+
+
 def _short_row_results(distance, threads, B):
     """Every product of a layer with about two weights per row (the case
     the cross-row prefetch is for), at one prefetch distance."""
