@@ -4,9 +4,9 @@ Counts what the engine will hold (all float32 / int32 unless noted):
   weights       per weight: index 4 + value 4 + momentum 4 + transposed
                 index 8 = 20 bytes; per neuron: bias, bias momentum, indptr
   gradients     with micro-batches, a batch-mean gradient accumulator:
-                4 bytes per weight and per neuron, and every layer but the
-                first's weights gathered into its transposed index's order
-                (4 bytes per weight, model._accumulators); else the scratch of the
+                4 bytes per weight and per neuron, and a scratch of the
+                largest layer (its weights gathered into transposed order,
+                model._accumulators); else the scratch of the
                 multi-thread split update (one layer, model.SPLIT_UPDATE_MAX
                 weights at most)
   evolution     the SET step of the largest layer builds the new arrays
@@ -108,11 +108,12 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     if srelu:
         weights += 32 * sum(sizes[1:-1])
     mb = batch if not micro_batch or micro_batch >= batch else micro_batch
-    # micro-batches: a gradient accumulator per weight and the weights in transposed
-    # order (all layers but the first); else, with several threads, the
+    # micro-batches: a gradient accumulator per weight and a scratch of the largest
+    # layer (its weights in transposed order); else, with several threads, the
     # scratch of the split update (model.SPLIT_UPDATE_MAX weights at most, one layer)
-    gradients = (4 * (nnz + neurons) + 4 * sum(nnz_layers[1:]) if mb < batch
-                 else 4 * (min(max(nnz_layers[1:] or [0]), SPLIT_UPDATE_MAX) + max(sizes)))
+    scratch = max(nnz_layers[1:] or [0])
+    gradients = (4 * (nnz + neurons) + 4 * (scratch + max(sizes)) if mb < batch
+                 else 4 * (min(scratch, SPLIT_UPDATE_MAX) + max(sizes)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)

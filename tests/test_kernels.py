@@ -18,7 +18,7 @@ from sparse_mlp.activations import (
     srelu_initial,
 )
 from sparse_mlp.kernels import activation as K_act
-from sparse_mlp.kernels import min_parallel_work, spmm
+from sparse_mlp.kernels import aligned_empty, min_parallel_work, spmm
 
 
 @pytest.fixture(autouse=True)
@@ -420,6 +420,56 @@ def test_cross_row_prefetch_changes_no_result(B):
     X = r.standard_normal((400, B)).astype(np.float32)
     np.testing.assert_allclose(base[0], ref.dense(fresh).T @ X + fresh.bias[:, None],
                                rtol=1e-5, atol=1e-5)
+
+
+def _huge_block_results(stream_min, threads):
+    """Every product of a layer whose blocks pass the kernels' size switches
+    (>= 1 MiB: the cross-row and sequential-row prefetches; >= stream_min:
+    streaming stores), about two weights per row, 64-byte aligned blocks as
+    the model's, micro-batch accumulation in transposed order included."""
+    old = spmm.stream_stores()
+    try:
+        spmm.stream_stores(stream_min)
+        r = np.random.default_rng(12)
+        n, B = 2200, 128  # 2200 x 128 floats = 1.07 MiB
+        layer = random_layer(r, n, n, 0.001, empty_rows=[0, n - 1], empty_cols=[9])
+        X, D, G, Z, A, Zin = (aligned_empty((n, B)) for _ in range(6))
+        for arr in (X, D, Zin):
+            arr[...] = r.standard_normal((n, B), dtype=np.float32)
+        act = Activation("allrelu", ACT_LEAKY, slope=-0.6)
+        layer.forward(X, Z, A, act=act, dropout=0.3, key=5, n_threads=threads)
+        layer.backward_input(D, G, n_threads=threads)
+        g, bg = layer.gradient(X, D, n_threads=threads)
+        wt = layer.weights_transposed(np.empty(layer.nnz, np.float32))
+        g_t, bg_t = np.zeros(layer.nnz, np.float32), np.zeros(n, np.float32)
+        layer.backward_update(X, D, Zin, 0, 0, 0, Z_in=Zin, act_in=act, dropout=0.3, key=5,
+                              grads=(g_t, bg_t), accumulate=True, n_threads=threads,
+                              weights_t=wt)
+        layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
+        return layer, [Z.copy(), A.copy(), G.copy(), g, bg, Zin.copy(), g_t, bg_t,
+                       layer.data.copy(), layer.velocity.copy()]
+    finally:
+        spmm.stream_stores(old)
+
+
+def test_streaming_stores_and_row_prefetch_change_no_result():
+    """Streaming stores (every call, threshold 1 byte) against none, on 1 and
+    2 threads, with blocks large enough for the prefetches: bit for bit the
+    same; the forward product matches dense NumPy."""
+    layer, base = _huge_block_results(0, 1)
+    assert layer.nnz < 16 * layer.n_out  # short rows: the cross-row prefetch path
+    for stream_min in (0, 1):
+        for threads in (1, 2):
+            _, out = _huge_block_results(stream_min, threads)
+            for a, b in zip(base, out):
+                assert np.array_equal(a, b)
+    r = np.random.default_rng(12)
+    fresh = random_layer(r, 2200, 2200, 0.001, empty_rows=[0, 2199], empty_cols=[9])
+    X = r.standard_normal((2200, 128), dtype=np.float32)
+    np.testing.assert_allclose(base[0], ref.dense(fresh).T @ X + fresh.bias[:, None],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=">= 0"):
+        spmm.stream_stores(-1)
 
 
 def test_prefetch_distance_is_checked():
