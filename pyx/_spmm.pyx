@@ -48,13 +48,14 @@ from rowkern cimport (
     smlp_pf_ahead,
     smlp_prefetch_ahead,
     smlp_prefetch_row,
+    smlp_row_pf_min,
     smlp_row_prefetch,
+    smlp_row_prefetch_on,
     smlp_store_fence,
     smlp_stream_min,
     smlp_stream_stores,
     smlp_row_sums,
     SMLP_BIAS_BLOCK,
-    SMLP_AHEAD_MIN_BYTES,
     SMLP_BITS_WORDS,
     smlp_threads_for,
     smlp_use_ahead,
@@ -106,6 +107,18 @@ def prefetch_distance(distance=None):
             raise ValueError("prefetch distance must be in 0..256")
         smlp_pf_ahead = d  # no-cython-lint (the C global of rowkern.h)
     return smlp_pf_ahead
+
+
+def row_prefetch(min_bytes=None):
+    """The block size (bytes) from which the parallel loops prefetch the
+    rows they read in order a few rows ahead (rowkern.h, smlp_prefetch_row);
+    0 = never.  Returns the current value; changes no result, only speed."""
+    global smlp_row_pf_min
+    if min_bytes is not None:
+        if int(min_bytes) < 0:
+            raise ValueError("row_prefetch: min_bytes must be >= 0")
+        smlp_row_pf_min = int(min_bytes)  # no-cython-lint (the C global of rowkern.h)
+    return smlp_row_pf_min
 
 
 def stream_stores(min_bytes=None):
@@ -461,7 +474,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     smlp_row_prefetch(n_out * ldd * 4)
     smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
     xp = &X[0, 0] if n_in > 0 else NULL
-    x_ahead = n_in * B * 4 >= SMLP_AHEAD_MIN_BYTES  # (see smlp_prefetch_row)
+    x_ahead = smlp_row_prefetch_on(n_in * B * 4)  # (see smlp_prefetch_row)
     n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
@@ -591,7 +604,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     dp = &D[0, 0] if B > 0 else NULL
-    d_ahead = n_out * B * 4 >= SMLP_AHEAD_MIN_BYTES
+    d_ahead = smlp_row_prefetch_on(n_out * B * 4)
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_grad: could not allocate the bias sums")
@@ -691,7 +704,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     smlp_row_prefetch(X.shape[0] * ldx * 4)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
-    d_ahead = n_out * B * 4 >= SMLP_AHEAD_MIN_BYTES
+    d_ahead = smlp_row_prefetch_on(n_out * B * 4)
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_update: could not allocate the bias sums")

@@ -526,9 +526,17 @@ static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, i
         const int rem = width - 16 * (nv - 1);
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
         const int a = c > 0;
+        /* two inlined copies: with and without perm (w read in order), so
+         * that the test of perm folds away in each */
 #define SMLP_CALL(NV) bwd512_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, NV, tail)
-        SMLP_SWITCH8(nv, SMLP_CALL)
+#define SMLP_CALL_NOPERM(NV) bwd512_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, NV, tail)
+        if (perm) {
+            SMLP_SWITCH8(nv, SMLP_CALL)
+        } else {
+            SMLP_SWITCH8(nv, SMLP_CALL_NOPERM)
+        }
 #undef SMLP_CALL
+#undef SMLP_CALL_NOPERM
     }
 }
 
@@ -741,11 +749,20 @@ static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int
         const int nv = (width + 7) / 8;
         const __m256i tail = smlp_mask256(width - 8 * (nv - 1));
         const int a = c > 0;
-        switch (nv) {
-        case 4: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 4, tail); break;
-        case 3: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 3, tail); break;
-        case 2: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 2, tail); break;
-        default: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 1, tail); break;
+        if (perm) {  /* (two inlined copies, as in bwd_row_avx512) */
+            switch (nv) {
+            case 4: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 4, tail); break;
+            case 3: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 3, tail); break;
+            case 2: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 2, tail); break;
+            default: bwd256_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, 1, tail); break;
+            }
+        } else {
+            switch (nv) {
+            case 4: bwd256_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, 4, tail); break;
+            case 3: bwd256_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, 3, tail); break;
+            case 2: bwd256_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, 2, tail); break;
+            default: bwd256_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, 1, tail); break;
+            }
         }
     }
 }
@@ -892,6 +909,14 @@ static inline void smlp_prefetch_ahead(const int32_t *idx, int64_t p0, int64_t p
  * long and irregular (the epilogue, the gradient's reductions) and the
  * hardware prefetcher fell behind: on a 5M-input eps-1 layer at batch 64 the
  * fused backward waited on the load of X[i] ~60% of its time. */
+/* only for blocks past the L3 (32 MiB on the EPYC VM): smaller ones come
+ * from the L3, where the extra instructions cost the CIFAR-10 layers
+ * (1.5-2 MiB blocks) a few percent */
+static int64_t smlp_row_pf_min = 64LL << 20;  /* bytes; 0 = never (_spmm.row_prefetch) */
+static inline int smlp_row_prefetch_on(int64_t block_bytes)
+{
+    return smlp_row_pf_min > 0 && block_bytes >= smlp_row_pf_min;
+}
 #define SMLP_PF_ROWS 4           /* rows ahead, at least ... */
 #define SMLP_PF_ROW_BYTES 2048    /* ... and at least this many bytes ahead */
 static inline void smlp_prefetch_row(const float *X, int64_t ldx, int64_t i, int64_t n_rows,

@@ -427,9 +427,10 @@ def _huge_block_results(stream_min, threads):
     (>= 1 MiB: the cross-row and sequential-row prefetches; >= stream_min:
     streaming stores), about two weights per row, 64-byte aligned blocks as
     the model's, micro-batch accumulation in transposed order included."""
-    old = spmm.stream_stores()
+    old = spmm.stream_stores(), spmm.row_prefetch()
     try:
         spmm.stream_stores(stream_min)
+        spmm.row_prefetch(stream_min)  # (same switch: on for every block, or never)
         r = np.random.default_rng(12)
         n, B = 2200, 128  # 2200 x 128 floats = 1.07 MiB
         layer = random_layer(r, n, n, 0.001, empty_rows=[0, n - 1], empty_cols=[9])
@@ -449,13 +450,15 @@ def _huge_block_results(stream_min, threads):
         return layer, [Z.copy(), A.copy(), G.copy(), g, bg, Zin.copy(), g_t, bg_t,
                        layer.data.copy(), layer.velocity.copy()]
     finally:
-        spmm.stream_stores(old)
+        spmm.stream_stores(old[0])
+        spmm.row_prefetch(old[1])
 
 
 def test_streaming_stores_and_row_prefetch_change_no_result():
-    """Streaming stores (every call, threshold 1 byte) against none, on 1 and
-    2 threads, with blocks large enough for the prefetches: bit for bit the
-    same; the forward product matches dense NumPy."""
+    """Streaming stores and the sequential-row prefetch (every call, threshold
+    1 byte) against neither, on 1 and 2 threads, with blocks large enough for
+    the cross-row prefetch: bit for bit the same; the forward product matches
+    dense NumPy."""
     layer, base = _huge_block_results(0, 1)
     assert layer.nnz < 16 * layer.n_out  # short rows: the cross-row prefetch path
     for stream_min in (0, 1):
@@ -470,6 +473,8 @@ def test_streaming_stores_and_row_prefetch_change_no_result():
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match=">= 0"):
         spmm.stream_stores(-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        spmm.row_prefetch(-1)
 
 
 def test_prefetch_distance_is_checked():

@@ -352,6 +352,27 @@ def test_table4_tiny_widths_run_in_process_and_report(tmp_path, no_run_plots):
     assert "memory plans only" in (tmp_path / "table4_plan.md").read_text()
 
 
+def test_table4_reports_the_plan_the_run_used(tmp_path, no_run_plots):
+    """The run plans again in its own process (the memory free there); the
+    table shows that plan and its estimate, not the parent's."""
+    import csv
+    import json
+    kw = dict(epochs=1, threads=1, width_scale=2e-5, n_features=24, n_samples=400,
+              archs=["65536-0.5M-0.5M-2"], isolate=False)
+    reproduce.reproduce_table4(tmp_path, **kw)
+    row, = csv.DictReader(open(tmp_path / "table4.csv"))
+    assert row["plan"] == "fast" and int(row["micro_batch"]) == 128
+    cfg_path = next(tmp_path.glob("*/config.json"))
+    used = json.loads(cfg_path.read_text())
+    used.update(activation_memory="lean", micro_batch=16)  # as if the run had chosen these
+    cfg_path.write_text(json.dumps(used))
+    reproduce.reproduce_table4(tmp_path, **kw)  # finished: nothing trains again
+    row2, = csv.DictReader(open(tmp_path / "table4.csv"))
+    assert row2["plan"] == "lean" and int(row2["micro_batch"]) == 16
+    assert float(row2["estimated_gib"]) < float(row["estimated_gib"])
+    assert "lean, micro-batch 16" in (tmp_path / "table4.md").read_text()
+
+
 def test_table4_training_options_get_their_own_folders(tmp_path, no_run_plots):
     (_, cfg, _), = reproduce.table4_configs(out=tmp_path, archs=["65536-0.5M-0.5M-2"],
                                             weight_init="he_uniform_sparse",

@@ -16,7 +16,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..errors import ConfigError, MemoryBudgetError, SparseMLPError
 from ..experiment import dataset_shape, plan_memory, run
-from ..memory import GiB
+from ..memory import GiB, estimate
 from ..presets import PRESETS
 from ..report import write_json
 from ..training import PREEMPTED_EXIT_CODE, PreemptedError
@@ -174,6 +174,28 @@ def _epoch_losses(run_dir: Path, column: str = "train_loss") -> list[float]:
         return []
 
 
+def _plan_used(row: dict, run_dir: Path, cfg: TrainConfig, sizes: list[int],
+               n_samples: int) -> None:
+    """The plan the run itself used, in place of the one made here.  The run
+    plans again with the memory free in its own process (with the dataset
+    loaded, the parent's plan can be a larger micro-batch than fits there):
+    its config.json says what it chose, and the estimate is that plan's."""
+    try:
+        used = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    mode = used.get("activation_memory") or row.get("plan")
+    mb = int(used.get("micro_batch") or cfg.batch_size)
+    if (mode, mb) == (row.get("plan"), row.get("micro_batch")):
+        return
+    est = estimate(sizes, cfg.epsilon, cfg.batch_size,
+                   int(used.get("eval_batch_size") or cfg.eval_batch_size), n_samples,
+                   srelu=cfg.activation == "srelu", activation_memory=mode, micro_batch=mb)
+    log.info("Table 4: %s ran with %s activations, micro-batch %d (planned here: %s, %s)",
+             run_dir.name, mode, mb, row.get("plan"), row.get("micro_batch"))
+    row.update(plan=mode, micro_batch=mb, estimated_gib=est.total / GiB)
+
+
 def reproduce_table4(out: str | Path, epochs: int = TABLE4_EPOCHS,
                      threads: int | None = None, width_scale: float = 1.0,
                      n_features: int | None = None, n_samples: int | None = None,
@@ -230,6 +252,7 @@ def reproduce_table4(out: str | Path, epochs: int = TABLE4_EPOCHS,
                         continue
                 else:
                     run(cfg, progress=False, resume="auto", overrides={"threads": cfg.threads})
+            _plan_used(row, run_dir, cfg, [f, *cfg.hidden, c], n)
             s = json.loads(summary_path.read_text())
             e = int(s["epochs"])
             row.update(status="ok", epochs=e, nnz=s["nnz_start"], threads=s["threads"],
