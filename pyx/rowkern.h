@@ -202,7 +202,7 @@ static inline void smlp_stream_stores(int64_t out_bytes)
 static inline void smlp_store_fence(void)
 {
 #if SMLP_X86
-    _mm_sfence();
+    if (smlp_nt_store) _mm_sfence();
 #endif
 }
 
@@ -264,19 +264,21 @@ SMLP_INLINE SMLP_T512 __mmask16 keep512(const smlp_epi_t *e, int col)
  * the epilogue's result; the last vector of a chunk is masked by `m` */
 /* one vector of a finished row: streamed when smlp_nt_store is on and the
  * vector is whole and 64-byte aligned, else a (masked) normal store */
-SMLP_INLINE SMLP_T512 void st512(float *p, __mmask16 m, __m512 v)
+SMLP_INLINE SMLP_T512 void st512(float *p, __mmask16 m, __m512 v, const int nt)
 {
-    if (smlp_nt_store && m == 0xFFFF && ((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
+    if (nt && m == 0xFFFF && ((uintptr_t)p & 63) == 0) _mm512_stream_ps(p, v);
     else _mm512_mask_storeu_ps(p, m, v);
 }
 
+/* `nt` (smlp_nt_store, read once per chunk) is a literal at every call site
+ * (SMLP_STORE_CHUNK), so each of the two copies of a chunk's stores has no test */
 SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e, int col,
-                                    __mmask16 m)
+                                    __mmask16 m, const int nt)
 {
-    if (!e) { st512(out + col, m, acc); return; }
+    if (!e) { st512(out + col, m, acc, nt); return; }
     const __m512 zero = _mm512_setzero_ps();
     if (e->mode == SMLP_EPI_FWD) {
-        st512(out + col, m, acc);
+        st512(out + col, m, acc, nt);
         __m512 a = acc;
         __mmask16 sign = 0, keep = 0xFFFF;
         if (e->kind == 1) {
@@ -294,14 +296,14 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
             e->bits[2 * (col / 16)] = keep;
             e->bits[2 * (col / 16) + 1] = sign;
         }
-        st512(e->dst + col, m, a);
+        st512(e->dst + col, m, a, nt);
     } else if (e->bits) {  /* the masks the forward pass kept: the same bits */
         __m512 g = acc;
         const __mmask16 keep = e->bits[2 * (col / 16)], sign = e->bits[2 * (col / 16) + 1];
         if (e->thresh) g = _mm512_maskz_mul_ps(keep, g, _mm512_set1_ps(e->scale));
         if (e->kind == 1) g = _mm512_maskz_mov_ps(sign, g);
         else if (e->kind == 2) g = _mm512_mask_mul_ps(g, sign, g, _mm512_set1_ps(e->slope));
-        st512(e->dst + col, m, g);
+        st512(e->dst + col, m, g, nt);
     } else {
         __m512 g = acc;
         if (e->thresh) g = _mm512_maskz_mul_ps(keep512(e, col), g, _mm512_set1_ps(e->scale));
@@ -310,7 +312,7 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
         else if (e->kind == 2)
             g = _mm512_mask_mul_ps(g, _mm512_cmp_ps_mask(z, zero, _CMP_LT_OQ), g,
                                    _mm512_set1_ps(e->slope));
-        st512(e->dst + col, m, g);
+        st512(e->dst + col, m, g, nt);
     }
 }
 
@@ -323,6 +325,16 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
 /* load vector v of a row: full, or masked when it is the chunk's last */
 #define SMLP_LD512(ptr, v) ((v) == nv - 1 ? _mm512_maskz_loadu_ps(tail, (ptr) + 16 * (v)) \
                                           : _mm512_loadu_ps((ptr) + 16 * (v)))
+
+/* the stores of a finished chunk (accumulators a0.., columns c.., last vector
+ * masked by `tail`): two copies, streaming or not, so that smlp_nt_store is
+ * read once per chunk and each copy of store512 has no test (nt literal) */
+#define SMLP_ST_PLAIN(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 0);
+#define SMLP_ST_NT(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 1);
+#define SMLP_STORE_CHUNK()                                                         \
+    do {                                                                           \
+        if (smlp_nt_store) { SMLP_V8(SMLP_ST_NT) } else { SMLP_V8(SMLP_ST_PLAIN) } \
+    } while (0)
 
 /* one chunk of `nv` vectors (nv is a literal at every call site, so the
  * accumulators live in registers); the last vector is masked by `tail`. */
@@ -342,9 +354,7 @@ SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
         SMLP_V8(SMLP_FMA)
 #undef SMLP_FMA
     }
-#define SMLP_ST(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF);
-    SMLP_V8(SMLP_ST)
-#undef SMLP_ST
+    SMLP_STORE_CHUNK();
 }
 
 #define SMLP_SWITCH8(nv, CALL)                                                     \
@@ -510,9 +520,7 @@ SMLP_INLINE SMLP_T512 void bwd512_chunk(const int32_t *rows, const int32_t *perm
     }
 #undef SMLP_BWD_W
 #undef SMLP_BWD_V
-#define SMLP_ST(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF);
-    SMLP_V8(SMLP_ST)
-#undef SMLP_ST
+    SMLP_STORE_CHUNK();
 }
 
 static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, int64_t n,
