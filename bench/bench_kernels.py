@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_layers import best_time  # noqa: E402
 from sparse_mlp.activations import make_activation  # noqa: E402
 from sparse_mlp.kernels import aligned_empty, spmm  # noqa: E402
 from sparse_mlp.layers import SparseLayer  # noqa: E402
@@ -38,17 +38,6 @@ from sparse_mlp.model import SPLIT_UPDATE_MAX  # noqa: E402
 
 SHAPES = [(28, 1000, 10), (1000, 1000, 10), (784, 1000, 20), (1000, 1000, 20),
           (3072, 4000, 20), (4000, 1000, 20), (1000, 4000, 20)]
-
-
-def best_time(fn, reps: int, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - t) / reps)
-    return best
 
 
 def floor_times(path: str | None, threads: int) -> dict:
@@ -110,7 +99,7 @@ def time_layer(n_in: int, n_out: int, eps: float, B: int, t: int, reps: int,
         "bwd_fused": upd_fused,
         "update": lambda: lay.update(X, D, 1e-9, 0.9, 0.0, n_threads=t),
     }
-    res = {k: best_time(f, reps, repeat) for k, f in kern.items()}
+    res = {k: best_time(f, repeat, reps) for k, f in kern.items()}
     lay.data[...] = data0
     lay.velocity[...] = vel0
     return lay, res

@@ -95,6 +95,15 @@ def set_simd_level(level):
     return _LEVELS[smlp_dispatch_init(2 if req < 0 else req)]
 
 
+def _setting(value, what, hi=None):
+    """A value for one of the C globals of rowkern.h set below (each changes
+    speed only): an int >= 0, at most ``hi`` when given."""
+    v = int(value)
+    if v < 0 or (hi is not None and v > hi):
+        raise ValueError(f"{what} must be " + (f"in 0..{hi}" if hi is not None else ">= 0"))
+    return v
+
+
 def prefetch_distance(distance=None):
     """The cross-row prefetch distance in weights (layers with short rows,
     see rowkern.h); with an argument, set it first (0 turns it off).  The
@@ -102,10 +111,7 @@ def prefetch_distance(distance=None):
     speed only, never a result."""
     global smlp_pf_ahead
     if distance is not None:
-        d = int(distance)
-        if not 0 <= d <= 256:
-            raise ValueError("prefetch distance must be in 0..256")
-        smlp_pf_ahead = d  # no-cython-lint (the C global of rowkern.h)
+        smlp_pf_ahead = _setting(distance, "prefetch distance", 256)  # no-cython-lint
     return smlp_pf_ahead
 
 
@@ -115,9 +121,7 @@ def row_prefetch(min_bytes=None):
     0 = never.  Returns the current value; changes no result, only speed."""
     global smlp_row_pf_min
     if min_bytes is not None:
-        if int(min_bytes) < 0:
-            raise ValueError("row_prefetch: min_bytes must be >= 0")
-        smlp_row_pf_min = int(min_bytes)  # no-cython-lint (the C global of rowkern.h)
+        smlp_row_pf_min = _setting(min_bytes, "row_prefetch min_bytes")  # no-cython-lint
     return smlp_row_pf_min
 
 
@@ -127,9 +131,7 @@ def stream_stores(min_bytes=None):
     Returns the current value; changes no result, only speed."""
     global smlp_stream_min
     if min_bytes is not None:
-        if int(min_bytes) < 0:
-            raise ValueError("stream_stores: min_bytes must be >= 0")
-        smlp_stream_min = int(min_bytes)  # no-cython-lint (the C global of rowkern.h)
+        smlp_stream_min = _setting(min_bytes, "stream_stores min_bytes")  # no-cython-lint
     return smlp_stream_min
 
 
@@ -141,10 +143,7 @@ def min_parallel_work(work=None):
     every module from SPARSE_MLP_MIN_PARALLEL_WORK."""
     global smlp_min_work
     if work is not None:
-        w = int(work)
-        if w < 0:
-            raise ValueError("min_parallel_work must be >= 0")
-        smlp_min_work = w  # no-cython-lint (the C global of rowkern.h)
+        smlp_min_work = _setting(work, "min_parallel_work")  # no-cython-lint
     return smlp_min_work
 
 

@@ -884,6 +884,19 @@ static void smlp_row_sums(const float *D, int64_t ldd, int64_t jb, int64_t n_row
 /* ------------------------------------------------------------------ */
 /* cross-row prefetch for layers with short rows                        */
 /* ------------------------------------------------------------------ */
+/* prefetch `bytes` bytes from p (every line, and the last byte when p is not
+ * line-aligned) into all cache levels */
+static inline void smlp_prefetch_block(const void *p, int64_t bytes)
+{
+#if defined(__GNUC__)
+    const char *r = (const char *)p;
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
+    __builtin_prefetch(r + bytes - 1, 0, 3);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
 /* At eps ~1 a row holds about two weights, so the in-row prefetch of the
  * row kernels (SMLP_PF weights ahead inside one row) never fires and every
  * gathered row costs a full memory latency.  The parallel loops call this
@@ -902,11 +915,8 @@ static inline void smlp_prefetch_ahead(const int32_t *idx, int64_t p0, int64_t p
     const int64_t dist = smlp_pf_ahead;
     int64_t b = p1 + dist;
     if (b > pend) b = pend;
-    for (int64_t p = p0 + dist; p < b; p++) {
-        const char *r = (const char *)(X + (int64_t)idx[p] * ldx);
-        for (int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
-        __builtin_prefetch(r + row_bytes - 1, 0, 3);
-    }
+    for (int64_t p = p0 + dist; p < b; p++)
+        smlp_prefetch_block(X + (int64_t)idx[p] * ldx, row_bytes);
 #else
     (void)idx; (void)p0; (void)p1; (void)pend; (void)X; (void)ldx; (void)row_bytes;
 #endif
@@ -933,10 +943,7 @@ static inline void smlp_prefetch_row(const float *X, int64_t ldx, int64_t i, int
 #if defined(__GNUC__)
     int64_t d = row_bytes > 0 ? SMLP_PF_ROW_BYTES / row_bytes : SMLP_PF_ROWS;
     if (d < SMLP_PF_ROWS) d = SMLP_PF_ROWS;
-    if (i + d < n_rows) {
-        const char *r = (const char *)(X + (i + d) * ldx);
-        for (int64_t o = 0; o < row_bytes; o += 64) __builtin_prefetch(r + o, 0, 3);
-    }
+    if (i + d < n_rows) smlp_prefetch_block(X + (i + d) * ldx, row_bytes);
 #else
     (void)X; (void)ldx; (void)i; (void)n_rows; (void)row_bytes;
 #endif

@@ -42,7 +42,6 @@ cdef extern from "rowkern.h" nogil:
     int64_t smlp_stream_min
     void smlp_store_fence()
     int SMLP_BIAS_BLOCK
-    int64_t SMLP_AHEAD_MIN_BYTES
     int64_t smlp_row_pf_min
     int smlp_row_prefetch_on(int64_t block_bytes)
     void smlp_row_sums(const float* D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
