@@ -73,6 +73,27 @@ def srelu_initial(n: int, rng: np.random.Generator | None) -> np.ndarray:
     return p
 
 
+def init_gain2(name: str, alpha: float | None) -> float:
+    """The variance gain that keeps a signal's scale through a layer followed
+    by activation ``name`` (``--weight-init kaiming_uniform_sparse``): with
+    weights of variance g / fan-in, z = W x has variance g E[x^2] and
+    E[f(z)^2] = E[x^2], so neither grows nor fades with depth.  ReLU: 2;
+    leaky ReLU and All-ReLU with negative slope a: 2 / (1 + a^2); tanh:
+    25/9; sigmoid: 1 (PyTorch's ``calculate_gain`` squared).  SReLU has no
+    fixed gain (its shape is trained)."""
+    if name == "relu":
+        return 2.0
+    if name in ("allrelu", "leaky"):
+        a = DEFAULT_LEAKY_SLOPE if alpha is None else float(alpha)
+        return 2.0 / (1.0 + a * a)
+    if name == "tanh":
+        return 25.0 / 9.0
+    if name == "sigmoid":
+        return 1.0
+    raise ConfigError(f"--weight-init kaiming_uniform_sparse needs a fixed-shape activation "
+                      f"(relu, allrelu, leaky, tanh, sigmoid), not {name!r}")
+
+
 def make_activation(name: str, hidden_index: int, n_neurons: int, alpha: float | None,
                     rng: np.random.Generator | None = None) -> Activation:
     """Build the activation of hidden layer ``hidden_index`` (1 = first).

@@ -210,10 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output + loss: softmax+cross-entropy (default) or sigmoid+MSE; "
                         "linear+squared error is --task regression's (and its default)")
     a.add_argument("--weight-init", choices=["normal", "xavier", "he_uniform", "xavier_sparse",
-                                             "he_uniform_sparse"],
+                                             "he_uniform_sparse", "kaiming_uniform_sparse"],
                    help="initial values: normal N(0,1)/10, xavier or he_uniform (the paper's, "
                         "scaled by the dense fan-in/out); *_sparse: scaled by the expected "
-                        "fan-in/out of the sparse layer (for very wide layers, not the paper's)")
+                        "fan-in/out of the sparse layer (for very wide layers, not the paper's); "
+                        "kaiming_uniform_sparse: he_uniform_sparse with the gain of the "
+                        "activation (2/(1+alpha^2) for All-ReLU), so that deep networks "
+                        "keep their signal's scale")
 
     o = p.add_argument_group("optimisation (reference momentum SGD; defaults: the preset)")
     o.add_argument("--epochs", type=int, help="epochs (paper: 500)")
@@ -365,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--erk-power", type=float, help="erk: density ~ ((n_in+n_out)/(n_in*n_out))"
                    "**power (default 1; 0 = uniform density)")
     b.add_argument("--output-init", choices=["normal", "xavier", "he_uniform", "xavier_sparse",
-                                             "he_uniform_sparse", "zero"],
+                                             "he_uniform_sparse", "kaiming_uniform_sparse",
+                                             "zero"],
                    help="the output layer's initial values (default: --weight-init); zero: "
                         "start at 0 (logits 0, loss ln C)")
     b.add_argument("--lr-fan-in-cap", type=float, metavar="F",
@@ -441,7 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "dense_relu, dense_allrelu), e.g. for a SLURM array task; the table is "
                         "written from every finished run found. table4: only these "
                         "architectures (65536-0.5M-0.5M-2, 65536-2.5M-2.5M-2, 65536-5M-5M-2, "
-                        "65536-5Mx4-2, 65536-5Mx10-2)")
+                        "65536-5Mx4-2, 65536-5Mx10-2; and, only when named, 65536-5Mx25-2: "
+                        "125 M neurons, the paper's aim)")
     x.add_argument("--only-seed", type=int, metavar="K",
                    help="table2: run only seed K (0-based) of the selected rows")
     x.add_argument("--width-scale", type=float,

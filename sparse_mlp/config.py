@@ -22,7 +22,8 @@ HIDDEN_ACTIVATIONS = ("relu", "allrelu", "leaky", "srelu", "tanh", "sigmoid")
 OUTPUTS = ("softmax", "sigmoid", "linear")  # linear: regression (identity + squared error)
 TASKS = ("classification", "regression")
 CLASS_WEIGHTS = ("balanced",)
-WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse")
+WEIGHT_INITS = ("normal", "xavier", "he_uniform", "xavier_sparse", "he_uniform_sparse",
+                "kaiming_uniform_sparse")
 # 'zero' is for an output layer only (--output-init zero): a hidden layer of
 # zeros passes no gradient to the layers below it
 INITS = (*WEIGHT_INITS, "zero")
@@ -218,6 +219,9 @@ class TrainConfig:
                             f"{self.class_weight!r}")
         elif self.class_weight is not None and self.task == "regression":
             problems.append("--class-weight weighs classes: it needs --task classification")
+        if self.weight_init == "kaiming_uniform_sparse" and self.activation == "srelu":
+            problems.append("--weight-init kaiming_uniform_sparse needs a fixed-shape activation "
+                            "(SReLU's shape is trained, so it has no gain to scale by)")
         if self.weight_init not in WEIGHT_INITS:
             problems.append(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}"
                             + (" ('zero' is for the output layer: --output-init zero)"

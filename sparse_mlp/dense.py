@@ -47,7 +47,7 @@ from .config import TrainConfig
 from .errors import ConfigError, MemoryBudgetError
 from .kernels import activation as act_kernels
 from .kernels import aligned_empty, default_threads, spmm
-from .layers import init_values
+from .layers import init_values, layer_gains
 from .memory import HEADROOM, GiB, available_bytes
 from .model import LayerStack
 
@@ -171,9 +171,11 @@ class DenseLayer:
             raise ConfigError("velocity, bias and bias_velocity must match W")
 
     @classmethod
-    def random(cls, n_in: int, n_out: int, init: str, rng: np.random.Generator) -> DenseLayer:
+    def random(cls, n_in: int, n_out: int, init: str, rng: np.random.Generator,
+               gain2: float = 2.0) -> DenseLayer:
         """Every connection present, values from ``init`` (layers.init_values)."""
-        W = init_values(init, int(n_in) * int(n_out), n_in, n_out, rng).reshape(n_out, n_in)
+        W = init_values(init, int(n_in) * int(n_out), n_in, n_out, rng,
+                        gain2=gain2).reshape(n_out, n_in)
         return cls(n_in, n_out, W, init)
 
     @property
@@ -232,7 +234,9 @@ class DenseMLP(LayerStack):
         self.lean = False  # the sparse model's activation-memory switch; dense keeps all
         rng = rng if rng is not None else np.random.default_rng()
         if layers is None:
-            layers = [DenseLayer.random(a, b, init, rng) for a, b in zip(sizes[:-1], sizes[1:])]
+            gains = layer_gains(len(sizes) - 1, activation, alpha)
+            layers = [DenseLayer.random(a, b, init, rng, g)
+                      for a, b, g in zip(sizes[:-1], sizes[1:], gains)]
         self.attach(sizes, layers, activations, activation, alpha, rng)
         self._bufs: dict | None = None
         self._grads: list | None = None

@@ -113,7 +113,7 @@ def set_step(layer: SparseLayer, zeta: float, rng: np.random.Generator,
         values = np.zeros(n_new, dtype=np.float32)
     else:
         values = init_values(layer.init, n_new, layer.n_in, layer.n_out, rng,
-                             density=layer.density)
+                             density=layer.density, gain2=layer.gain2)
     rows = pos // layer.n_in
     cols = (pos - rows * layer.n_in).astype(np.int32)
     new_counts = np.bincount(rows, minlength=layer.n_out)

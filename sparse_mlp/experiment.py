@@ -34,7 +34,7 @@ from .dense import DenseMLP, blas_threads, check_dense_fits
 from .errors import ConfigError, MemoryBudgetError
 from .initial_topology import initial_layers
 from .kernels import default_threads
-from .layers import MAX_NNZ, expected_nnz
+from .layers import MAX_NNZ, expected_nnz, layer_gains
 from .memory import GiB, MemoryEstimate, available_bytes, estimate, largest_batch, plan
 from .model import SparseMLP
 from .report import write_json
@@ -93,7 +93,8 @@ def build_model(cfg: TrainConfig, n_features: int, n_classes: int, streams: Rand
     # (initial_topology.py); None: SparseMLP's ER
     layers = initial_layers(sizes, cfg.epsilon, cfg.weight_init, streams.init,
                             cfg.density_allocation, cfg.erk_power, cfg.output_init,
-                            sampling=cfg.er_sampling)
+                            sampling=cfg.er_sampling,
+                            gains=layer_gains(len(sizes) - 1, cfg.activation, cfg.alpha))
     return SparseMLP(sizes, epsilon=cfg.epsilon, activation=cfg.activation, alpha=cfg.alpha,
                      init=cfg.weight_init, output=cfg.output, dropout=cfg.dropout,
                      rng=streams.init, n_threads=cfg.threads or default_threads(),

@@ -309,7 +309,7 @@ def gradient_evolution(layers: Sequence[SparseLayer], probe: GradientProbe, zeta
             vals = np.zeros(pos.size, dtype=np.float32)
         else:
             vals = init_values(layer.init, pos.size, layer.n_in, layer.n_out, rng,
-                               density=layer.density)
+                               density=layer.density, gain2=layer.gain2)
         rows = pos // layer.n_in
         cols = (pos - rows * layer.n_in).astype(np.int32)
         new_counts = np.bincount(rows, minlength=layer.n_out)

@@ -71,11 +71,13 @@ def layer_densities(sizes: Sequence[int], epsilon: float, allocation: str = "er"
 def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.random.Generator,
                    allocation: str = "er", power: float = 1.0,
                    output_init: str | None = None,
-                   sampling: str = "exact") -> list[SparseLayer] | None:
+                   sampling: str = "exact",
+                   gains: Sequence[float] | None = None) -> list[SparseLayer] | None:
     """The weight matrices of a new network under ``allocation``; None for
     ``er`` with ``sampling="exact"`` (SparseMLP draws those itself, exactly
     as it always has).  ``output_init``: the output layer's values (default
-    ``init``).
+    ``init``); ``gains``: each layer's variance gain (layers.layer_gains; for
+    ``kaiming_uniform_sparse``).
 
     ``sampling="exact"``: each layer is Erdos-Renyi at its density, connections
     exist independently, so nnz is Binomial(n_in * n_out, density).
@@ -85,14 +87,16 @@ def initial_layers(sizes: Sequence[int], epsilon: float, init: str, rng: np.rand
     where the density is high (Madelon: ~19,000 instead of ~19,800)."""
     if allocation == "er" and sampling == "exact":
         return None
+    gains = list(gains) if gains is not None else [2.0] * (len(sizes) - 1)
     if allocation == "er":
         inits = layer_inits(len(sizes) - 1, init, output_init)
-        return [SparseLayer.erdos_renyi(a, b, epsilon, init_l, rng, sampling=sampling)
-                for a, b, init_l in zip(sizes[:-1], sizes[1:], inits)]
+        return [SparseLayer.erdos_renyi(a, b, epsilon, init_l, rng, sampling=sampling, gain2=g)
+                for a, b, init_l, g in zip(sizes[:-1], sizes[1:], inits, gains)]
     dens = layer_densities(sizes, epsilon, allocation, power)
     out = []
     inits = layer_inits(len(dens), init, output_init)
-    for (a, b), d, init_l in zip(zip(sizes[:-1], sizes[1:]), dens, inits):
+    for (a, b), d, init_l, g in zip(zip(sizes[:-1], sizes[1:]), dens, inits, gains):
         eps_l = d * a * b / (a + b) if d < 1.0 else 2.0 * a * b / (a + b)  # capped at 1
-        out.append(SparseLayer.erdos_renyi(a, b, eps_l, init_l, rng, sampling=sampling))
+        out.append(SparseLayer.erdos_renyi(a, b, eps_l, init_l, rng, sampling=sampling,
+                                           gain2=g))
     return out

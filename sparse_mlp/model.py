@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activation
+from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, init_gain2, make_activation
 from .errors import ConfigError
 from .kernels import activation as act_kernels
 from .kernels import aligned_empty, default_threads, spmm
-from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_inits
+from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 
 # With several threads the fused backward pass (gradient to the inputs and
 # weight update in one pass over the transposed index) updates weights that
@@ -66,6 +66,8 @@ class LayerStack:
                     else "is unknown")
             raise ConfigError(f"weight init {init!r} {what}; choose one of "
                               f"{', '.join(WEIGHT_INITS)}")
+        if init == "kaiming_uniform_sparse":
+            init_gain2(activation, 0.0)  # a clear error for SReLU
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         return sizes
@@ -76,6 +78,10 @@ class LayerStack:
         activations (new ones unless given)."""
         if [(lay.n_in, lay.n_out) for lay in layers] != list(zip(sizes[:-1], sizes[1:])):
             raise ConfigError("the layers do not match the sizes")
+        # the gain each layer regrows weights with (kaiming_uniform_sparse),
+        # set here for layers drawn, loaded, copied or received alike
+        for lay, g in zip(layers, layer_gains(len(layers), activation, alpha)):
+            lay.gain2 = g
         self.layers = layers
         if activations is None:
             activations = [make_activation(activation, h + 1, sizes[h + 1], alpha, rng)
@@ -174,7 +180,9 @@ class SparseMLP(LayerStack):
         rng = rng if rng is not None else np.random.default_rng()
         if layers is None:
             inits = layer_inits(len(sizes) - 1, init, output_init)
-            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon, inits[i], rng)
+            gains = layer_gains(len(sizes) - 1, activation, alpha)
+            layers = [SparseLayer.erdos_renyi(sizes[i], sizes[i + 1], epsilon, inits[i], rng,
+                                              gain2=gains[i])
                       for i in range(len(sizes) - 1)]
         self.attach(sizes, layers, activations, activation, alpha, rng)
         self._train_bufs: dict | None = None

@@ -315,7 +315,9 @@ def test_filesystems_without_locks_fall_back_to_unlocked(tmp_path, monkeypatch, 
     dict(activation="srelu", alpha=None, eval_every=2),     # trainable activations
     # Table 4's options: a zero output layer, capped steps
     dict(weight_init="he_uniform_sparse", output_init="zero", lr_fan_in_cap=2.0),
-], ids=["allrelu-ip", "srelu", "zero-output-capped"])
+    # regrowth after the resume draws with the gain the loaded model sets
+    dict(weight_init="kaiming_uniform_sparse"),
+], ids=["allrelu-ip", "srelu", "zero-output-capped", "kaiming"])
 def test_half_then_resume_equals_straight(kw, tmp_path):
     data = make_data()
     straight = run(small_cfg(tmp_path, "straight", checkpoint_every=3, **kw), data=data,
@@ -485,6 +487,9 @@ def test_impossible_settings_are_refused_before_allocation(tmp_path, monkeypatch
         check_feasible(TrainConfig(hidden=[100_000], epsilon=30_000), 50_000, 2, 1000)
     with pytest.raises(ConfigError, match="--hidden must list positive"):
         run(small_cfg(tmp_path, hidden=[16, 0]), data=data)
+    with pytest.raises(ConfigError, match="kaiming_uniform_sparse needs a fixed-shape"):
+        run(small_cfg(tmp_path, activation="srelu", alpha=None,
+                      weight_init="kaiming_uniform_sparse"), data=data)
 
 
 def test_epsilon_beyond_full_density_caps_at_a_full_layer(tmp_path, caplog):

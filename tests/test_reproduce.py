@@ -511,6 +511,23 @@ def test_cli_reproduce_table4_dry_run_prints_plans(tmp_path, capsys):
     assert (tmp_path / "table4_plan.md").exists() and not (tmp_path / "table4.md").exists()
 
 
+def test_table4_runs_the_125M_row_only_when_named(tmp_path, capsys):
+    """65536-5Mx25-2 (the paper's aim, beyond its table): not in the default
+    rows; named, it plans (25 hidden layers of 5 M at full size) and runs
+    beside the paper's rows with a dash for the paper's minutes."""
+    names = [n for n, _, _ in reproduce.table4_configs(out=tmp_path)]
+    assert "65536-5Mx25-2" not in names and len(names) == 5
+    [(name, cfg, paper)] = reproduce.table4_configs(out=tmp_path, archs=["65536-5Mx25-2"])
+    assert cfg.hidden == [5_000_000] * 25 and cfg.epsilon == 1 and paper["neurons"] == "125 M"
+    rc = run_experiment.main(["--reproduce", "table4", "--rows", "65536-5Mx25-2",
+                              "--width-scale", "2e-5", "--n-features", "24",
+                              "--epochs", "1", "--threads", "1", "--out",
+                              str(tmp_path / "t"), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| 24-" + "-".join(["100"] * 25) + "-2 | 1 |" in out
+    assert "(the paper's aim, not reached)" in out and "(—)" in out
+
+
 def test_cli_diagnostics_flag(tmp_path, no_run_plots):
     rc = run_experiment.main(["--epochs", "2", "--hidden", "32,32", "--diagnostics", "--out",
                               str(tmp_path / "d"), "--no-progress", "--quiet", "--threads", "1"])

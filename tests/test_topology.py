@@ -286,3 +286,52 @@ def test_sparse_aware_init_scales_with_the_expected_fan_in(rng):
     layer.data[:] = 0.0
     set_step(layer, 0.3, rng)
     assert np.abs(layer.data).max() > 0.5 * lim
+
+
+def _hidden_second_moment(model, X):
+    """E[a^2] of the last hidden layer, computed in float64 with scipy (the
+    activation is All-ReLU: slope +-alpha on the negative side)."""
+    a = X.astype(np.float64)
+    for lay, act in zip(model.layers[:-1], model.acts):
+        z = np.asarray(a @ lay.to_scipy().astype(np.float64)) + lay.bias
+        a = np.where(z > 0, z, act.slope * z)
+    return float(np.mean(a * a))
+
+
+def test_kaiming_init_keeps_a_deep_allrelu_signal_at_scale(rng):
+    """kaiming_uniform_sparse: limit sqrt(3 g / fan-in) with g = 2 / (1 +
+    alpha^2) for All-ReLU's hidden layers and 1 for the output layer, so a
+    20-layer eps-1 stack keeps its input's second moment, where He's gain of
+    2 grows it by about (1 + alpha^2)^20 (~470 at alpha 0.6); SET regrowth
+    draws from the same distribution, from the gain the model set."""
+    from sparse_mlp.model import SparseMLP
+    alpha, depth, width = 0.6, 20, 4000
+    X = rng.standard_normal((64, 256)).astype(np.float32)
+    ratio = {}
+    for init in ("kaiming_uniform_sparse", "he_uniform_sparse"):
+        m = SparseMLP([256] + [width] * depth + [2], epsilon=1.0, activation="allrelu",
+                      alpha=alpha, init=init, rng=np.random.default_rng(3), n_threads=1)
+        ratio[init] = _hidden_second_moment(m, X) / float(np.mean(X.astype(np.float64) ** 2))
+        assert [lay.gain2 for lay in m.layers] == [2 / (1 + alpha ** 2)] * depth + [1.0]
+    assert 0.25 < ratio["kaiming_uniform_sparse"] < 4.0, ratio
+    assert ratio["he_uniform_sparse"] > 50.0, ratio
+    # the limits, hidden and output
+    m = SparseMLP([3000, 2000, 10], epsilon=20.0, activation="allrelu", alpha=alpha,
+                  init="kaiming_uniform_sparse", rng=rng, n_threads=1)
+    hid, out = m.layers
+    lim_h = math.sqrt(3 * (2 / (1 + alpha ** 2)) / (hid.density * 3000))
+    lim_o = math.sqrt(3 * 1.0 / (out.density * 2000))
+    assert lim_h * 0.98 < np.abs(hid.data).max() <= lim_h
+    assert lim_o * 0.98 < np.abs(out.data).max() <= lim_o
+    # regrowth after a copy (a model rebuilt from its layers) keeps the gain
+    c = m.copy()
+    c.layers[0].data[:] = 0.0
+    set_step(c.layers[0], 0.3, rng)
+    assert lim_h * 0.95 < np.abs(c.layers[0].data).max() <= lim_h
+    # relu: He's gain; SReLU has none, so it is refused
+    r = SparseMLP([300, 200, 2], epsilon=5.0, activation="relu",
+                  init="kaiming_uniform_sparse", rng=rng, n_threads=1)
+    assert r.layers[0].gain2 == 2.0
+    with pytest.raises(ConfigError, match="fixed-shape activation"):
+        SparseMLP([300, 200, 2], epsilon=5.0, activation="srelu",
+                  init="kaiming_uniform_sparse", rng=rng, n_threads=1)

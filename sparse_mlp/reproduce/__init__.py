@@ -86,6 +86,7 @@ from .table4 import (
     TABLE4_ARCHS,
     TABLE4_DROPOUT,
     TABLE4_EPOCHS,
+    TABLE4_EXTRA_ARCHS,
     TABLE4_FEATURES,
     _run_child,
     _table4_child,
@@ -116,7 +117,8 @@ __all__ = [
     "MPI_LAUNCHER_VARS", "PAPER_TABLE3", "TABLE3_LABELS", "TABLE3_ROWS", "TABLE3_WORKERS",
     "mpi_world", "mpiexec_command", "reproduce_table3", "torch_cpu_reference", "write_table3",
     # Table 4
-    "PAPER_TABLE4", "TABLE4_ARCHS", "TABLE4_DROPOUT", "TABLE4_EPOCHS", "TABLE4_FEATURES",
+    "PAPER_TABLE4", "TABLE4_ARCHS", "TABLE4_DROPOUT", "TABLE4_EPOCHS", "TABLE4_EXTRA_ARCHS",
+    "TABLE4_FEATURES",
     "_run_child", "_table4_child", "_table4_recipe", "reproduce_table4", "table4_configs",
     "write_table4",
     # Table 6
