@@ -23,13 +23,15 @@ import numpy as np
 
 from cython.parallel cimport prange
 from libc.math cimport exp, log
-from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 
 from rowkern cimport (
     smlp_act_t,
     smlp_backward_epilogue,
+    smlp_bits_usable,
     smlp_fill_act,
     smlp_dropout_row,
+    smlp_forward_bits_row,
     smlp_forward_epilogue,
     smlp_mix64,
 )
@@ -45,23 +47,39 @@ def dropout_key(uint64_t seed, int64_t step, int64_t layer):
 
 def activation_forward(const float[:, ::1] Z, float[:, ::1] A, int act=0, float slope=0.0,
                        const float[:, ::1] srelu=None, double drop_rate=0.0,
-                       uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1):
-    """A = dropout(f(Z)), row j of (n, B) being neuron j; A may be Z."""
+                       uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1,
+                       const uint16_t[:, ::1] bits=None):
+    """A = dropout(f(Z)), row j of (n, B) being neuron j; A may be Z.
+    ``bits``: the masks that the fused forward pass of this Z kept
+    (``_spmm.forward(bits=)``, when it returned True): the same A from them
+    without hashing the dropout mask again (ignored where they cannot be
+    used: an activation that is not fused, a CPU without AVX-512)."""
     cdef int64_t n = Z.shape[0]
     cdef int B = <int>Z.shape[1]
     cdef int64_t j
     cdef smlp_act_t p
     cdef const float* sp = NULL
+    cdef int words = 2 * ((B + 15) // 16)
+    cdef bint use_bits = False
     if A.shape[0] != n or A.shape[1] != B:
         raise ValueError("activation_forward: A must have the shape of Z")
     if srelu is not None:
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    if bits is not None:
+        if bits.shape[0] < n or bits.shape[1] != words:
+            raise ValueError(f"activation_forward: bits must be ({n}+, {words}), got "
+                             f"({bits.shape[0]}, {bits.shape[1]})")
+        use_bits = smlp_bits_usable(&p) != 0
     if n == 0 or B == 0:
         return
     with nogil:
-        for j in prange(n, schedule="static", num_threads=n_threads):
-            smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+        if use_bits:
+            for j in prange(n, schedule="static", num_threads=n_threads):
+                smlp_forward_bits_row(&p, &Z[j, 0], &A[j, 0], &bits[j, 0], B)
+        else:
+            for j in prange(n, schedule="static", num_threads=n_threads):
+                smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
 
 
 def activation_backward(const float[:, ::1] Z, float[:, ::1] G, int act=0, float slope=0.0,

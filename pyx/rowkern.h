@@ -369,6 +369,17 @@ SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
     default: CALL(1); break;                                                       \
     }
 
+/* A chunk whose last vector is whole is inlined with the literal mask
+ * SMLP_WHOLE, which gcc turns into plain loads and stores: masked ones run at
+ * about half speed when they stream from memory on Zen 5 (a copy of 128 MiB:
+ * 14.7 ms masked, 7.2 ms plain), and with micro-batches of 16 every load of
+ * a gathered row was the masked last vector of its chunk */
+#define SMLP_WHOLE ((__mmask16)0xFFFF)
+#define SMLP_SWITCH8_TAIL(nv, rem, CALL, CALL_WHOLE)                                \
+    do {                                                                           \
+        if ((rem) == 16) { SMLP_SWITCH8(nv, CALL_WHOLE) } else { SMLP_SWITCH8(nv, CALL) } \
+    } while (0)
+
 static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const int32_t *perm,
                                       int64_t n, const float *X, int64_t ldx, int B,
                                       float init, float *out, const smlp_epi_t *e)
@@ -379,8 +390,11 @@ static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const 
         const int rem = width - 16 * (nv - 1);
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
 #define SMLP_CALL(NV) spmm512_chunk(idx, w, perm, n, X, ldx, init, out, e, c, NV, tail)
-        SMLP_SWITCH8(nv, SMLP_CALL)
+#define SMLP_CALL_FULL(NV) spmm512_chunk(idx, w, perm, n, X, ldx, init, out, e, c, NV, \
+                                         SMLP_WHOLE)
+        SMLP_SWITCH8_TAIL(nv, rem, SMLP_CALL, SMLP_CALL_FULL);
 #undef SMLP_CALL
+#undef SMLP_CALL_FULL
     }
 }
 
@@ -457,8 +471,11 @@ static SMLP_T512 void sddmm_row_avx512(const int32_t *idx, int64_t n, const floa
         const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
         const int acc = c > 0;
 #define SMLP_CALL(NV) sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, NV, tail)
-        SMLP_SWITCH8(nv, SMLP_CALL)
+#define SMLP_CALL_FULL(NV) sddmm512_chunk(idx, n, X + c, ldx, d + c, scale, g, acc, NV, \
+                                          SMLP_WHOLE)
+        SMLP_SWITCH8_TAIL(nv, rem, SMLP_CALL, SMLP_CALL_FULL);
 #undef SMLP_CALL
+#undef SMLP_CALL_FULL
     }
 }
 
@@ -538,13 +555,19 @@ static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, i
          * that the test of perm folds away in each */
 #define SMLP_CALL(NV) bwd512_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, NV, tail)
 #define SMLP_CALL_NOPERM(NV) bwd512_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, a, NV, tail)
+#define SMLP_CALL_FULL(NV) bwd512_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, c, a, NV, \
+                                        SMLP_WHOLE)
+#define SMLP_CALL_NOPERM_FULL(NV) bwd512_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, c, \
+                                               a, NV, SMLP_WHOLE)
         if (perm) {
-            SMLP_SWITCH8(nv, SMLP_CALL)
+            SMLP_SWITCH8_TAIL(nv, rem, SMLP_CALL, SMLP_CALL_FULL);
         } else {
-            SMLP_SWITCH8(nv, SMLP_CALL_NOPERM)
+            SMLP_SWITCH8_TAIL(nv, rem, SMLP_CALL_NOPERM, SMLP_CALL_NOPERM_FULL);
         }
 #undef SMLP_CALL
 #undef SMLP_CALL_NOPERM
+#undef SMLP_CALL_FULL
+#undef SMLP_CALL_NOPERM_FULL
     }
 }
 
@@ -1108,6 +1131,44 @@ static inline void smlp_forward_epilogue(const smlp_act_t *p, int64_t j, const f
 {
     smlp_act_forward_row(p, j, z, a, B);
     if (p->drop_thresh) smlp_dropout_row(p, j, a, B);
+}
+
+/* the same row again from z and the masks that the fused forward kept
+ * (smlp_epi_t.bits: keep and sign per 16 columns): store512's FWD arithmetic,
+ * so the same a bit for bit, without hashing again (lean activation memory
+ * recomputes A this way before each backward pass).  Fusable activations
+ * only; the bits exist only where the CPU has AVX-512 (smlp_bits_usable). */
+#if SMLP_X86
+static SMLP_T512 void smlp_forward_bits_row(const smlp_act_t *p, const float *z, float *a,
+                                            const uint16_t *bits, int B)
+{
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 slope = _mm512_set1_ps(p->slope), sc = _mm512_set1_ps(p->drop_scale);
+    for (int col = 0; col < B; col += 16) {
+        const int rem = B - col;
+        const __mmask16 m = rem >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << rem) - 1u);
+        /* whole vectors unmasked: masked stores cost twice as much on Zen 5 */
+        __m512 v = rem >= 16 ? _mm512_loadu_ps(z + col) : _mm512_maskz_loadu_ps(m, z + col);
+        if (p->kind == SMLP_ACT_RELU) v = _mm512_max_ps(v, zero);
+        else if (p->kind == SMLP_ACT_LEAKY)
+            v = _mm512_mask_mul_ps(v, (__mmask16)bits[2 * (col / 16) + 1], v, slope);
+        if (p->drop_thresh) v = _mm512_maskz_mul_ps((__mmask16)bits[2 * (col / 16)], v, sc);
+        if (rem >= 16) _mm512_storeu_ps(a + col, v);
+        else _mm512_mask_storeu_ps(a + col, m, v);
+    }
+}
+#else
+static void smlp_forward_bits_row(const smlp_act_t *p, const float *z, float *a,
+                                  const uint16_t *bits, int B)
+{
+    (void)p; (void)z; (void)a; (void)bits; (void)B;  /* never called: no bits here */
+}
+#endif
+
+/* whether kept bits can replace the hash for activation p on this CPU */
+static inline int smlp_bits_usable(const smlp_act_t *p)
+{
+    return smlp_act_fusable(p) && smlp_cpu_level() == 2;
 }
 
 /* SReLU parameter gradients of neuron j, summed over the row:

@@ -72,6 +72,9 @@ cdef extern from "rowkern.h" nogil:
                              float* dst, uint16_t* bits)
     int SMLP_BITS_WORDS(int B)
     void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
+    void smlp_forward_bits_row(const smlp_act_t* p, const float* z, float* a,
+                               const uint16_t* bits, int B)
+    int smlp_bits_usable(const smlp_act_t* p)
     void smlp_act_forward_row(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     void smlp_dropout_row(const smlp_act_t* p, int64_t j, float* a, int B)
     void smlp_backward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* g,

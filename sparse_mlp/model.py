@@ -332,14 +332,18 @@ class SparseMLP(LayerStack):
     def _layer_input(self, h: int, keys: list[int], b_offset: int) -> np.ndarray:
         """Hidden layer h's activations for the backward pass.  'lean' mode
         recomputes them from Z (bit-identical: same kernel arithmetic, the
-        dropout bits regenerated from their key)."""
+        dropout and sign masks the forward pass kept, or else the dropout
+        mask regenerated from its key)."""
+        bufs = self._train_bufs
         if not self.lean:
-            return self._train_bufs["A"][h]
+            return bufs["A"][h]
         A = self._activation_buffer(h)
         act = self.acts[h]
-        act_kernels.activation_forward(self._train_bufs["Z"][h], A, drop_rate=self.dropout,
+        act_kernels.activation_forward(bufs["Z"][h], A, drop_rate=self.dropout,
                                        drop_key=keys[h], b_offset=b_offset,
-                                       n_threads=self.n_threads, **act.kernel_args())
+                                       n_threads=self.n_threads,
+                                       bits=bufs["bits"][h] if bufs["bits_ok"][h] else None,
+                                       **act.kernel_args())
         return A
 
     def _backprop(self, Xs: np.ndarray, keys: list[int], b_offset: int, scale: float,

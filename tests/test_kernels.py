@@ -565,6 +565,17 @@ def test_kept_epilogue_bits_give_the_same_backward_bits(kind, slope, rate):
     kept = below.forward(X0, Zin, Ain, act=act, dropout=rate, key=9, b_offset=b_offset,
                          bits=bits)
     assert kept == (spmm.simd_level() == "avx512")
+    # lean activation memory recomputes A from Z: from the kept bits or by
+    # hashing again, on 1 and 2 threads, the forward pass's A bit for bit
+    for threads in (1, 2):
+        for use in (None, bits if kept else None):
+            A2 = np.full_like(Zin, np.nan)
+            K_act.activation_forward(Zin, A2, kind, slope, None, rate, 9, b_offset,
+                                           threads, use)
+            assert np.array_equal(A2, Ain)
+    with pytest.raises(ValueError, match="activation_forward: bits must be"):
+        K_act.activation_forward(Zin, Ain.copy(), kind, slope, None, rate, 9, b_offset,
+                                       1, np.zeros((50, 1), np.uint16))
     D = r.standard_normal((20, B)).astype(np.float32)
     outs = []
     for use in (None, bits if kept else None):

@@ -348,7 +348,7 @@ def write_table4(rows: list[dict], out: Path, epochs: int, width_scale: float,
             f"{100 * r['best_test_acc']:.2f} |")
     threads = sorted({r["threads"] for r in rows if "threads" in r})
     recipes = sorted({_table4_recipe(r) for r in rows if r["status"] == "ok"})
-    if recipes != ["the paper's (he_uniform, lr 0.01 in every layer)"]:
+    if recipes and recipes != ["the paper's (he_uniform, lr 0.01 in every layer)"]:
         lines += ["", "Initial values and step sizes: " + "; ".join(recipes) + "."]
     lines += ["", "This engine: sequential training (one process, "
                   f"{'/'.join(map(str, threads)) or 'the given'} kernel threads), each "
