@@ -40,6 +40,7 @@ from rowkern cimport (
     smlp_cpu_level,
     smlp_dispatch_init,
     smlp_forward_epilogue,
+    smlp_forward_rows4,
     smlp_sddmm_row,
     smlp_simd_level,
     smlp_spmm_row,
@@ -50,6 +51,7 @@ from rowkern cimport (
     smlp_prefetch_row,
     smlp_row_pf_min,
     smlp_row_prefetch,
+    smlp_rows4_ok,
     smlp_row_prefetch_on,
     smlp_store_fence,
     smlp_stream_min,
@@ -250,9 +252,25 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
     smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
     n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
-    chunk = _chunk(n_out, n_threads)
+    # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
+    # the rows past a multiple of four one by one below
+    cdef int64_t n_quad = n_out // 4 if (not ahead and smlp_rows4_ok(B)) else 0
+    cdef int64_t q
+    if n_quad:
+        chunk = _chunk(n_quad, n_threads)
+        with nogil, parallel(num_threads=n_threads):
+            for q in prange(n_quad, schedule="dynamic", chunksize=chunk):
+                smlp_forward_rows4(&p, fused, &indptr[0], 4 * q, ip, wp, xp, ldx, B, &bias[0],
+                                   &Z[0, 0], &A[0, 0] if fused else NULL,
+                                   bp, ldb)
+                if has_a and not fused:
+                    for j in range(4 * q, 4 * q + 4):
+                        smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+    if 4 * n_quad == n_out:
+        return bp != NULL
+    chunk = _chunk(n_out - 4 * n_quad, n_threads)
     with nogil, parallel(num_threads=n_threads):
-        for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+        for j in prange(4 * n_quad, n_out, schedule="dynamic", chunksize=chunk):
             k0 = indptr[j]
             if ahead:
                 smlp_prefetch_ahead(ip, k0, indptr[j + 1], indices.shape[0], xp, ldx, B * 4)

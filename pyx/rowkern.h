@@ -398,6 +398,69 @@ static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const 
     }
 }
 
+/* Four rows j0..j0+3 of a narrow batch at once (B <= 32: one chunk of nv <= 2
+ * vectors).  Row by row, a chunk's nv accumulators form nv dependent FMA
+ * chains, so at B <= 32 the forward pass waits on FMA latency; four rows in
+ * lockstep give 4 nv independent chains.  Each row still sums its weights in
+ * its own order from its bias, so Z and A are spmm512_chunk's bit for bit.
+ * Small blocks only (no cross-row or in-row prefetch, no streaming stores:
+ * smlp_rows4_ok). */
+#define SMLP_R4_W(r, kk)                                                           \
+    do {                                                                           \
+        const float *x_ = X + (int64_t)idx[s##r + (kk)] * ldx;                     \
+        const __m512 w_ = _mm512_set1_ps(w[s##r + (kk)]);                          \
+        a##r##0 = _mm512_fmadd_ps(w_, SMLP_LD512(x_, 0), a##r##0);                 \
+        if (nv > 1) a##r##1 = _mm512_fmadd_ps(w_, SMLP_LD512(x_, 1), a##r##1);     \
+    } while (0)
+#define SMLP_R4_ST(r)                                                              \
+    do {                                                                           \
+        float *o_ = Z + (j0 + (r)) * ldz;                                          \
+        const smlp_epi_t *e_ = e ? e + (r) : NULL;                                 \
+        store512(a##r##0, o_, e_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);              \
+        if (nv > 1) store512(a##r##1, o_, e_, 16, tail, 0);                        \
+    } while (0)
+SMLP_INLINE SMLP_T512 void spmm512_rows4(const int64_t *indptr, int64_t j0,
+        const int32_t *idx, const float *w, const float *X, int64_t ldx, const float *bias,
+        float *Z, int64_t ldz, const smlp_epi_t *e, const int nv, const __mmask16 tail)
+{
+    const int64_t s0 = indptr[j0], s1 = indptr[j0 + 1], s2 = indptr[j0 + 2],
+                  s3 = indptr[j0 + 3], s4 = indptr[j0 + 4];
+    const int64_t n0 = s1 - s0, n1 = s2 - s1, n2 = s3 - s2, n3 = s4 - s3;
+    int64_t m = n0 < n1 ? n0 : n1;
+    if (n2 < m) m = n2;
+    if (n3 < m) m = n3;
+    __m512 a00 = _mm512_set1_ps(bias[j0]), a01 = a00;
+    __m512 a10 = _mm512_set1_ps(bias[j0 + 1]), a11 = a10;
+    __m512 a20 = _mm512_set1_ps(bias[j0 + 2]), a21 = a20;
+    __m512 a30 = _mm512_set1_ps(bias[j0 + 3]), a31 = a30;
+    for (int64_t k = 0; k < m; k++) {
+        SMLP_R4_W(0, k); SMLP_R4_W(1, k); SMLP_R4_W(2, k); SMLP_R4_W(3, k);
+    }
+    for (int64_t k = m; k < n0; k++) SMLP_R4_W(0, k);
+    for (int64_t k = m; k < n1; k++) SMLP_R4_W(1, k);
+    for (int64_t k = m; k < n2; k++) SMLP_R4_W(2, k);
+    for (int64_t k = m; k < n3; k++) SMLP_R4_W(3, k);
+    SMLP_R4_ST(0); SMLP_R4_ST(1); SMLP_R4_ST(2); SMLP_R4_ST(3);
+}
+#undef SMLP_R4_W
+#undef SMLP_R4_ST
+
+static SMLP_T512 void spmm_rows4_avx512(const int64_t *indptr, int64_t j0, const int32_t *idx,
+                                        const float *w, const float *X, int64_t ldx, int B,
+                                        const float *bias, float *Z, const smlp_epi_t *e)
+{
+    const int nv = (B + 15) / 16;
+    const int rem = B - 16 * (nv - 1);
+    const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
+    if (nv == 2) {
+        if (rem == 16) spmm512_rows4(indptr, j0, idx, w, X, ldx, bias, Z, B, e, 2, SMLP_WHOLE);
+        else spmm512_rows4(indptr, j0, idx, w, X, ldx, bias, Z, B, e, 2, tail);
+    } else {
+        if (rem == 16) spmm512_rows4(indptr, j0, idx, w, X, ldx, bias, Z, B, e, 1, SMLP_WHOLE);
+        else spmm512_rows4(indptr, j0, idx, w, X, ldx, bias, Z, B, e, 1, tail);
+    }
+}
+
 SMLP_INLINE SMLP_T512 __m128 smlp_reduce4_512(__m512 p0, __m512 p1, __m512 p2, __m512 p3)
 {
     /* per 128-bit lane: interleave, add, shuffle, add -> (s0, s1, s2, s3) partials */
@@ -799,6 +862,16 @@ static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int
 }
 #endif /* SMLP_X86 */
 
+#if !SMLP_X86
+static void spmm_rows4_avx512(const int64_t *indptr, int64_t j0, const int32_t *idx,
+                              const float *w, const float *X, int64_t ldx, int B,
+                              const float *bias, float *Z, const smlp_epi_t *e)
+{
+    (void)indptr; (void)j0; (void)idx; (void)w; (void)X; (void)ldx; (void)B; (void)bias;
+    (void)Z; (void)e;  /* never called: smlp_rows4_ok is 0 without AVX-512 */
+}
+#endif
+
 /* ------------------------------------------------------------------ */
 /* run-time dispatch                                                   */
 /* ------------------------------------------------------------------ */
@@ -860,6 +933,14 @@ static int smlp_dispatch_init(int requested)
 #endif
     smlp_simd_level = level;
     return level;
+}
+
+/* whether the forward pass may take four rows at once (spmm_rows4_avx512):
+ * AVX-512, a narrow batch, and a block small enough that neither the in-row
+ * prefetch nor streaming stores are on (set for this call before the test) */
+static inline int smlp_rows4_ok(int B)
+{
+    return smlp_simd_level == 2 && B > 0 && B <= 32 && !smlp_pf_row && !smlp_nt_store;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1224,6 +1305,22 @@ static SMLP_CLONES void smlp_backward_epilogue(const smlp_act_t *p, int64_t j, c
     default:
         break;
     }
+}
+
+/* rows j0..j0+3 of the forward pass (smlp_rows4_ok): Z, and with `fused` the
+ * activation and dropout in registers into A (and the kept bits), as the
+ * single-row path does it.  Z and A are (n_out, B) C-contiguous. */
+static void smlp_forward_rows4(const smlp_act_t *p, int fused, const int64_t *indptr,
+                               int64_t j0, const int32_t *idx, const float *w, const float *X,
+                               int64_t ldx, int B, const float *bias, float *Z, float *A,
+                               uint16_t *bits, int64_t ldb)
+{
+    smlp_epi_t e[4];
+    if (fused)
+        for (int r = 0; r < 4; r++)
+            e[r] = smlp_epi_make(p, SMLP_EPI_FWD, j0 + r, NULL, A + (j0 + r) * (int64_t)B,
+                                 bits ? bits + (j0 + r) * ldb : NULL);
+    spmm_rows4_avx512(indptr, j0, idx, w, X, ldx, B, bias, Z, fused ? e : NULL);
 }
 
 #endif /* SMLP_ROWKERN_H */

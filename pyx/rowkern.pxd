@@ -72,6 +72,11 @@ cdef extern from "rowkern.h" nogil:
                              float* dst, uint16_t* bits)
     int SMLP_BITS_WORDS(int B)
     void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
+    int smlp_rows4_ok(int B)
+    void smlp_forward_rows4(const smlp_act_t* p, int fused, const int64_t* indptr, int64_t j0,
+                            const int32_t* idx, const float* w, const float* X, int64_t ldx,
+                            int B, const float* bias, float* Z, float* A, uint16_t* bits,
+                            int64_t ldb)
     void smlp_forward_bits_row(const smlp_act_t* p, const float* z, float* a,
                                const uint16_t* bits, int B)
     int smlp_bits_usable(const smlp_act_t* p)
