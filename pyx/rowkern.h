@@ -370,10 +370,11 @@ SMLP_INLINE SMLP_T512 void spmm512_chunk(const int32_t *idx, const float *w,
     }
 
 /* A chunk whose last vector is whole is inlined with the literal mask
- * SMLP_WHOLE, which gcc turns into plain loads and stores: masked ones run at
- * about half speed when they stream from memory on Zen 5 (a copy of 128 MiB:
- * 14.7 ms masked, 7.2 ms plain), and with micro-batches of 16 every load of
- * a gathered row was the masked last vector of its chunk */
+ * SMLP_WHOLE, which gcc turns into plain loads and stores.  On Zen 5 loads and
+ * stores masked by a mask computed at run time (as `tail` is, per call) ran
+ * 1.7-3x slower than plain ones over rows in memory, although every vector
+ * was whole (bench/bench_masked_stream.c, results/bench_issue23/); with
+ * micro-batches of 16 every load of a gathered row was such a last vector */
 #define SMLP_WHOLE ((__mmask16)0xFFFF)
 #define SMLP_SWITCH8_TAIL(nv, rem, CALL, CALL_WHOLE)                                \
     do {                                                                           \

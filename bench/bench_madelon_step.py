@@ -1,0 +1,71 @@
+"""One training step of Madelon's network (500-400-100-400-2, eps 10,
+All-ReLU, dropout 0.3, batch 32): microseconds per step, per hidden layer's
+forward product, so that the Python and call overhead of a small network
+can be told from its kernels (issue 22: 500 epochs are 31,000 such steps).
+
+    python bench/bench_madelon_step.py                  # 1 thread
+    python bench/bench_madelon_step.py --tree /tmp/base # another checkout (built)
+
+Random data of Madelon's shape; the best of five rounds of ``--steps``
+steps each, after 300 steps of warm-up.  ``--tree`` imports sparse_mlp from
+another checkout, for an A/B of two versions in one session (interleave
+them, on a quiet machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def best_us(fn, steps: int, rounds: int = 5) -> float:
+    """Best mean time of ``fn`` over ``rounds`` rounds of ``steps`` calls, in us."""
+    best = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        best = min(best, (time.perf_counter() - t) / steps)
+    return best * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=2000)
+    args = ap.parse_args()
+    sys.path.insert(0, args.tree)
+    import numpy as np
+
+    from sparse_mlp.model import SparseMLP
+
+    rng = np.random.default_rng(0)
+    m = SparseMLP([500, 400, 100, 400, 2], epsilon=10, activation="allrelu", alpha=0.5,
+                  dropout=0.3, rng=rng, n_threads=args.threads, init="normal")
+    X = np.ascontiguousarray(rng.standard_normal((500, 32), dtype=np.float32))
+    y = rng.integers(0, 2, 32).astype(np.int32)
+    keys = m.dropout_keys(0, 0)
+    for _ in range(300):
+        m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
+    bufs = m._train_bufs
+    A = [m._activation_buffer(h) for h in range(3)]
+    inputs = [X] + A[:2]
+
+    def forward(h):
+        return lambda: m.layers[h].forward(inputs[h], bufs["Z"][h], A[h], act=m.acts[h],
+                                           dropout=0.3, key=keys[h], n_threads=args.threads,
+                                           bits=bufs["bits"][h])
+
+    out = {"tree": args.tree, "threads": args.threads, "nnz": m.nnz_per_layer(),
+           "step_us": best_us(lambda: m.train_step(X, y, 0.01, 0.9, 2e-4, keys), args.steps),
+           "forward_train_us": best_us(lambda: m.forward_train(X, keys), args.steps),
+           "hidden_forward_us": [best_us(forward(h), args.steps) for h in range(3)]}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
