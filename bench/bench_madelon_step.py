@@ -1,7 +1,8 @@
 """One training step of Madelon's network (500-400-100-400-2, eps 10,
 All-ReLU, dropout 0.3, batch 32): microseconds per step, per hidden layer's
-forward product, so that the Python and call overhead of a small network
-can be told from its kernels (issue 22: 500 epochs are 31,000 such steps).
+forward product and per layer's fused backward (layers 1-3; without updating:
+lr 0), so that the Python and call overhead of a small network can be told
+from its kernels (issue 22: 500 epochs are 31,000 such steps).
 
     python bench/bench_madelon_step.py                  # 1 thread
     python bench/bench_madelon_step.py --tree /tmp/base # another checkout (built)
@@ -60,10 +61,20 @@ def main() -> None:
                                            dropout=0.3, key=keys[h], n_threads=args.threads,
                                            bits=bufs["bits"][h])
 
+    def backward(li):
+        layer, D, h = m.layers[li], bufs["Z"][li], li - 1
+        A_in, G = m._layer_input(h, keys, 0), bufs["Z"][h].copy()
+        return lambda: layer.backward_update(A_in, D, G, 0.0, 0.9, 0.0, Z_in=G,
+                                             act_in=m.acts[h], dropout=0.3, key=keys[h],
+                                             scale=1 / 32, n_threads=args.threads,
+                                             bits=bufs["bits"][h])
+
     out = {"tree": args.tree, "threads": args.threads, "nnz": m.nnz_per_layer(),
            "step_us": best_us(lambda: m.train_step(X, y, 0.01, 0.9, 2e-4, keys), args.steps),
            "forward_train_us": best_us(lambda: m.forward_train(X, keys), args.steps),
            "hidden_forward_us": [best_us(forward(h), args.steps) for h in range(3)]}
+    m.output_delta(m.forward_train(X, keys), y)  # the deltas the backward passes read
+    out["backward_us"] = [best_us(backward(li), args.steps) for li in (1, 2, 3)]
     print(json.dumps(out))
 
 

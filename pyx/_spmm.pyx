@@ -40,6 +40,7 @@ from rowkern cimport (
     smlp_cpu_level,
     smlp_dispatch_init,
     smlp_forward_epilogue,
+    smlp_backward_rows4,
     smlp_forward_rows4,
     smlp_sddmm_row,
     smlp_simd_level,
@@ -426,7 +427,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef int64_t n_out = D.shape[0]
     cdef int B = <int>D.shape[1]
     cdef int64_t ldd = D.shape[1]
-    cdef int64_t i, j, k0, n, q, kk
+    cdef int64_t i, j, k0, n, q
     cdef float s
     cdef bint has_z = Z is not None
     cdef bint has_sg = srelu_grad is not None
@@ -448,7 +449,6 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef float* gop = NULL
     cdef float* row
     cdef float* gbuf
-    cdef float* sg
     cdef float* bsum
     cdef int64_t jb
     cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
@@ -499,9 +499,15 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     bsum = <float*>malloc((n_out if n_out > 0 else 1) * sizeof(float))
     if bsum == NULL:
         raise MemoryError("backward_update: could not allocate the bias sums")
+    # narrow batches of small blocks: four input rows at a time
+    # (smlp_backward_rows4), the rows past a multiple of four one by one
+    cdef int64_t n_quad = n_in // 4 if (not ahead and not x_ahead and smlp_rows4_ok(B)) else 0
+    cdef int chunk4 = _chunk(n_quad, n_threads)
+    cdef int r
     with nogil, parallel(num_threads=n_threads):
-        row = <float*>malloc(B * sizeof(float))
-        gbuf = <float*>malloc(max_row * sizeof(float))
+        # four rows' worth: the four-row loop uses them all, the one-row loop the first
+        row = <float*>malloc(4 * B * sizeof(float))
+        gbuf = <float*>malloc(4 * max_row * sizeof(float))
         if row == NULL or gbuf == NULL:
             failp[0] = 1
         else:
@@ -518,8 +524,22 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 else:
                     _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay,
                             nesterov)
-            # weights and the gradient to the inputs: one input row each
-            for i in prange(n_in, schedule="dynamic", chunksize=chunk):
+            # weights and the gradient to the inputs: four input rows each
+            for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
+                smlp_backward_rows4(&p, fused, &t_indptr[0], 4 * q, ip,
+                                    NULL if transposed else pp, wp, dp, ldd, xp, B, scale,
+                                    &Z[0, 0] if has_z else NULL, &G[0, 0],
+                                    row if has_z else &G[4 * q, 0], gbuf, max_row, bp, ldb)
+                for r in range(4):
+                    i = 4 * q + r
+                    k0 = t_indptr[i]
+                    _bwd_finish(i, k0, t_indptr[i + 1] - k0, gbuf + r * max_row, row + r * B,
+                                transposed, grad_only, accumulate, gop, pp, wp, vp, lr, mu,
+                                decay, nesterov, has_z and not fused, &p,
+                                &Z[i, 0] if has_z else NULL, &G[i, 0],
+                                &srelu_grad[i, 0] if has_sg else NULL, B)
+            # ... and one input row each
+            for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
                 k0 = t_indptr[i]
                 n = t_indptr[i + 1] - k0
                 if ahead:  # the rows of D (see smlp_prefetch_ahead)
@@ -544,39 +564,54 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 else:
                     smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
                                  row, gbuf, NULL)
-                if transposed:
-                    if accumulate:
-                        for q in range(n):
-                            gop[k0 + q] = gop[k0 + q] + gbuf[q]
-                    else:
-                        memcpy(gop + k0, gbuf, n * sizeof(float))
-                elif grad_only:
-                    if accumulate:
-                        for q in range(n):
-                            gop[pp[k0 + q]] = gop[pp[k0 + q]] + gbuf[q]
-                    else:
-                        for q in range(n):
-                            gop[pp[k0 + q]] = gbuf[q]
-                else:
-                    for q in range(n):
-                        kk = pp[k0 + q]
-                        _update(wp + kk, vp + kk, gbuf[q], lr, mu, decay, nesterov)
-                if has_z and not fused:
-                    sg = NULL
-                    if has_sg:
-                        sg = &srelu_grad[i, 0]
-                        sg[0] = 0.0
-                        sg[1] = 0.0
-                        sg[2] = 0.0
-                        sg[3] = 0.0
-                    smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
-                    memcpy(&G[i, 0], row, B * sizeof(float))
+                _bwd_finish(i, k0, n, gbuf, row, transposed, grad_only, accumulate, gop, pp,
+                            wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
+                            &Z[i, 0] if has_z else NULL, &G[i, 0],
+                            &srelu_grad[i, 0] if has_sg else NULL, B)
         free(row)
         free(gbuf)
         smlp_store_fence()
     free(bsum)
     if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
+
+
+cdef inline void _bwd_finish(int64_t i, int64_t k0, int64_t n, const float* gbuf, float* row,
+                             bint transposed, bint grad_only, bint accumulate, float* gop,
+                             const int32_t* pp, float* wp, float* vp, float lr, float mu,
+                             float decay, bint nesterov, bint unfused, const smlp_act_t* p,
+                             const float* z, float* g_row, float* sg, int B) noexcept nogil:
+    """backward_update, input row i after its row kernel: the row's weight
+    gradients ``gbuf`` into the weights (momentum update), or into ``gop``
+    (in place, or in transposed order); for an unfused activation, its
+    derivative on the row's gradient to the inputs (``row``) into ``g_row``
+    (and SReLU's parameter gradients into ``sg``)."""
+    cdef int64_t q, kk
+    if transposed:
+        if accumulate:
+            for q in range(n):
+                gop[k0 + q] = gop[k0 + q] + gbuf[q]
+        else:
+            memcpy(gop + k0, gbuf, n * sizeof(float))
+    elif grad_only:
+        if accumulate:
+            for q in range(n):
+                gop[pp[k0 + q]] = gop[pp[k0 + q]] + gbuf[q]
+        else:
+            for q in range(n):
+                gop[pp[k0 + q]] = gbuf[q]
+    else:
+        for q in range(n):
+            kk = pp[k0 + q]
+            _update(wp + kk, vp + kk, gbuf[q], lr, mu, decay, nesterov)
+    if unfused:
+        if sg != NULL:
+            sg[0] = 0.0
+            sg[1] = 0.0
+            sg[2] = 0.0
+            sg[3] = 0.0
+        smlp_backward_epilogue(p, i, z, row, B, sg)
+        memcpy(g_row, row, B * sizeof(float))
 
 
 def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,

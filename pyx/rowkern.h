@@ -399,6 +399,21 @@ static SMLP_T512 void spmm_row_avx512(const int32_t *idx, const float *w, const 
     }
 }
 
+/* the weights of four consecutive rows r0..r0+3 of an index: row r starts
+ * at s<r> and has n<r> weights; the first m weights of every row are done in
+ * lockstep (the four-row kernels below) */
+#define SMLP_ROWS4_SPANS(ptr, r0)                                                  \
+    const int64_t s0 = (ptr)[r0], s1 = (ptr)[(r0) + 1], s2 = (ptr)[(r0) + 2],     \
+                  s3 = (ptr)[(r0) + 3], s4 = (ptr)[(r0) + 4];                      \
+    const int64_t n0 = s1 - s0, n1 = s2 - s1, n2 = s3 - s2, n3 = s4 - s3;          \
+    const int64_t m = smlp_min4(n0, n1, n2, n3)
+
+static inline int64_t smlp_min4(int64_t a, int64_t b, int64_t c, int64_t d)
+{
+    const int64_t ab = a < b ? a : b, cd = c < d ? c : d;
+    return ab < cd ? ab : cd;
+}
+
 /* Four rows j0..j0+3 of a narrow batch at once (B <= 32: one chunk of nv <= 2
  * vectors).  Row by row, a chunk's nv accumulators form nv dependent FMA
  * chains, so at B <= 32 the forward pass waits on FMA latency; four rows in
@@ -424,12 +439,7 @@ SMLP_INLINE SMLP_T512 void spmm512_rows4(const int64_t *indptr, int64_t j0,
         const int32_t *idx, const float *w, const float *X, int64_t ldx, const float *bias,
         float *Z, int64_t ldz, const smlp_epi_t *e, const int nv, const __mmask16 tail)
 {
-    const int64_t s0 = indptr[j0], s1 = indptr[j0 + 1], s2 = indptr[j0 + 2],
-                  s3 = indptr[j0 + 3], s4 = indptr[j0 + 4];
-    const int64_t n0 = s1 - s0, n1 = s2 - s1, n2 = s3 - s2, n3 = s4 - s3;
-    int64_t m = n0 < n1 ? n0 : n1;
-    if (n2 < m) m = n2;
-    if (n3 < m) m = n3;
+    SMLP_ROWS4_SPANS(indptr, j0);
     __m512 a00 = _mm512_set1_ps(bias[j0]), a01 = a00;
     __m512 a10 = _mm512_set1_ps(bias[j0 + 1]), a11 = a10;
     __m512 a20 = _mm512_set1_ps(bias[j0 + 2]), a21 = a20;
@@ -633,6 +643,102 @@ static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, i
 #undef SMLP_CALL_FULL
 #undef SMLP_CALL_NOPERM_FULL
     }
+}
+
+/* Four input rows i0..i0+3 of the fused backward at once for narrow batches
+ * (B <= 32: nv <= 2 vectors, one chunk), as spmm512_rows4 does for the
+ * forward: row by row the gradient to the inputs is nv dependent FMA chains.
+ * Each row keeps its own order, and its gradients are reduced in the same
+ * groups (four consecutive weights from the row's start through
+ * smlp_reduce4_512, the rest one by one), so G and g are bwd512_chunk's bit
+ * for bit.  `tw` (a literal): the weights are in the transposed index's
+ * order (w + row start), else w[perm[k]].  Small blocks only (smlp_rows4_ok). */
+#define SMLP_B4_W(r, kk, p)                                                        \
+    do {                                                                           \
+        const float *d_ = D + (int64_t)rows[s##r + (kk)] * ldd;                    \
+        const __m512 wk_ = _mm512_set1_ps(tw ? w[s##r + (kk)] : w[perm[s##r + (kk)]]); \
+        __m512 dv_ = SMLP_LD512(d_, 0);                                            \
+        a##r##0 = _mm512_fmadd_ps(wk_, dv_, a##r##0);                              \
+        __m512 q_ = _mm512_mul_ps(x##r##0, dv_);                                   \
+        if (nv > 1) {                                                              \
+            dv_ = SMLP_LD512(d_, 1);                                               \
+            a##r##1 = _mm512_fmadd_ps(wk_, dv_, a##r##1);                          \
+            q_ = _mm512_fmadd_ps(x##r##1, dv_, q_);                                \
+        }                                                                          \
+        p = q_;                                                                    \
+    } while (0)
+#define SMLP_B4_G(r, kk)                                                           \
+    do {                                                                           \
+        __m512 p0_, p1_, p2_, p3_;                                                 \
+        SMLP_B4_W(r, kk, p0_);                                                     \
+        SMLP_B4_W(r, (kk) + 1, p1_);                                               \
+        SMLP_B4_W(r, (kk) + 2, p2_);                                               \
+        SMLP_B4_W(r, (kk) + 3, p3_);                                               \
+        _mm_storeu_ps(g##r + (kk), _mm_mul_ps(smlp_reduce4_512(p0_, p1_, p2_, p3_), sc)); \
+    } while (0)
+#define SMLP_B4_REST(r)                                                            \
+    do {                                                                           \
+        int64_t k_ = m4;                                                           \
+        for (; k_ + 4 <= n##r; k_ += 4) SMLP_B4_G(r, k_);                          \
+        for (; k_ < n##r; k_++) {                                                  \
+            __m512 p_;                                                             \
+            SMLP_B4_W(r, k_, p_);                                                  \
+            g##r[k_] = _mm512_reduce_add_ps(p_) * scale;                           \
+        }                                                                          \
+    } while (0)
+#define SMLP_B4_ST(r)                                                              \
+    do {                                                                           \
+        const smlp_epi_t *e_ = e ? e + (r) : NULL;                                 \
+        store512(a##r##0, out[r], e_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);          \
+        if (nv > 1) store512(a##r##1, out[r], e_, 16, tail, 0);                    \
+    } while (0)
+#define SMLP_B4_X(r)                                                               \
+    const __m512 x##r##0 = SMLP_LD512(X + (i0 + (r)) * (int64_t)B, 0);             \
+    const __m512 x##r##1 = nv > 1 ? SMLP_LD512(X + (i0 + (r)) * (int64_t)B, 1) : zero;
+SMLP_INLINE SMLP_T512 void bwd512_rows4(const int64_t *t_indptr, int64_t i0,
+        const int32_t *rows, const int32_t *perm, const float *w, const float *D, int64_t ldd,
+        const float *X, int B, float scale, float *const *out, float *const *g,
+        const smlp_epi_t *e, const int tw, const int nv, const __mmask16 tail)
+{
+    SMLP_ROWS4_SPANS(t_indptr, i0);
+    const int64_t m4 = m - m % 4;
+    float *g0 = g[0], *g1 = g[1], *g2 = g[2], *g3 = g[3];
+    const __m512 zero = _mm512_setzero_ps();
+    const __m128 sc = _mm_set1_ps(scale);
+    SMLP_B4_X(0) SMLP_B4_X(1) SMLP_B4_X(2) SMLP_B4_X(3)
+    __m512 a00 = zero, a01 = zero, a10 = zero, a11 = zero;
+    __m512 a20 = zero, a21 = zero, a30 = zero, a31 = zero;
+    for (int64_t k = 0; k < m4; k += 4) {
+        SMLP_B4_G(0, k); SMLP_B4_G(1, k); SMLP_B4_G(2, k); SMLP_B4_G(3, k);
+    }
+    SMLP_B4_REST(0); SMLP_B4_REST(1); SMLP_B4_REST(2); SMLP_B4_REST(3);
+    SMLP_B4_ST(0); SMLP_B4_ST(1); SMLP_B4_ST(2); SMLP_B4_ST(3);
+}
+#undef SMLP_B4_W
+#undef SMLP_B4_G
+#undef SMLP_B4_REST
+#undef SMLP_B4_ST
+#undef SMLP_B4_X
+
+static SMLP_T512 void bwd_rows4_avx512(const int64_t *t_indptr, int64_t i0,
+        const int32_t *rows, const int32_t *perm, const float *w, const float *D, int64_t ldd,
+        const float *X, int B, float scale, float *const *out, float *const *g,
+        const smlp_epi_t *e)
+{
+    const int nv = (B + 15) / 16;
+    const int rem = B - 16 * (nv - 1);
+    const __mmask16 tail = (__mmask16)((rem == 16) ? 0xFFFF : ((1u << rem) - 1u));
+    const int tw = perm == NULL;
+#define SMLP_CALL(TW, NV, T) bwd512_rows4(t_indptr, i0, rows, perm, w, D, ldd, X, B, scale, \
+                                          out, g, e, TW, NV, T)
+    if (tw) {
+        if (nv == 2) { if (rem == 16) SMLP_CALL(1, 2, SMLP_WHOLE); else SMLP_CALL(1, 2, tail); }
+        else { if (rem == 16) SMLP_CALL(1, 1, SMLP_WHOLE); else SMLP_CALL(1, 1, tail); }
+    } else {
+        if (nv == 2) { if (rem == 16) SMLP_CALL(0, 2, SMLP_WHOLE); else SMLP_CALL(0, 2, tail); }
+        else { if (rem == 16) SMLP_CALL(0, 1, SMLP_WHOLE); else SMLP_CALL(0, 1, tail); }
+    }
+#undef SMLP_CALL
 }
 
 /* ------------------------------------------------------------------ */
@@ -864,6 +970,14 @@ static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int
 #endif /* SMLP_X86 */
 
 #if !SMLP_X86
+static void bwd_rows4_avx512(const int64_t *t_indptr, int64_t i0, const int32_t *rows,
+                             const int32_t *perm, const float *w, const float *D, int64_t ldd,
+                             const float *X, int B, float scale, float *const *out,
+                             float *const *g, const smlp_epi_t *e)
+{
+    (void)t_indptr; (void)i0; (void)rows; (void)perm; (void)w; (void)D; (void)ldd; (void)X;
+    (void)B; (void)scale; (void)out; (void)g; (void)e;  /* never called without AVX-512 */
+}
 static void spmm_rows4_avx512(const int64_t *indptr, int64_t j0, const int32_t *idx,
                               const float *w, const float *X, int64_t ldx, int B,
                               const float *bias, float *Z, const smlp_epi_t *e)
@@ -1322,6 +1436,32 @@ static void smlp_forward_rows4(const smlp_act_t *p, int fused, const int64_t *in
             e[r] = smlp_epi_make(p, SMLP_EPI_FWD, j0 + r, NULL, A + (j0 + r) * (int64_t)B,
                                  bits ? bits + (j0 + r) * ldb : NULL);
     spmm_rows4_avx512(indptr, j0, idx, w, X, ldx, B, bias, Z, fused ? e : NULL);
+}
+
+/* input rows i0..i0+3 of the fused backward (smlp_rows4_ok), as the one-row
+ * loop of backward_update runs them: `fused` applies the activation's
+ * derivative and the dropout mask in registers into G (rows of Z and G may
+ * be the same memory); otherwise each row's gradient to the inputs goes to
+ * out_rows + r * B (G itself when there is no Z).  Row r's weight gradients
+ * go to gbuf + r * max_row.  perm NULL: weights in transposed order. */
+static void smlp_backward_rows4(const smlp_act_t *p, int fused, const int64_t *t_indptr,
+                                int64_t i0, const int32_t *rows, const int32_t *perm,
+                                const float *w, const float *D, int64_t ldd, const float *X,
+                                int B, float scale, const float *Z, float *G, float *out_rows,
+                                float *gbuf, int64_t max_row, uint16_t *bits, int64_t ldb)
+{
+    smlp_epi_t e[4];
+    float *out[4], *g[4];
+    for (int r = 0; r < 4; r++) {
+        const int64_t i = i0 + r;
+        g[r] = gbuf + r * max_row;
+        out[r] = out_rows + r * (int64_t)B;
+        if (fused)
+            e[r] = smlp_epi_make(p, SMLP_EPI_BWD, i, Z + i * (int64_t)B, G + i * (int64_t)B,
+                                 bits ? bits + i * ldb : NULL);
+    }
+    bwd_rows4_avx512(t_indptr, i0, rows, perm, w, D, ldd, X, B, scale, out, g,
+                     fused ? e : NULL);
 }
 
 #endif /* SMLP_ROWKERN_H */

@@ -73,6 +73,11 @@ cdef extern from "rowkern.h" nogil:
     int SMLP_BITS_WORDS(int B)
     void smlp_forward_epilogue(const smlp_act_t* p, int64_t j, const float* z, float* a, int B)
     int smlp_rows4_ok(int B)
+    void smlp_backward_rows4(const smlp_act_t* p, int fused, const int64_t* t_indptr,
+                             int64_t i0, const int32_t* rows, const int32_t* perm,
+                             const float* w, const float* D, int64_t ldd, const float* X,
+                             int B, float scale, const float* Z, float* G, float* out_rows,
+                             float* gbuf, int64_t max_row, uint16_t* bits, int64_t ldb)
     void smlp_forward_rows4(const smlp_act_t* p, int fused, const int64_t* indptr, int64_t j0,
                             const int32_t* idx, const float* w, const float* X, int64_t ldx,
                             int B, const float* bias, float* Z, float* A, uint16_t* bits,

@@ -513,6 +513,64 @@ def test_four_row_forward_equals_the_row_path(B):
         spmm.row_prefetch(old)
 
 
+@pytest.mark.parametrize("B", [5, 16, 17, 32])
+def test_four_row_backward_equals_the_row_path(B):
+    """The fused backward of narrow batches runs four input rows at a time
+    (rowkern.h, smlp_backward_rows4): the gradient to the inputs, the
+    updated weights and momenta, or the gradients (in place, transposed,
+    accumulated) equal the one-row path's (forced by the sequential-row
+    prefetch) bit for bit, on 1 and 2 threads, for a fused activation with
+    the kept bits and without, an unfused one (SReLU, with its parameter
+    gradients) and none, ragged and empty input rows."""
+    from sparse_mlp.activations import Activation
+
+    r = np.random.default_rng(100 + B)
+    n_in, n_out = 83, 60  # 83 input rows: no multiple of four
+    below = random_layer(r, 40, n_in, 0.2)
+    X0 = r.standard_normal((40, B), dtype=np.float32)
+    D = r.standard_normal((n_out, B), dtype=np.float32)
+    words = spmm.epilogue_bits_words(B)
+    srelu = Activation("srelu", ACT_SRELU, params=srelu_initial(n_in, r))
+    cases = [(Activation("a", ACT_LEAKY, slope=-0.6), 0.3, True),
+             (Activation("a", ACT_RELU), 0.0, False), (srelu, 0.2, False), (None, 0.0, False)]
+    old = spmm.row_prefetch()
+    try:
+        for act, rate, use_bits in cases:
+            Zin = np.empty((n_in, B), np.float32)
+            Ain = np.empty_like(Zin)
+            bits = np.zeros((n_in, words), np.uint16)
+            kept = below.forward(X0, Zin, Ain, act=act if act is not None else None,
+                                 dropout=rate, key=4, b_offset=2, bits=bits)
+            for mode in ("update", "grads", "accumulate", "transposed"):
+                outs = []
+                for one_row in (False, True):
+                    spmm.row_prefetch(1 if one_row else old)
+                    for threads in (1, 2):
+                        lay = random_layer(np.random.default_rng(5), n_in, n_out, 0.15,
+                                           empty_cols=[0, 41])
+                        G = Zin.copy()
+                        sg = np.zeros((n_in, 4), np.float32) if act is srelu else None
+                        g = np.ones(lay.nnz, np.float32)
+                        bg = np.ones(n_out, np.float32)
+                        kw = {}
+                        if mode != "update":
+                            kw = dict(grads=(g, bg), accumulate=mode == "accumulate")
+                        if mode == "transposed":
+                            kw["weights_t"] = lay.weights_transposed(
+                                np.empty(lay.nnz, np.float32))
+                        lay.backward_update(Ain, D, G, 0.05, 0.9, 1e-3,
+                                            Z_in=G if act is not None else None, act_in=act,
+                                            srelu_grad=sg, dropout=rate, key=4, b_offset=2,
+                                            n_threads=threads,
+                                            bits=bits if (kept and use_bits) else None, **kw)
+                        outs.append((G, lay.data.copy(), lay.velocity.copy(), g, bg, sg))
+                for out in outs[1:]:
+                    for a, b in zip(outs[0], out):
+                        assert a is None or np.array_equal(a, b), mode
+    finally:
+        spmm.row_prefetch(old)
+
+
 def test_prefetch_distance_is_checked():
     with pytest.raises(ValueError, match="0..256"):
         spmm.prefetch_distance(-1)
