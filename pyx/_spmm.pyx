@@ -527,7 +527,8 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             # weights and the gradient to the inputs: four input rows each
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
                 smlp_backward_rows4(&p, fused, &t_indptr[0], 4 * q, ip,
-                                    NULL if transposed else pp, wp, dp, ldd, xp, B, scale,
+                                    <const int32_t*>NULL if transposed else pp, wp, dp, ldd,
+                                    xp, B, scale,
                                     &Z[0, 0] if has_z else NULL, &G[0, 0],
                                     row if has_z else &G[4 * q, 0], gbuf, max_row, bp, ldb)
                 for r in range(4):
