@@ -18,19 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-
-def best_us(fn, steps: int, rounds: int = 5) -> float:
-    """Best mean time of ``fn`` over ``rounds`` rounds of ``steps`` calls, in us."""
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        best = min(best, (time.perf_counter() - t) / steps)
-    return best * 1e6
 
 
 def main() -> None:
@@ -42,7 +30,12 @@ def main() -> None:
     sys.path.insert(0, args.tree)
     import numpy as np
 
+    from bench.bench_layers import best_time
     from sparse_mlp.model import SparseMLP
+
+    def best_us(fn, steps: int) -> float:
+        """Best of five rounds of the mean of ``steps`` calls, in us."""
+        return 1e6 * best_time(fn, 5, steps)
 
     rng = np.random.default_rng(0)
     m = SparseMLP([500, 400, 100, 400, 2], epsilon=10, activation="allrelu", alpha=0.5,

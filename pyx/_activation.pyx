@@ -26,6 +26,7 @@ from libc.math cimport exp, log
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 
 from rowkern cimport (
+    SMLP_BITS_WORDS,
     smlp_act_t,
     smlp_backward_epilogue,
     smlp_bits_usable,
@@ -59,7 +60,7 @@ def activation_forward(const float[:, ::1] Z, float[:, ::1] A, int act=0, float 
     cdef int64_t j
     cdef smlp_act_t p
     cdef const float* sp = NULL
-    cdef int words = 2 * ((B + 15) // 16)
+    cdef int words = SMLP_BITS_WORDS(B)
     cdef bint use_bits = False
     if A.shape[0] != n or A.shape[1] != B:
         raise ValueError("activation_forward: A must have the shape of Z")
@@ -67,9 +68,9 @@ def activation_forward(const float[:, ::1] Z, float[:, ::1] A, int act=0, float 
         sp = &srelu[0, 0]
     smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
     if bits is not None:
-        if bits.shape[0] < n or bits.shape[1] != words:
-            raise ValueError(f"activation_forward: bits must be ({n}+, {words}), got "
-                             f"({bits.shape[0]}, {bits.shape[1]})")
+        if bits.shape[0] != n or bits.shape[1] != words:
+            raise ValueError(f"activation_forward: bits must be ({n}, {words}) (the forward "
+                             f"pass's for this Z), got ({bits.shape[0]}, {bits.shape[1]})")
         use_bits = smlp_bits_usable(&p) != 0
     if n == 0 or B == 0:
         return

@@ -44,6 +44,16 @@ ER_SAMPLINGS = ("exact", "paper")
 KEEP_BEST = ("test",)
 
 
+def kaiming_refusal(weight_init: str, activation: str) -> str | None:
+    """Why ``weight_init`` cannot go with ``activation``, or None: the gain of
+    ``kaiming_uniform_sparse`` (activations.init_gain2) needs an activation
+    of fixed shape."""
+    if weight_init == "kaiming_uniform_sparse" and activation == "srelu":
+        return ("--weight-init kaiming_uniform_sparse needs a fixed-shape activation "
+                "(SReLU's shape is trained, so it has no gain to scale by)")
+    return None
+
+
 @dataclass
 class TrainConfig:
     # --- data -----------------------------------------------------------
@@ -219,9 +229,9 @@ class TrainConfig:
                             f"{self.class_weight!r}")
         elif self.class_weight is not None and self.task == "regression":
             problems.append("--class-weight weighs classes: it needs --task classification")
-        if self.weight_init == "kaiming_uniform_sparse" and self.activation == "srelu":
-            problems.append("--weight-init kaiming_uniform_sparse needs a fixed-shape activation "
-                            "(SReLU's shape is trained, so it has no gain to scale by)")
+        refusal = kaiming_refusal(self.weight_init, self.activation)
+        if refusal:
+            problems.append(refusal)
         if self.weight_init not in WEIGHT_INITS:
             problems.append(f"--weight-init must be one of {', '.join(WEIGHT_INITS)}"
                             + (" ('zero' is for the output layer: --output-init zero)"

@@ -47,6 +47,8 @@ def layer_gains(n_layers: int, activation: str, alpha: float | None) -> list[flo
     for the output layer, which no activation follows."""
     hidden = 2.0 if activation == "srelu" else init_gain2(activation, alpha)
     return [hidden] * (n_layers - 1) + [1.0]
+
+
 BYTES_PER_WEIGHT = 20  # indices 4 + data 4 + velocity 4 + t_rows 4 + t_perm 4
 MAX_NNZ = 2**31 - 1  # int32 indices and t_perm
 
@@ -199,9 +201,6 @@ class SparseLayer:
     data : ndarray of float32, shape (nnz,)
     init : str
         The value distribution of new weights (SET regrowth).
-    gain2 : float
-        Its variance gain (``kaiming_uniform_sparse``; :func:`layer_gains`).
-        A model sets it on each of its layers from its activation.
     bias, velocity, bias_velocity : ndarray, optional
         Default to zeros.
     check : bool
@@ -211,7 +210,7 @@ class SparseLayer:
     def __init__(self, n_in: int, n_out: int, indptr: np.ndarray, indices: np.ndarray,
                  data: np.ndarray, init: str = "normal", bias: np.ndarray | None = None,
                  velocity: np.ndarray | None = None, bias_velocity: np.ndarray | None = None,
-                 check: bool = True, gain2: float = 2.0) -> None:
+                 check: bool = True) -> None:
         if n_in <= 0 or n_out <= 0:
             raise ConfigError(f"a layer needs at least one input and one output neuron, "
                               f"got {n_in} x {n_out}")
@@ -220,7 +219,7 @@ class SparseLayer:
         self.n_in = int(n_in)
         self.n_out = int(n_out)
         self.init = init
-        self.gain2 = float(gain2)
+        self.gain2 = 2.0  # kaiming_uniform_sparse's gain: set by erdos_renyi and the model
         self.bias = _vec(bias, n_out, "bias")
         self.bias_velocity = _vec(bias_velocity, n_out, "bias_velocity")
         self.set_topology(indptr, indices, data, velocity, check=check)

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, init_gain2, make_activation
+from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activation
+from .config import kaiming_refusal
 from .errors import ConfigError
 from .kernels import activation as act_kernels
 from .kernels import aligned_empty, default_threads, spmm
@@ -66,8 +67,9 @@ class LayerStack:
                     else "is unknown")
             raise ConfigError(f"weight init {init!r} {what}; choose one of "
                               f"{', '.join(WEIGHT_INITS)}")
-        if init == "kaiming_uniform_sparse":
-            init_gain2(activation, 0.0)  # a clear error for SReLU
+        refusal = kaiming_refusal(init, activation)
+        if refusal:
+            raise ConfigError(refusal)
         if not 0.0 <= dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         return sizes
