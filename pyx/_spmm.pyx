@@ -42,6 +42,7 @@ from rowkern cimport (
     smlp_forward_epilogue,
     smlp_backward_rows4,
     smlp_forward_rows4,
+    smlp_gather_block,
     smlp_sddmm_row,
     smlp_simd_level,
     smlp_spmm_row,
@@ -835,8 +836,7 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
     cdef int64_t n_feat = X.shape[1]
     cdef int64_t B = rows.shape[0]
     cdef int64_t nblk = (n_feat + 63) // 64
-    cdef int64_t blk, f0, f1, f, b
-    cdef const float* src
+    cdef int64_t blk, f0, f1
     if out.shape[0] != n_feat or out.shape[1] != B:
         raise ValueError("gather_columns: out must be (n_features, len(rows))")
     if B == 0 or n_feat == 0:
@@ -851,10 +851,7 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
             f1 = f0 + 64
             if f1 > n_feat:
                 f1 = n_feat
-            for b in range(B):
-                src = &X[rows[b], 0]
-                for f in range(f0, f1):
-                    out[f, b] = src[f]
+            smlp_gather_block(&X[0, 0], n_feat, &rows[0], B, f0, f1, &out[0, 0], B)
 
 
 # --------------------------------------------------------------- augmented gather
