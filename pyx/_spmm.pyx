@@ -24,7 +24,7 @@ import os
 
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 from rowkern cimport (
@@ -202,82 +202,6 @@ cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
     return <int>c
 
 
-cdef struct fwd_t:
-    # one layer's forward pass (forward, StepPlan): raw pointers, checked by the caller
-    const int64_t* indptr
-    const int32_t* ip
-    const float* wp
-    const float* bias
-    int64_t nnz
-    int64_t n_in
-    int64_t n_out
-    const float* xp       # X (n_in, B), row stride ldx
-    int64_t ldx
-    int B
-    float* Z              # (n_out, B)
-    float* A              # (n_out, B) or NULL: no activation pass
-    smlp_act_t p
-    uint16_t* bp          # epilogue bits (n_out, SMLP_BITS_WORDS(B)) or NULL
-
-
-cdef bint _forward_run(const fwd_t* a, int n_threads) noexcept nogil:
-    """The forward pass of one layer (see :func:`forward`); returns True
-    when the epilogue bits were written."""
-    cdef int64_t n_out = a.n_out
-    cdef int B = a.B
-    cdef int64_t ldx = a.ldx
-    cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    cdef int64_t j, k0, q
-    cdef bint has_a = a.A != NULL
-    cdef bint fused = has_a and smlp_act_fusable(&a.p)
-    cdef uint16_t* bp = a.bp if (fused and smlp_simd_level == 2) else NULL
-    cdef const float* xp = a.xp
-    cdef const int32_t* ip = a.ip
-    cdef const float* wp = a.wp
-    cdef smlp_epi_t e
-    cdef int chunk
-    cdef bint ahead
-    if n_out == 0 or B == 0:
-        return False
-    ahead = smlp_use_ahead(a.nnz, n_out, a.n_in * ldx * 4)
-    smlp_row_prefetch(a.n_in * ldx * 4)
-    # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
-    smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
-    n_threads = smlp_threads_for(a.nnz * <int64_t>B, n_threads)
-    # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
-    # the rows past a multiple of four one by one below
-    cdef int64_t n_quad = n_out // 4 if (not ahead and smlp_rows4_ok(B)) else 0
-    if n_quad:
-        chunk = _chunk(n_quad, n_threads)
-        with parallel(num_threads=n_threads):
-            for q in prange(n_quad, schedule="dynamic", chunksize=chunk):
-                smlp_forward_rows4(&a.p, fused, a.indptr, 4 * q, ip, wp, xp, ldx, B, a.bias,
-                                   a.Z, a.A if fused else NULL, bp, ldb)
-                if has_a and not fused:
-                    for j in range(4 * q, 4 * q + 4):
-                        smlp_forward_epilogue(&a.p, j, a.Z + j * B, a.A + j * B, B)
-    if 4 * n_quad == n_out:
-        return bp != NULL
-    chunk = _chunk(n_out - 4 * n_quad, n_threads)
-    with parallel(num_threads=n_threads):
-        for j in prange(4 * n_quad, n_out, schedule="dynamic", chunksize=chunk):
-            k0 = a.indptr[j]
-            if ahead:
-                smlp_prefetch_ahead(ip, k0, a.indptr[j + 1], a.nnz, xp, ldx, B * 4)
-            if fused:  # activation and dropout applied in registers
-                e = smlp_epi_make(&a.p, SMLP_EPI_FWD, j, NULL, a.A + j * B,
-                                  bp + j * ldb if bp != NULL else NULL)
-                smlp_spmm_row(ip + k0, wp + k0, NULL, a.indptr[j + 1] - k0,
-                              xp, ldx, B, a.bias[j], a.Z + j * B, &e)
-            else:
-                smlp_spmm_row(ip + k0, wp + k0, NULL, a.indptr[j + 1] - k0,
-                              xp, ldx, B, a.bias[j], a.Z + j * B, NULL)
-                if has_a:
-                    smlp_forward_epilogue(&a.p, j, a.Z + j * B, a.A + j * B, B)
-        smlp_store_fence()
-    return bp != NULL
-
-
 def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[::1] data,
             const float[::1] bias, const float[:, ::1] X, float[:, ::1] Z,
             float[:, ::1] A=None, int act=0, float slope=0.0,
@@ -294,36 +218,76 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     when it wrote them (an AVX-512 build and run, a fusable activation),
     False otherwise: then pass no bits to the backward pass.
     """
-    cdef fwd_t a
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
+    cdef int64_t ldx = X.shape[1]
+    cdef int64_t j, k0
+    cdef bint has_a = A is not None
+    cdef bint fused
+    cdef bint ahead
+    cdef smlp_act_t p
+    cdef smlp_epi_t e
     cdef const float* sp = NULL
-    cdef bint wrote
+    cdef const float* xp
+    cdef const int32_t* ip
+    cdef const float* wp
+    cdef int chunk
+    cdef int64_t ldb = SMLP_BITS_WORDS(B)
     if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
         raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
-    a.bp = _bits(bits, n_out, B, "forward")
-    if A is not None and (A.shape[0] != n_out or A.shape[1] != B):
+    cdef uint16_t* bp = _bits(bits, n_out, B, "forward")
+    if has_a and (A.shape[0] != n_out or A.shape[1] != B):
         raise ValueError("forward: A must have the shape of Z")
     if srelu is not None:
         sp = &srelu[0, 0]
-    smlp_fill_act(&a.p, act, slope, sp, drop_rate, drop_key, b_offset)
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
     if n_out == 0 or B == 0:
         return False
-    a.indptr = &indptr[0]
-    a.ip = _ip(indices)
-    a.wp = _fp(data)
-    a.bias = &bias[0]
-    a.nnz = indices.shape[0]
-    a.n_in = X.shape[0]
-    a.n_out = n_out
-    a.xp = &X[0, 0] if X.shape[0] > 0 else NULL
-    a.ldx = X.shape[1]
-    a.B = B
-    a.Z = &Z[0, 0]
-    a.A = &A[0, 0] if A is not None else NULL
-    with nogil:
-        wrote = _forward_run(&a, n_threads)
-    return wrote
+    xp = &X[0, 0] if X.shape[0] > 0 else NULL
+    ip = _ip(indices)
+    wp = _fp(data)
+    fused = has_a and smlp_act_fusable(&p)
+    if not (fused and smlp_simd_level == 2):
+        bp = NULL  # (only the AVX-512 fused epilogue writes them)
+    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
+    smlp_row_prefetch(X.shape[0] * ldx * 4)
+    # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
+    smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
+    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
+    # the rows past a multiple of four one by one below
+    cdef int64_t n_quad = n_out // 4 if (not ahead and smlp_rows4_ok(B)) else 0
+    cdef int64_t q
+    if n_quad:
+        chunk = _chunk(n_quad, n_threads)
+        with nogil, parallel(num_threads=n_threads):
+            for q in prange(n_quad, schedule="dynamic", chunksize=chunk):
+                smlp_forward_rows4(&p, fused, &indptr[0], 4 * q, ip, wp, xp, ldx, B, &bias[0],
+                                   &Z[0, 0], &A[0, 0] if fused else NULL,
+                                   bp, ldb)
+                if has_a and not fused:
+                    for j in range(4 * q, 4 * q + 4):
+                        smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+    if 4 * n_quad == n_out:
+        return bp != NULL
+    chunk = _chunk(n_out - 4 * n_quad, n_threads)
+    with nogil, parallel(num_threads=n_threads):
+        for j in prange(4 * n_quad, n_out, schedule="dynamic", chunksize=chunk):
+            k0 = indptr[j]
+            if ahead:
+                smlp_prefetch_ahead(ip, k0, indptr[j + 1], indices.shape[0], xp, ldx, B * 4)
+            if fused:  # activation and dropout applied in registers
+                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0],
+                                  bp + j * ldb if bp != NULL else NULL)
+                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                              xp, ldx, B, bias[j], &Z[j, 0], &e)
+            else:
+                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                              xp, ldx, B, bias[j], &Z[j, 0], NULL)
+                if has_a:
+                    smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+        smlp_store_fence()
+    return bp != NULL
 
 
 def epilogue_bits_words(int B):
@@ -426,165 +390,6 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
         raise MemoryError("backward_input: could not allocate a row buffer")
 
 
-cdef struct bwd_t:
-    # one layer's backward pass (backward_update, StepPlan): raw pointers, checked
-    # by the caller
-    const int64_t* t_indptr
-    const int32_t* ip     # t_rows
-    const int32_t* pp     # t_perm
-    int64_t nnz
-    int64_t n_in
-    int64_t n_out
-    int64_t max_row
-    const float* dp       # D (n_out, B)
-    const float* xp       # X (n_in, B)
-    float* G              # (n_in, B)
-    const float* Z        # (n_in, B) or NULL
-    float* sg             # SReLU parameter gradients (n_in, 4) or NULL
-    int B
-    float* wp             # weights (or in transposed order)
-    float* vp
-    float* bias
-    float* bias_v
-    float scale
-    float lr
-    float mu
-    float decay
-    float bias_decay
-    bint nesterov
-    bint grad_only        # write the gradients to gop / bgop, update nothing
-    float* gop
-    float* bgop
-    bint accumulate
-    bint transposed
-    smlp_act_t p
-    uint16_t* bp          # the forward pass's epilogue bits or NULL
-
-
-cdef int _backward_run(const bwd_t* a, int n_threads) noexcept nogil:
-    """The backward pass of one layer (see :func:`backward_update`); -1 when
-    a buffer could not be allocated, else 0."""
-    cdef int64_t n_in = a.n_in
-    cdef int64_t n_out = a.n_out
-    cdef int B = a.B
-    cdef int64_t ldd = B
-    cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    cdef int64_t i, j, k0, n, q
-    cdef float s
-    cdef bint has_z = a.Z != NULL
-    cdef bint grad_only = a.grad_only
-    cdef bint fused = has_z and smlp_act_fusable(&a.p)
-    cdef bint ahead
-    cdef bint x_ahead
-    cdef smlp_epi_t e
-    cdef const float* dp = a.dp
-    cdef const int32_t* ip = a.ip
-    cdef const int32_t* pp = a.pp
-    cdef float* wp = a.wp
-    cdef float* wr
-    cdef const int32_t* pr
-    cdef const float* xp = a.xp
-    cdef float* row
-    cdef float* gbuf
-    cdef float* bsum
-    cdef int64_t jb
-    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
-    cdef int64_t max_row = a.max_row if a.max_row > 0 else 1
-    cdef int failed = 0
-    cdef int* failp = &failed
-    cdef int chunk
-    cdef int chunk4
-    cdef int r
-    if B == 0:
-        return 0
-    ahead = smlp_use_ahead(a.nnz, n_in, n_out * ldd * 4)
-    smlp_row_prefetch(n_out * ldd * 4)
-    smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
-    x_ahead = smlp_row_prefetch_on(n_in * B * 4)  # (see smlp_prefetch_row)
-    n_threads = smlp_threads_for(a.nnz * <int64_t>B, n_threads)
-    chunk = _chunk(n_in, n_threads)
-    bsum = <float*>malloc((n_out if n_out > 0 else 1) * sizeof(float))
-    if bsum == NULL:
-        return -1
-    # narrow batches of small blocks: four input rows at a time
-    # (smlp_backward_rows4), the rows past a multiple of four one by one
-    cdef int64_t n_quad = n_in // 4 if (not ahead and not x_ahead and smlp_rows4_ok(B)) else 0
-    chunk4 = _chunk(n_quad, n_threads)
-    row = NULL
-    gbuf = NULL
-    with parallel(num_threads=n_threads):
-        # four rows' worth: the four-row loop uses them all, the one-row loop the first
-        row = <float*>malloc(4 * B * sizeof(float))
-        gbuf = <float*>malloc(4 * max_row * sizeof(float))
-        if row == NULL or gbuf == NULL:
-            failp[0] = 1
-        else:
-            # biases: blocks of output rows, each row's sum in plain order
-            for jb in prange(n_bb, schedule="static"):
-                smlp_row_sums(dp, ldd, jb, n_out, B, bsum)
-            for j in prange(n_out, schedule="static"):
-                s = bsum[j]
-                if grad_only:
-                    if a.accumulate:
-                        a.bgop[j] = a.bgop[j] + s * a.scale
-                    else:
-                        a.bgop[j] = s * a.scale
-                else:
-                    _update(a.bias + j, a.bias_v + j, s * a.scale, a.lr, a.mu, a.bias_decay,
-                            a.nesterov)
-            # weights and the gradient to the inputs: four input rows each
-            for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
-                smlp_backward_rows4(&a.p, fused, a.t_indptr, 4 * q, ip,
-                                    <const int32_t*>NULL if a.transposed else pp, wp, dp, ldd,
-                                    xp, B, a.scale, a.Z, a.G,
-                                    row if has_z else a.G + 4 * q * B, gbuf, max_row,
-                                    a.bp, ldb)
-                for r in range(4):
-                    i = 4 * q + r
-                    k0 = a.t_indptr[i]
-                    _bwd_finish(i, k0, a.t_indptr[i + 1] - k0, gbuf + r * max_row,
-                                row + r * B, a.transposed, grad_only, a.accumulate, a.gop,
-                                pp, wp, a.vp, a.lr, a.mu, a.decay, a.nesterov,
-                                has_z and not fused, &a.p,
-                                a.Z + i * B if has_z else NULL, a.G + i * B,
-                                a.sg + 4 * i if a.sg != NULL else NULL, B)
-            # ... and one input row each
-            for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
-                k0 = a.t_indptr[i]
-                n = a.t_indptr[i + 1] - k0
-                if ahead:  # the rows of D (see smlp_prefetch_ahead)
-                    smlp_prefetch_ahead(ip, k0, k0 + n, a.nnz, dp, ldd, B * 4)
-                if x_ahead:
-                    smlp_prefetch_row(xp, ldd, i, n_in, B * 4)
-                # transposed: the row's weights are wp[k0 .. k0 + n), read in order
-                if a.transposed:
-                    wr = wp + k0
-                    pr = NULL
-                else:
-                    wr = wp
-                    pr = pp + k0
-                if not has_z:
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, a.scale,
-                                 a.G + i * B, gbuf, NULL)
-                elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&a.p, SMLP_EPI_BWD, i, a.Z + i * B, a.G + i * B,
-                                      a.bp + i * ldb if a.bp != NULL else NULL)
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, a.scale,
-                                 row, gbuf, &e)
-                else:
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, a.scale,
-                                 row, gbuf, NULL)
-                _bwd_finish(i, k0, n, gbuf, row, a.transposed, grad_only, a.accumulate,
-                            a.gop, pp, wp, a.vp, a.lr, a.mu, a.decay, a.nesterov,
-                            has_z and not fused, &a.p, a.Z + i * B if has_z else NULL,
-                            a.G + i * B, a.sg + 4 * i if a.sg != NULL else NULL, B)
-        free(row)
-        free(gbuf)
-        smlp_store_fence()
-    free(bsum)
-    return -1 if failed else 0
-
-
 def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     const int32_t[::1] t_perm, const float[:, ::1] D,
                     const float[:, ::1] X, float[:, ::1] G, float[::1] data,
@@ -619,16 +424,41 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     scatters the gradient back once (micro-batches: once per batch, not once
     per block).  The same products in the same order: the same numbers.
     """
-    cdef bwd_t a
     cdef int64_t n_in = t_indptr.shape[0] - 1
     cdef int64_t n_out = D.shape[0]
     cdef int B = <int>D.shape[1]
+    cdef int64_t ldd = D.shape[1]
+    cdef int64_t i, j, k0, n, q
+    cdef float s
+    cdef bint has_z = Z is not None
+    cdef bint has_sg = srelu_grad is not None
     cdef bint grad_only = g_out is not None
+    cdef bint fused
+    cdef bint ahead
+    cdef smlp_epi_t e
+    cdef smlp_act_t p
     cdef const float* sp = NULL
-    cdef int rc
+    cdef const float* dp
+    cdef const int32_t* ip
+    cdef const int32_t* pp
+    cdef float* wp
+    cdef float* vp
+    cdef float* wr
+    cdef const int32_t* pr
+    cdef const float* xp
+    cdef bint x_ahead
+    cdef float* gop = NULL
+    cdef float* row
+    cdef float* gbuf
+    cdef float* bsum
+    cdef int64_t jb
+    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
+    cdef int failed = 0
+    cdef int* failp = &failed
+    cdef int chunk
     if X.shape[0] != n_in or X.shape[1] != B or G.shape[0] != n_in or G.shape[1] != B:
         raise ValueError("backward_update: X and G must be (n_in, B)")
-    if Z is not None and (Z.shape[0] != n_in or Z.shape[1] != B):
+    if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
         raise ValueError("backward_update: Z must be (n_in, B)")
     if bias.shape[0] != n_out or bias_velocity.shape[0] != n_out:
         raise ValueError("backward_update: bias arrays must be (n_out,)")
@@ -637,47 +467,114 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     if grad_only and (g_out.shape[0] != data.shape[0] or bias_g_out is None
                       or bias_g_out.shape[0] != n_out):
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
-    if srelu_grad is not None and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
+    if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
     if transposed and not grad_only:
         raise ValueError("backward_update: transposed needs g_out (it never updates in place)")
-    a.bp = _bits(bits, n_in, B, "backward_update")
+    cdef int64_t ldb = SMLP_BITS_WORDS(B)
+    cdef uint16_t* bp = _bits(bits, n_in, B, "backward_update")
     if srelu is not None:
         sp = &srelu[0, 0]
-    smlp_fill_act(&a.p, act, slope, sp, drop_rate, drop_key, b_offset)
+    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
     if B == 0:
         return
-    a.t_indptr = &t_indptr[0]
-    a.ip = _ip(t_rows)
-    a.pp = _ip(t_perm)
-    a.nnz = t_rows.shape[0]
-    a.n_in = n_in
-    a.n_out = n_out
-    a.max_row = max_row
-    a.dp = &D[0, 0] if n_out > 0 else NULL
-    a.xp = &X[0, 0] if n_in > 0 else NULL
-    a.G = &G[0, 0] if n_in > 0 else NULL
-    a.Z = &Z[0, 0] if Z is not None and n_in > 0 else NULL
-    a.sg = &srelu_grad[0, 0] if srelu_grad is not None and n_in > 0 else NULL
-    a.B = B
-    a.wp = _wfp(data)
-    a.vp = _wfp(velocity)
-    a.bias = _wfp(bias)
-    a.bias_v = _wfp(bias_velocity)
-    a.scale = scale
-    a.lr = lr
-    a.mu = mu
-    a.decay = decay
-    a.bias_decay = bias_decay
-    a.nesterov = nesterov
-    a.grad_only = grad_only
-    a.gop = _wfp(g_out) if grad_only else NULL
-    a.bgop = _wfp(bias_g_out) if grad_only else NULL
-    a.accumulate = accumulate
-    a.transposed = transposed
-    with nogil:
-        rc = _backward_run(&a, n_threads)
-    if rc:
+    if max_row < 1:
+        max_row = 1
+    dp = &D[0, 0] if n_out > 0 else NULL
+    ip = _ip(t_rows)
+    pp = _ip(t_perm)
+    wp = _wfp(data)
+    vp = _wfp(velocity)
+    if grad_only:
+        gop = _wfp(g_out)
+    fused = has_z and smlp_act_fusable(&p)
+    ahead = smlp_use_ahead(t_rows.shape[0], n_in, n_out * ldd * 4)
+    smlp_row_prefetch(n_out * ldd * 4)
+    smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
+    xp = &X[0, 0] if n_in > 0 else NULL
+    x_ahead = smlp_row_prefetch_on(n_in * B * 4)  # (see smlp_prefetch_row)
+    n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_in, n_threads)
+    row = NULL
+    gbuf = NULL
+    bsum = <float*>malloc((n_out if n_out > 0 else 1) * sizeof(float))
+    if bsum == NULL:
+        raise MemoryError("backward_update: could not allocate the bias sums")
+    # narrow batches of small blocks: four input rows at a time
+    # (smlp_backward_rows4), the rows past a multiple of four one by one
+    cdef int64_t n_quad = n_in // 4 if (not ahead and not x_ahead and smlp_rows4_ok(B)) else 0
+    cdef int chunk4 = _chunk(n_quad, n_threads)
+    cdef int r
+    with nogil, parallel(num_threads=n_threads):
+        # four rows' worth: the four-row loop uses them all, the one-row loop the first
+        row = <float*>malloc(4 * B * sizeof(float))
+        gbuf = <float*>malloc(4 * max_row * sizeof(float))
+        if row == NULL or gbuf == NULL:
+            failp[0] = 1
+        else:
+            # biases: blocks of output rows, each row's sum in plain order
+            for jb in prange(n_bb, schedule="static"):
+                smlp_row_sums(dp, ldd, jb, n_out, B, bsum)
+            for j in prange(n_out, schedule="static"):
+                s = bsum[j]
+                if grad_only:
+                    if accumulate:
+                        bias_g_out[j] = bias_g_out[j] + s * scale
+                    else:
+                        bias_g_out[j] = s * scale
+                else:
+                    _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay,
+                            nesterov)
+            # weights and the gradient to the inputs: four input rows each
+            for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
+                smlp_backward_rows4(&p, fused, &t_indptr[0], 4 * q, ip,
+                                    <const int32_t*>NULL if transposed else pp, wp, dp, ldd,
+                                    xp, B, scale,
+                                    &Z[0, 0] if has_z else NULL, &G[0, 0],
+                                    row if has_z else &G[4 * q, 0], gbuf, max_row, bp, ldb)
+                for r in range(4):
+                    i = 4 * q + r
+                    k0 = t_indptr[i]
+                    _bwd_finish(i, k0, t_indptr[i + 1] - k0, gbuf + r * max_row, row + r * B,
+                                transposed, grad_only, accumulate, gop, pp, wp, vp, lr, mu,
+                                decay, nesterov, has_z and not fused, &p,
+                                &Z[i, 0] if has_z else NULL, &G[i, 0],
+                                &srelu_grad[i, 0] if has_sg else NULL, B)
+            # ... and one input row each
+            for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
+                k0 = t_indptr[i]
+                n = t_indptr[i + 1] - k0
+                if ahead:  # the rows of D (see smlp_prefetch_ahead)
+                    smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
+                if x_ahead:
+                    smlp_prefetch_row(xp, ldd, i, n_in, B * 4)
+                # transposed: the row's weights are wp[k0 .. k0 + n), read in order
+                if transposed:
+                    wr = wp + k0
+                    pr = NULL
+                else:
+                    wr = wp
+                    pr = pp + k0
+                if not has_z:
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                                 &G[i, 0], gbuf, NULL)
+                elif fused:  # f'(Z) and the dropout mask applied in registers
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
+                                      bp + i * ldb if bp != NULL else NULL)
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                                 row, gbuf, &e)
+                else:
+                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                                 row, gbuf, NULL)
+                _bwd_finish(i, k0, n, gbuf, row, transposed, grad_only, accumulate, gop, pp,
+                            wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
+                            &Z[i, 0] if has_z else NULL, &G[i, 0],
+                            &srelu_grad[i, 0] if has_sg else NULL, B)
+        free(row)
+        free(gbuf)
+        smlp_store_fence()
+    free(bsum)
+    if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
 
 
@@ -819,89 +716,6 @@ cdef inline void _update(float* w, float* v, float g, float lr, float mu, float 
         w[0] = w[0] + vn - decay * w[0]
 
 
-cdef struct upd_t:
-    # the first layer's gradient and momentum update (weight_update, StepPlan)
-    const int64_t* indptr
-    const int32_t* ip
-    int64_t nnz
-    int64_t n_in
-    int64_t n_out
-    const float* xp       # X (n_in, B)
-    const float* dp       # D (n_out, B)
-    int B
-    float* wp
-    float* vp
-    float* bias
-    float* bias_v
-    float scale
-    float lr
-    float mu
-    float decay
-    float bias_decay
-    bint nesterov
-
-
-cdef int _weight_update_run(const upd_t* a, int n_threads) noexcept nogil:
-    """See :func:`weight_update`; -1 when a buffer could not be allocated."""
-    cdef int64_t n_out = a.n_out
-    cdef int B = a.B
-    cdef int64_t ldx = B
-    cdef int64_t j, k0, k1, kb, nb, k
-    cdef bint d_ahead
-    cdef float* gbuf
-    cdef float* bsum
-    cdef const float* xp = a.xp
-    cdef const float* dp = a.dp
-    cdef const int32_t* ip = a.ip
-    cdef int64_t jb
-    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
-    cdef bint ahead
-    cdef int failed = 0
-    cdef int* failp = &failed
-    cdef int chunk
-    if n_out == 0 or B == 0:
-        return 0
-    ahead = smlp_use_ahead(a.nnz, n_out, a.n_in * ldx * 4)
-    smlp_row_prefetch(a.n_in * ldx * 4)
-    n_threads = smlp_threads_for(a.nnz * <int64_t>B, n_threads)
-    chunk = _chunk(n_out, n_threads)
-    d_ahead = smlp_row_prefetch_on(n_out * B * 4)
-    bsum = <float*>malloc(n_out * sizeof(float))
-    if bsum == NULL:
-        return -1
-    gbuf = NULL
-    with parallel(num_threads=n_threads):
-        gbuf = <float*>malloc(GBLOCK * sizeof(float))
-        if gbuf == NULL:
-            failp[0] = 1
-        else:
-            # the bias sums first: blocks of rows, each row's sum in plain order
-            for jb in prange(n_bb, schedule="static"):
-                smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
-            for j in prange(n_out, schedule="dynamic", chunksize=chunk):
-                k0 = a.indptr[j]
-                k1 = a.indptr[j + 1]
-                if ahead:
-                    smlp_prefetch_ahead(ip, k0, k1, a.nnz, xp, ldx, B * 4)
-                if d_ahead:  # (see smlp_prefetch_row)
-                    smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
-                kb = k0
-                while kb < k1:
-                    nb = k1 - kb
-                    if nb > GBLOCK:
-                        nb = GBLOCK
-                    smlp_sddmm_row(ip + kb, nb, xp, ldx, dp + j * B, B, a.scale, gbuf)
-                    for k in range(nb):
-                        _update(a.wp + kb + k, a.vp + kb + k, gbuf[k], a.lr, a.mu, a.decay,
-                                a.nesterov)
-                    kb = kb + nb
-                _update(a.bias + j, a.bias_v + j, bsum[j] * a.scale, a.lr, a.mu,
-                        a.bias_decay, a.nesterov)
-            free(gbuf)
-    free(bsum)
-    return -1 if failed else 0
-
-
 def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
                   const float[:, ::1] X, const float[:, ::1] D,
                   float[::1] data, float[::1] velocity, float[::1] bias,
@@ -914,10 +728,21 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     The gradient never leaves the thread: it is computed GBLOCK weights at a
     time into a per-thread buffer and applied immediately.
     """
-    cdef upd_t a
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
-    cdef int rc
+    cdef int64_t ldx = X.shape[1]
+    cdef int64_t j, k0, k1, kb, nb, k
+    cdef bint d_ahead
+    cdef float* gbuf
+    cdef float* bsum
+    cdef const float* xp
+    cdef const int32_t* ip
+    cdef int64_t jb
+    cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
+    cdef bint ahead
+    cdef int failed = 0
+    cdef int* failp = &failed
+    cdef int chunk
     if D.shape[0] != n_out or D.shape[1] != B:
         raise ValueError("weight_update: D must be (n_out, B)")
     if data.shape[0] != indices.shape[0] or velocity.shape[0] != data.shape[0]:
@@ -926,36 +751,48 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
         raise ValueError("weight_update: bias arrays must be (n_out,)")
     if n_out == 0 or B == 0:
         return
-    a.indptr = &indptr[0]
-    a.ip = _ip(indices)
-    a.nnz = indices.shape[0]
-    a.n_in = X.shape[0]
-    a.n_out = n_out
-    a.xp = &X[0, 0] if X.shape[0] > 0 else NULL
-    a.dp = &D[0, 0]
-    a.B = B
-    a.wp = _wfp(data)
-    a.vp = _wfp(velocity)
-    a.bias = &bias[0]
-    a.bias_v = &bias_velocity[0]
-    a.scale = scale
-    a.lr = lr
-    a.mu = mu
-    a.decay = decay
-    a.bias_decay = bias_decay
-    a.nesterov = nesterov
-    with nogil:
-        rc = _weight_update_run(&a, n_threads)
-    if rc:
+    xp = &X[0, 0] if X.shape[0] > 0 else NULL
+    ip = _ip(indices)
+    gbuf = NULL
+    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
+    smlp_row_prefetch(X.shape[0] * ldx * 4)
+    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    chunk = _chunk(n_out, n_threads)
+    d_ahead = smlp_row_prefetch_on(n_out * B * 4)
+    bsum = <float*>malloc(n_out * sizeof(float))
+    if bsum == NULL:
+        raise MemoryError("weight_update: could not allocate the bias sums")
+    with nogil, parallel(num_threads=n_threads):
+        gbuf = <float*>malloc(GBLOCK * sizeof(float))
+        if gbuf == NULL:
+            failp[0] = 1
+        else:
+            # the bias sums first: blocks of rows, each row's sum in plain order
+            for jb in prange(n_bb, schedule="static"):
+                smlp_row_sums(&D[0, 0], ldx, jb, n_out, B, bsum)
+            for j in prange(n_out, schedule="dynamic", chunksize=chunk):
+                k0 = indptr[j]
+                k1 = indptr[j + 1]
+                if ahead:
+                    smlp_prefetch_ahead(ip, k0, k1, indices.shape[0], xp, ldx, B * 4)
+                if d_ahead:  # (see smlp_prefetch_row)
+                    smlp_prefetch_row(&D[0, 0], ldx, j, n_out, B * 4)
+                kb = k0
+                while kb < k1:
+                    nb = k1 - kb
+                    if nb > GBLOCK:
+                        nb = GBLOCK
+                    smlp_sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                    for k in range(nb):
+                        _update(&data[kb + k], &velocity[kb + k], gbuf[k], lr, mu, decay,
+                                nesterov)
+                    kb = kb + nb
+                _update(&bias[j], &bias_velocity[j], bsum[j] * scale, lr, mu, bias_decay,
+                        nesterov)
+            free(gbuf)
+    free(bsum)
+    if failed:
         raise MemoryError("weight_update: could not allocate a gradient buffer")
-
-
-cdef void _apply_run(float* w, float* v, const float* g, int64_t n, float lr, float mu,
-                     float decay, bint nesterov, int n_threads) noexcept nogil:
-    cdef int64_t k
-    n_threads = smlp_threads_for(n, n_threads)
-    for k in prange(n, schedule="static", num_threads=n_threads):
-        _update(w + k, v + k, g[k], lr, mu, decay, nesterov)
 
 
 def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float mu,
@@ -963,291 +800,13 @@ def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float
     """The momentum update of ``weight_update`` applied to a given gradient
     (gradient accumulation, parameter server): elementwise over w, v, g."""
     cdef int64_t n = w.shape[0]
+    cdef int64_t k
     if v.shape[0] != n or g.shape[0] != n:
         raise ValueError("apply_update: w, v and g must have the same length")
-    if n == 0:
-        return
+    n_threads = smlp_threads_for(n, n_threads)
     with nogil:
-        _apply_run(&w[0], &v[0], &g[0], n, lr, mu, decay, nesterov, n_threads)
-
-
-cdef class StepPlan:
-    """One whole-batch training step of a model in one forward call and one
-    backward call, its layers' arrays bound once.
-
-    ``SparseMLP.train_step`` builds it for the common case (activations kept,
-    no micro-batches, no trainable activation) and keeps it while
-    :meth:`matches` holds.  It runs the same kernels with the same arguments
-    as the layer-by-layer path (``SparseMLP.forward_train`` and
-    ``_backprop``), so the same numbers (tested bit for bit); what it saves is
-    the Python between the kernel calls of a step, during which a second
-    thread stops spinning and goes to sleep (BENCHMARKS.md §2).
-
-    ``layers``: the SparseLayers; ``acts``: the hidden activations (kind,
-    slope); ``bufs``: the model's per-batch buffers (dict: ``Z``, ``A``,
-    ``bits`` lists, held by the plan); ``lr_scales``: each layer's step size
-    relative to lr; ``split``: per layer, the gradient goes to ``scratch`` and
-    is applied in a second pass (see ``model.SPLIT_UPDATE_MAX``); ``key``:
-    anything that must not change while the plan is used (compared by
-    :meth:`matches`).
-    """
-    cdef int L
-    cdef int B
-    cdef fwd_t* fw
-    cdef bwd_t* bw
-    cdef upd_t up
-    cdef int* kinds
-    cdef float* slopes
-    cdef double* lr_scales
-    cdef bint* split
-    cdef bint* bits_ok
-    cdef uint16_t** bits
-    cdef float* sg_w
-    cdef float* sg_b
-    cdef object layer_refs
-    cdef object act_refs
-    cdef object scratch
-    cdef readonly object bufs
-    cdef object key
-
-    def __cinit__(self):
-        self.fw = NULL
-        self.bw = NULL
-        self.kinds = NULL
-        self.slopes = NULL
-        self.lr_scales = NULL
-        self.split = NULL
-        self.bits_ok = NULL
-        self.bits = NULL
-
-    def __dealloc__(self):
-        free(self.fw)
-        free(self.bw)
-        free(self.kinds)
-        free(self.slopes)
-        free(self.lr_scales)
-        free(self.split)
-        free(self.bits_ok)
-        free(self.bits)
-
-    def __init__(self, list layers, list acts, dict bufs, list lr_scales, list split, scratch,
-                 key):
-        cdef int L = len(layers)
-        cdef int li
-        cdef int B
-        cdef const int64_t[::1] i64
-        cdef const int32_t[::1] i32
-        cdef float[::1] f1
-        cdef float[:, ::1] f2
-        cdef uint16_t[:, ::1] u2
-        cdef float[::1] sw
-        cdef float[::1] sb
-        cdef list Z = bufs["Z"]
-        cdef list A = bufs["A"]
-        cdef list bits = bufs["bits"]
-        if L < 1 or len(acts) != L - 1 or len(Z) != L or len(A) != L - 1 or len(bits) != L - 1:
-            raise ValueError("StepPlan: one Z per layer, one activation, A and bits per hidden "
-                             "layer")
-        B = <int>Z[0].shape[1]
-        self.L = L
-        self.B = B
-        self.key = key
-        self.fw = <fwd_t*>calloc(L, sizeof(fwd_t))
-        self.bw = <bwd_t*>calloc(L, sizeof(bwd_t))
-        self.kinds = <int*>calloc(L, sizeof(int))
-        self.slopes = <float*>calloc(L, sizeof(float))
-        self.lr_scales = <double*>calloc(L, sizeof(double))
-        self.split = <bint*>calloc(L, sizeof(bint))
-        self.bits_ok = <bint*>calloc(L, sizeof(bint))
-        self.bits = <uint16_t**>calloc(L, sizeof(uint16_t*))
-        if (self.fw == NULL or self.bw == NULL or self.kinds == NULL or self.slopes == NULL
-                or self.lr_scales == NULL or self.split == NULL or self.bits_ok == NULL
-                or self.bits == NULL):
-            raise MemoryError("StepPlan: could not allocate the plan")
-        self.bufs = bufs
-        self.layer_refs = []
-        self.act_refs = []
-        self.scratch = None
-        self.sg_w = NULL
-        self.sg_b = NULL
-        if any(split[1:]):
-            sw = scratch[0]
-            sb = scratch[1]
-            self.scratch = scratch
-            split_layers = [lay for li, lay in enumerate(layers) if li > 0 and split[li]]
-            if (sw.shape[0] < max(lay.nnz for lay in split_layers)
-                    or sb.shape[0] < max(lay.n_out for lay in split_layers)):
-                raise ValueError("StepPlan: the scratch is smaller than the largest split "
-                                 "layer")
-            self.sg_w = &sw[0] if sw.shape[0] > 0 else NULL
-            self.sg_b = &sb[0]
-        for li in range(L):
-            lay = layers[li]
-            n_in, n_out, nnz = lay.n_in, lay.n_out, lay.nnz
-            if Z[li].shape[0] != n_out or Z[li].shape[1] != B:
-                raise ValueError(f"StepPlan: Z[{li}] must be ({n_out}, {B})")
-            arrays = (lay.indptr, lay.indices, lay.data, lay.velocity, lay.bias,
-                      lay.bias_velocity, lay.t_indptr, lay.t_rows, lay.t_perm)
-            self.layer_refs.append((lay, arrays))
-            self.lr_scales[li] = lr_scales[li]
-            self.split[li] = bool(split[li]) and li > 0
-            # the forward pass
-            i64 = lay.indptr
-            self.fw[li].indptr = &i64[0]
-            i32 = lay.indices
-            self.fw[li].ip = &i32[0] if nnz > 0 else NULL
-            f1 = lay.data
-            self.bw[li].wp = &f1[0] if nnz > 0 else NULL
-            self.fw[li].wp = self.bw[li].wp
-            f1 = lay.velocity
-            self.bw[li].vp = &f1[0] if nnz > 0 else NULL
-            f1 = lay.bias
-            self.fw[li].bias = &f1[0]
-            self.bw[li].bias = &f1[0]
-            f1 = lay.bias_velocity
-            self.bw[li].bias_v = &f1[0]
-            self.fw[li].nnz = nnz
-            self.fw[li].n_in = n_in
-            self.fw[li].n_out = n_out
-            self.fw[li].ldx = B
-            self.fw[li].B = B
-            f2 = Z[li]
-            self.fw[li].Z = &f2[0, 0]
-            self.bw[li].dp = &f2[0, 0]
-            if li < L - 1:
-                act = acts[li]
-                if act.params is not None:
-                    raise ValueError("StepPlan: trainable activations take the layer path")
-                self.kinds[li] = act.kind
-                self.slopes[li] = act.slope
-                self.act_refs.append((act, act.kind, act.slope))
-                if A[li].shape[0] != n_out or A[li].shape[1] != B:
-                    raise ValueError(f"StepPlan: A[{li}] must be ({n_out}, {B})")
-                f2 = A[li]
-                self.fw[li].A = &f2[0, 0]
-                u2 = bits[li]
-                if u2.shape[0] != n_out or u2.shape[1] != SMLP_BITS_WORDS(B):
-                    raise ValueError(f"StepPlan: bits[{li}] must be ({n_out}, "
-                                     f"epilogue_bits_words({B}))")
-                self.bits[li] = &u2[0, 0]
-                self.fw[li + 1].xp = &f2[0, 0]   # the next layer's input
-                self.bw[li + 1].xp = &f2[0, 0]
-                f2 = Z[li]
-                self.bw[li + 1].G = &f2[0, 0]    # its delta, written over this Z
-                self.bw[li + 1].Z = &f2[0, 0]
-            else:
-                self.fw[li].A = NULL
-                smlp_fill_act(&self.fw[li].p, 0, 0.0, NULL, 0.0, 0, 0)
-            # the backward pass (not the first layer: no gradient to the inputs)
-            i64 = lay.t_indptr
-            self.bw[li].t_indptr = &i64[0]
-            i32 = lay.t_rows
-            self.bw[li].ip = &i32[0] if nnz > 0 else NULL
-            i32 = lay.t_perm
-            self.bw[li].pp = &i32[0] if nnz > 0 else NULL
-            self.bw[li].nnz = nnz
-            self.bw[li].n_in = n_in
-            self.bw[li].n_out = n_out
-            self.bw[li].max_row = lay.max_in_degree
-            self.bw[li].B = B
-            self.bw[li].sg = NULL
-            self.bw[li].grad_only = self.split[li]
-            self.bw[li].gop = self.sg_w if self.split[li] else NULL
-            self.bw[li].bgop = self.sg_b if self.split[li] else NULL
-            self.bw[li].accumulate = False
-            self.bw[li].transposed = False
-        # the first layer: gradient and update only
-        lay = layers[0]
-        self.up.indptr = self.fw[0].indptr
-        self.up.ip = self.fw[0].ip
-        self.up.nnz = lay.nnz
-        self.up.n_in = lay.n_in
-        self.up.n_out = lay.n_out
-        self.up.dp = self.fw[0].Z
-        self.up.B = B
-        self.up.wp = self.bw[0].wp
-        self.up.vp = self.bw[0].vp
-        self.up.bias = self.bw[0].bias
-        self.up.bias_v = self.bw[0].bias_v
-
-    def matches(self, list layers, list acts, dict bufs, key):
-        """True while every layer still holds the arrays the plan bound, the
-        activations their kind and slope, ``bufs`` is the plan's and ``key``
-        equals the one it was built with."""
-        cdef int li
-        if len(layers) != self.L or bufs is not self.bufs or key != self.key:
-            return False
-        for li in range(self.L):
-            lay, arrays = self.layer_refs[li]
-            if (layers[li] is not lay or lay.indptr is not arrays[0]
-                    or lay.indices is not arrays[1] or lay.data is not arrays[2]
-                    or lay.velocity is not arrays[3] or lay.bias is not arrays[4]
-                    or lay.bias_velocity is not arrays[5] or lay.t_indptr is not arrays[6]
-                    or lay.t_rows is not arrays[7] or lay.t_perm is not arrays[8]):
-                return False
-            if li < self.L - 1:
-                act, kind, slope = self.act_refs[li]
-                if (acts[li] is not act or act.kind != kind or act.slope != slope
-                        or act.params is not None):
-                    return False
-        return True
-
-    def forward(self, const float[:, ::1] X, keys, double dropout, int n_threads):
-        """The training forward pass of every layer (``forward_train``);
-        returns the logits (the last Z of ``bufs``)."""
-        cdef int li
-        cdef int L = self.L
-        if X.shape[1] != self.B or X.shape[0] != self.fw[0].n_in:
-            raise ValueError(f"StepPlan.forward: X must be ({self.fw[0].n_in}, {self.B})")
-        for li in range(L - 1):
-            smlp_fill_act(&self.fw[li].p, self.kinds[li], self.slopes[li], NULL, dropout,
-                          <uint64_t>keys[li], 0)
-            self.bw[li + 1].p = self.fw[li].p
-            self.fw[li].bp = self.bits[li]
-        self.fw[0].xp = &X[0, 0]
-        with nogil:
-            for li in range(L):
-                self.bits_ok[li] = _forward_run(&self.fw[li], n_threads)
-        return self.bufs["Z"][L - 1]
-
-    def backward(self, const float[:, ::1] X, double scale, double lr, double mu,
-                 double decay, bint nesterov, int n_threads):
-        """The backward pass and momentum update of every layer, last to
-        first, after the loss kernel left the output delta in the last Z
-        (``_backprop`` with ``opt``); X is the batch :meth:`forward` read."""
-        cdef int li
-        cdef int rc = 0
-        cdef float lr_li
-        cdef bwd_t* b
-        if X.shape[1] != self.B or X.shape[0] != self.fw[0].n_in:
-            raise ValueError(f"StepPlan.backward: X must be ({self.fw[0].n_in}, {self.B})")
-        self.up.xp = &X[0, 0]
-        with nogil:
-            for li in range(self.L - 1, 0, -1):
-                b = &self.bw[li]
-                lr_li = <float>(lr * self.lr_scales[li])
-                b.scale = <float>scale
-                b.lr = lr_li
-                b.mu = <float>mu
-                b.decay = <float>decay
-                b.bias_decay = <float>decay
-                b.nesterov = nesterov
-                b.bp = self.bits[li - 1] if self.bits_ok[li - 1] else NULL
-                rc = rc | _backward_run(b, n_threads)
-                if self.split[li]:
-                    _apply_run(b.wp, b.vp, self.sg_w, b.nnz, lr_li, <float>mu, <float>decay,
-                               nesterov, n_threads)
-                    _apply_run(b.bias, b.bias_v, self.sg_b, b.n_out, lr_li, <float>mu,
-                               <float>decay, nesterov, 1)
-            self.up.scale = <float>scale
-            self.up.lr = <float>(lr * self.lr_scales[0])
-            self.up.mu = <float>mu
-            self.up.decay = <float>decay
-            self.up.bias_decay = <float>decay
-            self.up.nesterov = nesterov
-            rc = rc | _weight_update_run(&self.up, n_threads)
-        if rc:
-            raise MemoryError("StepPlan.backward: could not allocate row buffers")
+        for k in prange(n, schedule="static", num_threads=n_threads):
+            _update(&w[k], &v[k], g[k], lr, mu, decay, nesterov)
 
 
 def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,

@@ -41,9 +41,6 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # thread); only larger layers keep the single pass.
 SPLIT_UPDATE_MAX = 1 << 26
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
-# train_step's whole-batch step through spmm.StepPlan (False: layer by layer,
-# the same numbers; for tests and benchmarks)
-STEP_PLAN = True
 
 
 class LayerStack:
@@ -194,7 +191,6 @@ class SparseMLP(LayerStack):
         self._eval_bufs: dict | None = None
         self._grad_acc: dict | None = None
         self._scratch = _NO_SCRATCH  # (gradient, bias gradient) of the split update
-        self._plan = None  # the compiled whole-batch step (_step_plan)
         self.lr_fan_in_cap = lr_fan_in_cap
 
     # ------------------------------------------------------------------ facts
@@ -248,7 +244,6 @@ class SparseMLP(LayerStack):
         bufs = self._train_bufs
         if bufs is None or bufs["B"] != B or bufs["lean"] != self.lean:
             self._train_bufs = None  # free the old arrays before allocating new ones
-            self._plan = None
             L = self.n_layers
             hidden = self.sizes[1:L]
             bufs = {"B": B, "lean": self.lean,
@@ -291,7 +286,6 @@ class SparseMLP(LayerStack):
         self._eval_bufs = None
         self._grad_acc = None
         self._scratch = _NO_SCRATCH
-        self._plan = None
 
     # ------------------------------------------------------------------ training
     def dropout_keys(self, seed: int, step: int) -> list[int]:
@@ -410,32 +404,6 @@ class SparseMLP(LayerStack):
                 else:
                     acc["sg"][h] += g.reshape(sg.shape)
 
-    def _step_plan(self, B: int):
-        """The whole-batch step with its layer loops compiled (spmm.StepPlan:
-        one call for the forward pass, one for the backward pass and update),
-        kept while the layers hold the arrays it bound; None where the
-        layer-by-layer path is needed (lean activations, a trainable
-        activation, a layer other than a SparseLayer) or ``STEP_PLAN`` is off."""
-        bufs = self._train_buffers(B)
-        key = (self.n_threads, self.lr_fan_in_cap)
-        plan = self._plan
-        if plan is not None and plan.matches(self.layers, self.acts, bufs, key):
-            return plan
-        self._plan = None
-        if (not STEP_PLAN or self.lean or any(a.params is not None for a in self.acts)
-                or any(type(lay) is not SparseLayer for lay in self.layers)):
-            return None
-        # the split update of _backprop, layer by layer
-        split = [li > 0 and self.n_threads > 1 and lay.nnz <= SPLIT_UPDATE_MAX
-                 for li, lay in enumerate(self.layers)]
-        for lay, s in zip(self.layers, split):
-            if s:
-                self._update_scratch(lay)  # grown to the largest split layer
-        self._plan = spmm.StepPlan(self.layers, self.acts, bufs,
-                                   [self.lr_scale(li) for li in range(self.n_layers)], split,
-                                   self._scratch, key)
-        return self._plan
-
     def _update_scratch(self, layer) -> tuple[np.ndarray, np.ndarray]:
         """(gradient, bias gradient) views of one scratch pair, reused by
         every layer: the split update's (at most SPLIT_UPDATE_MAX weights)
@@ -546,12 +514,6 @@ class SparseMLP(LayerStack):
                 raise ConfigError(f"train_step: sample_weight must have shape ({B},), got "
                                   f"{sample_weight.shape}")
         if not micro_batch or micro_batch >= B:
-            plan = self._step_plan(B)
-            if plan is not None:  # the same kernels, the layer loops compiled
-                logits = plan.forward(Xb, keys, self.dropout, self.n_threads)
-                loss, correct = self.output_delta(logits, yb, sample_weight)
-                plan.backward(Xb, 1.0 / B, lr, momentum, decay, nesterov, self.n_threads)
-                return loss, correct
             logits = self.forward_train(Xb, keys)
             loss, correct = self.output_delta(logits, yb, sample_weight)
             self._backprop(Xb, keys, 0, 1.0 / B, opt=(lr, momentum, decay, nesterov))
