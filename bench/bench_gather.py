@@ -11,16 +11,15 @@ data of each dataset's size and a random batch of rows.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-import timeit
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_layers import best_time  # noqa: E402
 from sparse_mlp.kernels import spmm  # noqa: E402
 
 SHAPES = {"madelon": (2000, 500, 32), "higgs": (100000, 28, 128),
@@ -41,8 +40,7 @@ def main() -> None:
         row = {"shape": name, "samples": n, "features": f, "batch": B}
         for level in ("scalar", "avx512"):
             spmm.set_simd_level(level)
-            call = functools.partial(spmm.gather_columns, X, rows, out, 1)
-            t = min(timeit.repeat(call, number=2000, repeat=5)) / 2000
+            t = best_time(lambda: spmm.gather_columns(X, rows, out, 1), 5, 2000)  # noqa: B023
             row[f"{spmm.simd_level()}_us"] = round(t * 1e6, 2)
         spmm.set_simd_level(old)
         assert np.array_equal(out, X[rows].T)

@@ -230,23 +230,17 @@ def test_sigmoid_mse(rng, B):
     assert correct == int((Z.argmax(0) == y).sum())
 
 
-@pytest.mark.parametrize("level", ["scalar", "best"])
 @pytest.mark.parametrize("n_feat, B", [(130, 77), (500, 32), (64, 16), (15, 40), (3, 5)])
-def test_gather_columns(rng, level, n_feat, B):
-    """out = X[rows].T: the AVX-512 path's 16 x 16 tiles transposed in
-    registers, their edges (features and samples past a multiple of 16) and
-    the scalar path, on 1 and 2 threads."""
+def test_gather_columns(simd, rng, n_feat, B):
+    """out = X[rows].T on every SIMD path: AVX-512's 16 x 16 tiles transposed
+    in registers and their edges (features and samples past a multiple of
+    16), the others one value at a time; on 1 and 2 threads."""
     X = rng.standard_normal((500, n_feat)).astype(np.float32)
     rows = rng.integers(0, 500, B).astype(np.int64)
-    old = spmm.simd_level()
-    try:
-        spmm.set_simd_level(level)
-        for threads in (1, 2):
-            out = np.full((n_feat, B), np.nan, np.float32)
-            spmm.gather_columns(X, rows, out, n_threads=threads)
-            assert np.array_equal(out, X[rows].T)
-    finally:
-        spmm.set_simd_level(old)
+    for threads in (1, 2):
+        out = np.full((n_feat, B), np.nan, np.float32)
+        spmm.gather_columns(X, rows, out, n_threads=threads)
+        assert np.array_equal(out, X[rows].T)
 
 
 def test_kernel_shape_checks(rng):
