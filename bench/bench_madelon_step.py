@@ -68,6 +68,25 @@ def main() -> None:
            "hidden_forward_us": [best_us(forward(h), args.steps) for h in range(3)]}
     m.output_delta(m.forward_train(X, keys), y)  # the deltas the backward passes read
     out["backward_us"] = [best_us(backward(li), args.steps) for li in (1, 2, 3)]
+    # the first layer: its weight gradient and update as training runs them (one
+    # fused call), and the gradient and the momentum pass apart (lr 0: no change)
+    first, D0 = m.layers[0], bufs["Z"][0]
+    g, bg = np.empty(first.nnz, np.float32), np.empty(first.n_out, np.float32)
+    out["first_layer_us"] = {
+        "weight_update": best_us(lambda: first.update(X, D0, 0.0, 0.9, 0.0,
+                                                      n_threads=args.threads), args.steps),
+        "weight_grad": best_us(lambda: first.gradient(X, D0, g, bg, n_threads=args.threads),
+                               args.steps),
+        "apply_update": best_us(lambda: first.apply_gradient(g, bg, 0.0, 0.9, 0.0,
+                                                             n_threads=args.threads),
+                                args.steps)}
+    # its forward product alone (no activation), at batch 32 and at 16
+    out["first_forward_product_us"] = {}
+    for B in (32, 16):
+        Xb = np.ascontiguousarray(X[:, :B])
+        Zb = np.empty((first.n_out, B), np.float32)
+        out["first_forward_product_us"][B] = best_us(
+            lambda: first.forward(Xb, Zb, n_threads=args.threads), args.steps)  # noqa: B023
     print(json.dumps(out))
 
 
