@@ -45,7 +45,8 @@ from libc.math cimport fabsf, sqrt
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
-from rowkern cimport smlp_dispatch_init, smlp_mix64, smlp_sddmm_row, smlp_simd_level
+from rowkern cimport (smlp_dispatch_init, smlp_mix64, smlp_sddmm_fn, smlp_sddmm_row_for,
+                      smlp_simd_level)
 
 _LEVELS = ("scalar", "avx2", "avx512")
 smlp_dispatch_init(-1)
@@ -221,6 +222,7 @@ def empty_grad_topk(const int64_t[::1] indptr, const int32_t[::1] indices,
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int64_t n_in = A.shape[0]
     cdef int B = <int>A.shape[1]
+    cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t lda = A.shape[1]
     cdef int64_t k = pos_out.shape[0]
     cdef int64_t cap = 2 * k if k > GBLOCK else k + GBLOCK
@@ -319,7 +321,7 @@ def empty_grad_topk(const int64_t[::1] indptr, const int32_t[::1] indices,
                         if dn * amax_blk < tp[0]:
                             continue
                         if B > 0:
-                            smlp_sddmm_row(idx, nb, ap, lda, dp, B, scale, gb)
+                            sddmm_row(idx, nb, ap, lda, dp, B, scale, gb)
                         else:
                             for q in range(nb):
                                 gb[q] = 0.0
@@ -357,6 +359,7 @@ def candidate_grad(const int64_t[::1] cand_indptr, const int32_t[::1] cand_indic
     g_out[q] = scale * A[cand_indices[q], :] . D[j, :] for q in row j."""
     cdef int64_t n_out = cand_indptr.shape[0] - 1
     cdef int B = <int>A.shape[1]
+    cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t lda = A.shape[1]
     cdef int64_t j, k0, q
     cdef const float* ap
@@ -372,8 +375,8 @@ def candidate_grad(const int64_t[::1] cand_indptr, const int32_t[::1] cand_indic
         for j in prange(n_out, schedule="dynamic", chunksize=chunk):
             k0 = cand_indptr[j]
             if B > 0:
-                smlp_sddmm_row(&cand_indices[0] + k0, cand_indptr[j + 1] - k0, ap, lda,
-                               &D[j, 0], B, scale, &g_out[0] + k0)
+                sddmm_row(&cand_indices[0] + k0, cand_indptr[j + 1] - k0, ap, lda,
+                          &D[j, 0], B, scale, &g_out[0] + k0)
             else:
                 for q in range(k0, cand_indptr[j + 1]):
                     g_out[q] = 0.0

@@ -35,7 +35,8 @@ from rowkern cimport (
     smlp_epi_make,
     smlp_epi_t,
     smlp_backward_epilogue,
-    smlp_bwd_row,
+    smlp_bwd_fn,
+    smlp_bwd_row_for,
     smlp_fill_act,
     smlp_cpu_level,
     smlp_dispatch_init,
@@ -43,9 +44,12 @@ from rowkern cimport (
     smlp_backward_rows4,
     smlp_forward_rows4,
     smlp_gather_block,
-    smlp_sddmm_row,
+    smlp_row_spec,
+    smlp_sddmm_fn,
+    smlp_sddmm_row_for,
     smlp_simd_level,
-    smlp_spmm_row,
+    smlp_spmm_fn,
+    smlp_spmm_row_for,
     smlp_min_work,
     smlp_mix64,
     smlp_pf_ahead,
@@ -151,6 +155,18 @@ def min_parallel_work(work=None):
     return smlp_min_work
 
 
+def row_specialisation(on=None):
+    """Whether this module's kernels use the AVX-512 row functions
+    specialised for the batch width (B a multiple of 16 up to 128, chosen
+    once per call, rowkern.h); with an argument, set it first.  Off: the
+    generic row functions, per row.  The two give the same bits (the tests
+    compare them); it changes speed only."""
+    global smlp_row_spec
+    if on is not None:
+        smlp_row_spec = 1 if on else 0  # no-cython-lint
+    return bool(smlp_row_spec)
+
+
 def _prefetch_from_environment():
     value = os.environ.get("SPARSE_MLP_PF_AHEAD", "").strip()
     if value:
@@ -220,6 +236,7 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     """
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
+    cdef smlp_spmm_fn spmm_row = smlp_spmm_row_for(B)  # (once per call)
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0
     cdef bint has_a = A is not None
@@ -279,11 +296,11 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
             if fused:  # activation and dropout applied in registers
                 e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0],
                                   bp + j * ldb if bp != NULL else NULL)
-                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
-                              xp, ldx, B, bias[j], &Z[j, 0], &e)
+                spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                         xp, ldx, B, bias[j], &Z[j, 0], &e)
             else:
-                smlp_spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
-                              xp, ldx, B, bias[j], &Z[j, 0], NULL)
+                spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
+                         xp, ldx, B, bias[j], &Z[j, 0], NULL)
                 if has_a:
                     smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
         smlp_store_fence()
@@ -314,6 +331,7 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     """
     cdef int64_t n_in = t_indptr.shape[0] - 1
     cdef int B = <int>D.shape[1]
+    cdef smlp_spmm_fn spmm_row = smlp_spmm_row_for(B)  # (once per call)
     cdef int64_t ldd = D.shape[1]
     cdef int64_t i, k0
     cdef int64_t n
@@ -368,13 +386,13 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 if ahead:
                     smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
                 if not has_z:
-                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
+                    spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
                     e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
                                       bp + i * ldb if bp != NULL else NULL)
-                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, &e)
+                    spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, &e)
                 else:
-                    smlp_spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, NULL)
+                    spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, NULL)
                     sg = NULL
                     if has_sg:
                         sg = &srelu_grad[i, 0]
@@ -427,6 +445,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef int64_t n_in = t_indptr.shape[0] - 1
     cdef int64_t n_out = D.shape[0]
     cdef int B = <int>D.shape[1]
+    cdef smlp_bwd_fn bwd_row = smlp_bwd_row_for(B)  # (once per call)
     cdef int64_t ldd = D.shape[1]
     cdef int64_t i, j, k0, n, q
     cdef float s
@@ -556,16 +575,16 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     wr = wp
                     pr = pp + k0
                 if not has_z:
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
-                                 &G[i, 0], gbuf, NULL)
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                            &G[i, 0], gbuf, NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
                     e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
                                       bp + i * ldb if bp != NULL else NULL)
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
-                                 row, gbuf, &e)
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                            row, gbuf, &e)
                 else:
-                    smlp_bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
-                                 row, gbuf, NULL)
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                            row, gbuf, NULL)
                 _bwd_finish(i, k0, n, gbuf, row, transposed, grad_only, accumulate, gop, pp,
                             wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
                             &Z[i, 0] if has_z else NULL, &G[i, 0],
@@ -627,6 +646,7 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
     """
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
+    cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, n, k, kb, nb
     cdef float s
@@ -682,14 +702,14 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
                         for k in range(k0, k0 + n):
                             g[k] = 0.0
                 elif not accumulate:
-                    smlp_sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
+                    sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
                 else:
                     kb = k0
                     while kb < k0 + n:
                         nb = k0 + n - kb
                         if nb > GBLOCK:
                             nb = GBLOCK
-                        smlp_sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                        sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
                         for k in range(nb):
                             gp[kb + k] = gp[kb + k] + gbuf[k]
                         kb = kb + nb
@@ -730,6 +750,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     """
     cdef int64_t n_out = indptr.shape[0] - 1
     cdef int B = <int>X.shape[1]
+    cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = X.shape[1]
     cdef int64_t j, k0, k1, kb, nb, k
     cdef bint d_ahead
@@ -782,7 +803,7 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
                     nb = k1 - kb
                     if nb > GBLOCK:
                         nb = GBLOCK
-                    smlp_sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                    sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
                     for k in range(nb):
                         _update(&data[kb + k], &velocity[kb + k], gbuf[k], lr, mu, decay,
                                 nesterov)

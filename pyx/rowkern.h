@@ -741,6 +741,41 @@ static SMLP_T512 void bwd_rows4_avx512(const int64_t *t_indptr, int64_t i0,
 #undef SMLP_CALL
 }
 
+/* Whole-vector specialisations: one row function per chunk width NV = B / 16
+ * (B a multiple of 16, at most 128: one chunk, no masked vector), chosen once
+ * per kernel call (smlp_*_row_for) instead of per row.  The generic row
+ * functions above decide the chunk width and mask per row through a 16-way
+ * switch; called once per row (through the dispatch pointer) that cost 10-12
+ * ns a row on Zen 5, 20% of the Higgs shape's 1000 x 1000 forward product at
+ * batch 128 (bench/bench_row_overheads.c).  The same chunk code with the
+ * same literals: the same operations in the same order, bit for bit. */
+#define SMLP_SPEC512(NV)                                                           \
+static SMLP_T512 void spmm_row512_w##NV(const int32_t *idx, const float *w,       \
+        const int32_t *perm, int64_t n, const float *X, int64_t ldx, int B,       \
+        float init, float *out, const smlp_epi_t *e)                               \
+{                                                                                  \
+    (void)B;                                                                       \
+    if (perm) spmm512_chunk(idx, w, perm, n, X, ldx, init, out, e, 0, NV, SMLP_WHOLE); \
+    else spmm512_chunk(idx, w, NULL, n, X, ldx, init, out, e, 0, NV, SMLP_WHOLE);  \
+}                                                                                  \
+static SMLP_T512 void sddmm_row512_w##NV(const int32_t *idx, int64_t n,           \
+        const float *X, int64_t ldx, const float *d, int B, float scale, float *g) \
+{                                                                                  \
+    (void)B;                                                                       \
+    sddmm512_chunk(idx, n, X, ldx, d, scale, g, 0, NV, SMLP_WHOLE);                \
+}                                                                                  \
+static SMLP_T512 void bwd_row512_w##NV(const int32_t *rows, const int32_t *perm,  \
+        int64_t n, const float *w, const float *D, int64_t ldd, const float *x,   \
+        int B, float scale, float *out, float *g, const smlp_epi_t *e)             \
+{                                                                                  \
+    (void)B;                                                                       \
+    if (perm) bwd512_chunk(rows, perm, n, w, D, ldd, x, scale, out, g, e, 0, 0, NV, SMLP_WHOLE); \
+    else bwd512_chunk(rows, NULL, n, w, D, ldd, x, scale, out, g, e, 0, 0, NV, SMLP_WHOLE); \
+}
+SMLP_SPEC512(1) SMLP_SPEC512(2) SMLP_SPEC512(3) SMLP_SPEC512(4)
+SMLP_SPEC512(5) SMLP_SPEC512(6) SMLP_SPEC512(7) SMLP_SPEC512(8)
+#undef SMLP_SPEC512
+
 /* ------------------------------------------------------------------ */
 /* AVX2 + FMA: chunks of up to 64 floats = 8 ymm registers              */
 /* ------------------------------------------------------------------ */
@@ -1050,6 +1085,45 @@ static int smlp_dispatch_init(int requested)
     return level;
 }
 
+/* The row function for a whole kernel call on a batch of B: the AVX-512
+ * whole-vector specialisation when B is a multiple of 16 up to 128, else the
+ * generic one of the selected level.  smlp_row_spec = 0 (_spmm.row_specialisation)
+ * keeps the generic ones, for the tests that compare the two and for A/B timing. */
+static int smlp_row_spec = 1;
+static inline int smlp_spec_slot(int B)
+{
+    return (smlp_row_spec && smlp_simd_level == 2 && B >= 16 && B <= 128 && B % 16 == 0)
+           ? B / 16 - 1 : -1;
+}
+#if SMLP_X86
+static const smlp_spmm_fn smlp_spmm512_whole[8] = {
+    spmm_row512_w1, spmm_row512_w2, spmm_row512_w3, spmm_row512_w4,
+    spmm_row512_w5, spmm_row512_w6, spmm_row512_w7, spmm_row512_w8};
+static const smlp_sddmm_fn smlp_sddmm512_whole[8] = {
+    sddmm_row512_w1, sddmm_row512_w2, sddmm_row512_w3, sddmm_row512_w4,
+    sddmm_row512_w5, sddmm_row512_w6, sddmm_row512_w7, sddmm_row512_w8};
+static const smlp_bwd_fn smlp_bwd512_whole[8] = {
+    bwd_row512_w1, bwd_row512_w2, bwd_row512_w3, bwd_row512_w4,
+    bwd_row512_w5, bwd_row512_w6, bwd_row512_w7, bwd_row512_w8};
+#endif
+#if SMLP_X86
+#define SMLP_ROW_FOR(KIND)                                                         \
+static inline smlp_##KIND##_fn smlp_##KIND##_row_for(int B)                        \
+{                                                                                  \
+    const int s = smlp_spec_slot(B);                                               \
+    return s >= 0 ? smlp_##KIND##512_whole[s] : smlp_##KIND##_row;                 \
+}
+#else
+#define SMLP_ROW_FOR(KIND)                                                         \
+static inline smlp_##KIND##_fn smlp_##KIND##_row_for(int B)                        \
+{                                                                                  \
+    (void)B;                                                                       \
+    return smlp_##KIND##_row;                                                      \
+}
+#endif
+SMLP_ROW_FOR(spmm) SMLP_ROW_FOR(sddmm) SMLP_ROW_FOR(bwd)
+#undef SMLP_ROW_FOR
+
 /* whether the forward pass may take four rows at once (spmm_rows4_avx512):
  * AVX-512, a narrow batch, and a block small enough that neither the in-row
  * prefetch nor streaming stores are on (set for this call before the test) */
@@ -1068,7 +1142,67 @@ static inline int smlp_rows4_ok(int B)
  * EPYC this was measured on, as long as the layer's forward product); eight
  * rows at a time keep eight independent chains in flight.  Every sum is the
  * same sequence of IEEE additions as before, so the results are the same
- * bit for bit (no reassociation: the build has no -ffast-math). */
+ * bit for bit (no reassociation: the build has no -ffast-math).  With AVX-512,
+ * 32 rows at a time are summed a row per vector lane (smlp_row_sums32_avx512):
+ * 18 us -> 6 us for 1000 rows of 128 on Zen 5 (bench/bench_row_overheads.c),
+ * still in the plain order. */
+#if SMLP_X86
+/* 16 x 16 floats transposed in registers: r[i] is row i, on return c[k] is
+ * column k (unpack pairs, then pairs of pairs, then 128-bit lanes twice) */
+SMLP_INLINE SMLP_T512 void smlp_tr16_regs(const __m512 r[16], __m512 c[16])
+{
+    __m512 t[16], u[16], v[16];
+    for (int i = 0; i < 16; i += 2) {  /* per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3) */
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) {  /* u[g + c], lane l: rows g..g+3 of column 4l + c */
+        const __m512d t0 = _mm512_castps_pd(t[g]), t1 = _mm512_castps_pd(t[g + 1]);
+        const __m512d t2 = _mm512_castps_pd(t[g + 2]), t3 = _mm512_castps_pd(t[g + 3]);
+        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    for (int h = 0; h < 16; h += 8)  /* v[h + 2c]: columns c, c+8; v[h + 2c + 1]: c+4, c+12 */
+        for (int k = 0; k < 4; k++) {
+            v[h + 2 * k] = _mm512_shuffle_f32x4(u[h + k], u[h + 4 + k], 0x88);
+            v[h + 2 * k + 1] = _mm512_shuffle_f32x4(u[h + k], u[h + 4 + k], 0xDD);
+        }
+    for (int k = 0; k < 4; k++) {
+        c[k] = _mm512_shuffle_f32x4(v[2 * k], v[8 + 2 * k], 0x88);
+        c[k + 8] = _mm512_shuffle_f32x4(v[2 * k], v[8 + 2 * k], 0xDD);
+        c[k + 4] = _mm512_shuffle_f32x4(v[2 * k + 1], v[8 + 2 * k + 1], 0x88);
+        c[k + 12] = _mm512_shuffle_f32x4(v[2 * k + 1], v[8 + 2 * k + 1], 0xDD);
+    }
+}
+
+/* the plain-order sums of 32 rows (smlp_row_sums), a row per vector lane:
+ * 16 x 16 tiles transposed in registers, so that lane i adds row i's
+ * elements one after another, b = 0, 1, 2, ... as the scalar loop does (two
+ * groups of 16 rows: two independent chains of additions) */
+static SMLP_T512 void smlp_row_sums32_avx512(const float *D, int64_t ldd, int B, float *s)
+{
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 16 <= B; b += 16) {
+        __m512 r[16], c[16], r1[16], c1[16];
+        for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(D + i * ldd + b);
+        for (int i = 0; i < 16; i++) r1[i] = _mm512_loadu_ps(D + (16 + i) * ldd + b);
+        smlp_tr16_regs(r, c);
+        smlp_tr16_regs(r1, c1);
+        for (int k = 0; k < 16; k++) {
+            acc0 = _mm512_add_ps(acc0, c[k]);
+            acc1 = _mm512_add_ps(acc1, c1[k]);
+        }
+    }
+    _mm512_storeu_ps(s, acc0);
+    _mm512_storeu_ps(s + 16, acc1);
+    for (; b < B; b++)
+        for (int i = 0; i < 32; i++) s[i] += D[i * ldd + b];
+}
+#endif
+
 #define SMLP_BIAS_BLOCK 64  /* rows per call: block jb is rows [64 jb, 64 (jb + 1)) */
 static void smlp_row_sums(const float *D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
                           float *s)
@@ -1076,6 +1210,10 @@ static void smlp_row_sums(const float *D, int64_t ldd, int64_t jb, int64_t n_row
     const int64_t r0 = jb * SMLP_BIAS_BLOCK;
     const int64_t r1 = r0 + SMLP_BIAS_BLOCK < n_rows ? r0 + SMLP_BIAS_BLOCK : n_rows;
     int64_t r = r0;
+#if SMLP_X86
+    if (smlp_simd_level == 2)
+        for (; r + 32 <= r1; r += 32) smlp_row_sums32_avx512(D + r * ldd, ldd, B, s + r);
+#endif
     for (; r + 8 <= r1; r += 8) {
         const float *d = D + r * ldd;
         float s0 = 0.f, s1 = 0.f, s2 = 0.f, s3 = 0.f, s4 = 0.f, s5 = 0.f, s6 = 0.f, s7 = 0.f;
@@ -1473,34 +1611,10 @@ static void smlp_backward_rows4(const smlp_act_t *p, int fused, const int64_t *t
  * lanes twice), each output row one full store */
 static SMLP_T512 void smlp_tr16_avx512(const float *const src[16], float *out, int64_t ldo)
 {
-    __m512 r[16], t[16], u[16], v[16];
+    __m512 r[16], c[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src[i]);
-    for (int i = 0; i < 16; i += 2) {  /* per 128-bit lane: (a0 b0 a1 b1), (a2 b2 a3 b3) */
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) {  /* u[g + c], lane l: rows g..g+3 of column 4l + c */
-        const __m512d t0 = _mm512_castps_pd(t[g]), t1 = _mm512_castps_pd(t[g + 1]);
-        const __m512d t2 = _mm512_castps_pd(t[g + 2]), t3 = _mm512_castps_pd(t[g + 3]);
-        u[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-        u[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-        u[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-        u[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-    }
-    for (int h = 0; h < 16; h += 8)  /* v[h + 2c]: columns c, c+8; v[h + 2c + 1]: c+4, c+12 */
-        for (int c = 0; c < 4; c++) {
-            v[h + 2 * c] = _mm512_shuffle_f32x4(u[h + c], u[h + 4 + c], 0x88);
-            v[h + 2 * c + 1] = _mm512_shuffle_f32x4(u[h + c], u[h + 4 + c], 0xDD);
-        }
-    for (int c = 0; c < 4; c++) {
-        _mm512_storeu_ps(out + c * ldo, _mm512_shuffle_f32x4(v[2 * c], v[8 + 2 * c], 0x88));
-        _mm512_storeu_ps(out + (c + 8) * ldo,
-                         _mm512_shuffle_f32x4(v[2 * c], v[8 + 2 * c], 0xDD));
-        _mm512_storeu_ps(out + (c + 4) * ldo,
-                         _mm512_shuffle_f32x4(v[2 * c + 1], v[8 + 2 * c + 1], 0x88));
-        _mm512_storeu_ps(out + (c + 12) * ldo,
-                         _mm512_shuffle_f32x4(v[2 * c + 1], v[8 + 2 * c + 1], 0xDD));
-    }
+    smlp_tr16_regs(r, c);
+    for (int k = 0; k < 16; k++) _mm512_storeu_ps(out + k * ldo, c[k]);
 }
 #endif
 

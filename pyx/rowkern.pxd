@@ -28,6 +28,10 @@ cdef extern from "rowkern.h" nogil:
     smlp_bwd_fn smlp_bwd_row
     smlp_spmm_fn smlp_spmm_row
     smlp_sddmm_fn smlp_sddmm_row
+    int smlp_row_spec
+    smlp_spmm_fn smlp_spmm_row_for(int B)
+    smlp_sddmm_fn smlp_sddmm_row_for(int B)
+    smlp_bwd_fn smlp_bwd_row_for(int B)
     int smlp_simd_level
     int smlp_cpu_level()
     int smlp_dispatch_init(int requested)

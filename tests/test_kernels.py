@@ -597,6 +597,56 @@ def test_four_row_backward_equals_the_row_path(B):
         spmm.row_prefetch(old)
 
 
+
+@pytest.mark.parametrize("B", [16, 48, 128])
+def test_specialised_row_kernels_equal_the_generic_ones(B):
+    """With AVX-512 and B a multiple of 16 up to 128, every kernel call picks
+    a row function specialised for the batch width once (rowkern.h,
+    smlp_*_row_for) instead of the generic one per row: forward (fused and
+    plain, with the kept bits), gradient to the inputs, fused backward and
+    update, weight gradient and update give the same bits both ways, on 1 and
+    2 threads, with empty rows and columns.  (The one-row path is forced for
+    B = 16 as in the four-row tests.)"""
+    if spmm.cpu_simd_level() != "avx512":
+        pytest.skip("the specialisations are AVX-512 only")
+    r = np.random.default_rng(B)
+    n_in, n_out = 70, 91
+    X = r.standard_normal((n_in, B), dtype=np.float32)
+    D = r.standard_normal((n_out, B), dtype=np.float32)
+    Zin = r.standard_normal((n_in, B), dtype=np.float32)
+    words = spmm.epilogue_bits_words(B)
+    act = Activation("allrelu", ACT_LEAKY, slope=-0.6)
+    old = spmm.row_prefetch()
+    outs = []
+    try:
+        spmm.row_prefetch(1)
+        for spec in (False, True):
+            spmm.row_specialisation(spec)
+            for threads in (1, 2):
+                lay = random_layer(np.random.default_rng(3), n_in, n_out, 0.2,
+                                   empty_rows=[0, 44], empty_cols=[5])
+                Z = np.empty((n_out, B), np.float32)
+                A = np.empty_like(Z)
+                bits = np.zeros((n_out, words), np.uint16)
+                lay.forward(X, Z, A, act=act, dropout=0.3, key=9, bits=bits)
+                Zp = np.empty_like(Z)
+                lay.forward(X, Zp, n_threads=threads)
+                G = np.empty((n_in, B), np.float32)
+                lay.backward_input(D, G, Zin, act_in=act, dropout=0.2, key=4, n_threads=threads)
+                g, bg = lay.gradient(X, D, n_threads=threads)
+                G2 = Zin.copy()
+                lay.backward_update(X, D, G2, 0.05, 0.9, 1e-3, Z_in=G2, act_in=act,
+                                    dropout=0.2, key=4, n_threads=threads)
+                lay.update(X, D, 0.05, 0.9, 1e-3, n_threads=threads)
+                outs.append((Z, A, bits, Zp, G, g, bg, G2, lay.data, lay.velocity, lay.bias))
+    finally:
+        spmm.row_specialisation(True)
+        spmm.row_prefetch(old)
+    assert spmm.row_specialisation() is True
+    for out in outs[1:]:
+        for a, b in zip(outs[0], out):
+            assert np.array_equal(a, b)
+
 def test_prefetch_distance_is_checked():
     with pytest.raises(ValueError, match="0..256"):
         spmm.prefetch_distance(-1)
@@ -617,12 +667,15 @@ def test_prefetch_distance_from_environment(value, expect):
     assert (res.returncode == 0) == value.isdigit()
 
 
-@pytest.mark.parametrize("n_out, B", [(77, 37), (8, 128), (130, 32), (1, 5)])
-def test_bias_gradient_is_the_plain_order_sum(n_out, B):
+@pytest.mark.parametrize("n_out, B", [(77, 37), (8, 128), (130, 32), (1, 5), (200, 130),
+                                      (96, 16), (45, 7)])
+def test_bias_gradient_is_the_plain_order_sum(simd, n_out, B):
     """The bias gradient of every kernel that computes one (weight_grad,
     weight_update, backward_update) is each row's sum in the order of a plain
     loop, bit for bit, whatever the number of rows in a block of the row-sum
-    helper (smlp_row_sums: eight rows at a time, then the rest)."""
+    helper (smlp_row_sums: with AVX-512 32 rows at a time, a row per lane,
+    then eight at a time, then the rest), and for batches that are and are
+    not a multiple of 16."""
     rng = np.random.default_rng(n_out * 1000 + B)
     layer = random_layer(rng, 23, n_out, 0.3)
     X = rng.standard_normal((23, B)).astype(np.float32)
