@@ -7,8 +7,8 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 4 bytes per weight and per neuron, and a scratch of the
                 largest layer (its weights gathered into transposed order,
                 model._accumulators); else the scratch of the
-                multi-thread split update (one layer, model.SPLIT_UPDATE_MAX
-                weights at most)
+                split update (one layer, model.SPLIT_UPDATE_MAX weights at
+                most)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
@@ -109,8 +109,8 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
         weights += 32 * sum(sizes[1:-1])
     mb = batch if not micro_batch or micro_batch >= batch else micro_batch
     # micro-batches: a gradient accumulator per weight and a scratch of the largest
-    # layer (its weights in transposed order); else, with several threads, the
-    # scratch of the split update (model.SPLIT_UPDATE_MAX weights at most, one layer)
+    # layer (its weights in transposed order); else the scratch of the split
+    # update (model.SPLIT_UPDATE_MAX weights at most, one layer)
     scratch = max(nnz_layers[1:] or [0])
     gradients = (4 * (nnz + neurons) + 4 * (scratch + max(sizes)) if mb < batch
                  else 4 * (min(scratch, SPLIT_UPDATE_MAX) + max(sizes)))
