@@ -42,8 +42,11 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # is faster too: the single pass reads and writes weight and momentum at
 # scattered positions, the split writes only the gradient there and then
 # updates in order (the Higgs shape's 1000 x 1000 layer at batch 128: 131 us
-# against 118 + 5 us, BENCHMARKS.md §2), so it runs on any thread count.
+# against 118 + 5 us, BENCHMARKS.md §2), from SPLIT_UPDATE_MIN_1T weights: in
+# smaller layers the scattered accesses stay in L1 and the second call costs
+# more than it saves (bench/bench_split_update.py).
 SPLIT_UPDATE_MAX = 1 << 26
+SPLIT_UPDATE_MIN_1T = 1 << 14
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
@@ -367,10 +370,12 @@ class SparseMLP(LayerStack):
             layer, D = self.layers[li], bufs["Z"][li]
             lr_li = lr * self.lr_scale(li)
             grads = acc["grads"][li] if acc is not None else None
-            # a layer of at most SPLIT_UPDATE_MAX weights: the fused pass writes the
-            # gradient and a second, contiguous pass updates (see SPLIT_UPDATE_MAX);
-            # the same arithmetic, so the same weights bit for bit
-            split = acc is None and li > 0 and layer.nnz <= SPLIT_UPDATE_MAX
+            # a layer of at most SPLIT_UPDATE_MAX weights (on one thread, at least
+            # SPLIT_UPDATE_MIN_1T): the fused pass writes the gradient and a second,
+            # contiguous pass updates (see SPLIT_UPDATE_MAX); the same arithmetic,
+            # so the same weights bit for bit
+            split = (acc is None and li > 0 and layer.nnz <= SPLIT_UPDATE_MAX
+                     and (self.n_threads > 1 or layer.nnz >= SPLIT_UPDATE_MIN_1T))
             if split:
                 grads = self._update_scratch(layer)
             if li == 0:  # no gradient to the inputs
