@@ -3,7 +3,7 @@ pass updating weight and momentum through the transposed index's
 permutation (``backward_update`` in place), against the split one (the
 gradient written through the permutation, then ``apply_gradient`` in the
 weights' own order).  Why model.py splits on one thread only from
-SPLIT_UPDATE_MIN_1T weights.  Microseconds per call, best of 9 rounds.
+SPLIT_UPDATE_MIN_1T weights.  Microseconds per call, best of 9 rounds of 500 calls.
 
     python bench/bench_split_update.py
 """
@@ -11,29 +11,18 @@ SPLIT_UPDATE_MIN_1T weights.  Microseconds per call, best of 9 rounds.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.bench_layers import best_time  # noqa: E402
 from sparse_mlp.kernels import aligned_empty  # noqa: E402
 from sparse_mlp.layers import SparseLayer  # noqa: E402
 
 SHAPES = [(400, 100, 10, 32), (100, 400, 10, 32), (400, 400, 10, 32), (1000, 1000, 10, 32),
           (300, 300, 10, 128), (500, 500, 10, 128), (1000, 1000, 10, 128)]
-
-
-def best_us(fn, rounds: int = 9, inner: int = 500) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        best = min(best, (time.perf_counter() - t) / inner)
-    return best * 1e6
 
 
 def main() -> None:
@@ -49,15 +38,17 @@ def main() -> None:
         g = np.empty(layer.nnz, np.float32)
         bg = np.empty(n_out, np.float32)
 
-        def fused():
+        def fused(layer=layer, X=X, D=D, G=G):
             layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, n_threads=1)
 
-        def split():
+        def split(layer=layer, X=X, D=D, G=G, g=g, bg=bg):
             layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, grads=(g, bg), n_threads=1)
             layer.apply_gradient(g, bg, 1e-6, 0.9, 0.0, n_threads=1)
 
-        print(f"{n_in} {n_out} {B} {layer.nnz}: fused {best_us(fused):.1f}, "
-              f"split {best_us(split):.1f}", flush=True)
+        t_fused = best_time(fused, 9, 500) * 1e6
+        t_split = best_time(split, 9, 500) * 1e6
+        print(f"{n_in} {n_out} {B} {layer.nnz}: fused {t_fused:.1f}, split {t_split:.1f}",
+              flush=True)
 
 
 if __name__ == "__main__":
