@@ -27,7 +27,9 @@ SHAPES = [(400, 100, 10, 32), (100, 400, 10, 32), (400, 400, 10, 32), (1000, 100
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    print("n_in n_out B nnz: fused us, split us (one thread)")
+    print("n_in n_out B nnz: us per call, one thread: fused (update in place) | split "
+          "(gradient through the permutation + apply) = its two calls | gradient in "
+          "transposed order (no permutation, no update)")
     for n_in, n_out, eps, B in SHAPES:
         layer = SparseLayer.erdos_renyi(n_in, n_out, eps, "normal", rng)
         X = aligned_empty((n_in, B))
@@ -37,19 +39,31 @@ def main() -> None:
         G = aligned_empty((n_in, B))
         g = np.empty(layer.nnz, np.float32)
         bg = np.empty(n_out, np.float32)
+        wt = layer.weights_transposed(np.empty(layer.nnz, np.float32))
 
         def fused(layer=layer, X=X, D=D, G=G):
             layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, n_threads=1)
 
-        def split(layer=layer, X=X, D=D, G=G, g=g, bg=bg):
+        def grads(layer=layer, X=X, D=D, G=G, g=g, bg=bg):
             layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, grads=(g, bg), n_threads=1)
+
+        def apply(layer=layer, g=g, bg=bg):
             layer.apply_gradient(g, bg, 1e-6, 0.9, 0.0, n_threads=1)
 
-        t_fused = best_time(fused, 9, 500) * 1e6
-        t_split = best_time(split, 9, 500) * 1e6
-        print(f"{n_in} {n_out} {B} {layer.nnz}: fused {t_fused:.1f}, split {t_split:.1f}",
-              flush=True)
+        def split():
+            grads()
+            apply()
 
+        def in_order(layer=layer, X=X, D=D, G=G, g=g, bg=bg, wt=wt):
+            layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, grads=(g, bg), weights_t=wt,
+                                  n_threads=1)
+
+        t = {name: best_time(fn, 9, 500) * 1e6 for name, fn in
+             (("fused", fused), ("split", split), ("grads", grads), ("apply", apply),
+              ("in_order", in_order))}
+        print(f"{n_in} {n_out} {B} {layer.nnz}: fused {t['fused']:.1f} | split "
+              f"{t['split']:.1f} = {t['grads']:.1f} + {t['apply']:.1f} | in order "
+              f"{t['in_order']:.1f}", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -41,8 +41,8 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # thread); only larger layers keep the single pass.  On one thread the split
 # is faster too: the single pass reads and writes weight and momentum at
 # scattered positions, the split writes only the gradient there and then
-# updates in order (the Higgs shape's 1000 x 1000 layer at batch 128: 131 us
-# against 118 + 5 us, BENCHMARKS.md §2), from SPLIT_UPDATE_MIN_1T weights: in
+# updates in order (the Higgs shape's 1000 x 1000 layer at batch 128: 130 us
+# against 114 + 5 us, BENCHMARKS.md §2), from SPLIT_UPDATE_MIN_1T weights: in
 # smaller layers the scattered accesses stay in L1 and the second call costs
 # more than it saves (bench/bench_split_update.py).
 SPLIT_UPDATE_MAX = 1 << 26
