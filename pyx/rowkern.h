@@ -1105,8 +1105,6 @@ static const smlp_sddmm_fn smlp_sddmm512_whole[8] = {
 static const smlp_bwd_fn smlp_bwd512_whole[8] = {
     bwd_row512_w1, bwd_row512_w2, bwd_row512_w3, bwd_row512_w4,
     bwd_row512_w5, bwd_row512_w6, bwd_row512_w7, bwd_row512_w8};
-#endif
-#if SMLP_X86
 #define SMLP_ROW_FOR(KIND)                                                         \
 static inline smlp_##KIND##_fn smlp_##KIND##_row_for(int B)                        \
 {                                                                                  \
