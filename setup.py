@@ -1,6 +1,9 @@
 """Build the compiled kernels of sparse_mlp.
 
-Every ``pyx/*.pyx`` becomes ``sparse_mlp/<name>.so``.  OpenMP is probed
+Every ``pyx/*.pyx`` becomes ``sparse_mlp/<name>.so``; the serial twins
+(``pyx/*_serial.pyx``, which include their module's source) are always
+compiled without OpenMP, for the calls that run on one thread
+(``sparse_mlp.kernels.spmm_for``).  OpenMP is probed
 with a tiny test program: when the compiler accepts ``-fopenmp`` the
 kernels run their ``prange`` loops in parallel, otherwise the build warns
 loudly and compiles the same loops serially (results are identical, because
@@ -84,6 +87,8 @@ compile_args += ["-std=c11", "-fno-math-errno", "-Wno-unused-function", "-Wno-un
 link_args = []
 if NATIVE:
     compile_args.append("-march=native")
+# the serial twins (Cython leaves temporaries of the absent OpenMP clauses unused)
+serial_args = compile_args + ["-Wno-unused-but-set-variable"]
 if OPENMP:
     compile_args.append("-fopenmp")
     link_args.append("-fopenmp")
@@ -98,20 +103,29 @@ directives = {
     "embedsignature": True,
 }
 
-extensions = [
-    Extension(
+
+def _extension(pyx: Path) -> Extension:
+    """One module; a serial twin (``*_serial.pyx``) without OpenMP, and it
+    depends on the source it includes."""
+    serial = pyx.stem.endswith("_serial")
+    parallel = OPENMP and not serial
+    depends = [str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.h")]
+    depends += [str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.pxd")]
+    if serial:
+        depends.append(str((PYX_DIR / (pyx.stem[: -len("_serial")] + ".pyx")).relative_to(HERE)))
+    return Extension(
         f"sparse_mlp.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         include_dirs=[str(PYX_DIR), np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                       ("SMLP_HAVE_OPENMP", "1" if OPENMP else "0")],
-        extra_compile_args=compile_args,
-        extra_link_args=link_args,
-        depends=[str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.h")]
-        + [str(h.relative_to(HERE)) for h in PYX_DIR.glob("*.pxd")],
+                       ("SMLP_HAVE_OPENMP", "1" if parallel else "0")],
+        extra_compile_args=compile_args if parallel else serial_args,
+        extra_link_args=link_args if parallel else [],
+        depends=depends,
     )
-    for pyx in PYX_FILES
-]
+
+
+extensions = [_extension(pyx) for pyx in PYX_FILES]
 
 setup(
     ext_modules=cythonize(

@@ -23,7 +23,7 @@ import numpy as np
 
 from .config import AUGMENTS  # (the choices live with the other settings)
 from .errors import ConfigError
-from .kernels import spmm
+from .kernels import spmm, spmm_for
 
 # CIFAR-10's layout in this repository (datasets/cifar10.py): each row is 1024
 # red, 1024 green, 1024 blue values, each channel row-major 32 x 32
@@ -50,10 +50,10 @@ def gather_batch(X: np.ndarray, rows: np.ndarray, out: np.ndarray, augment: str 
     of the sample-major ``X``, augmented under ``augment`` with the draws of
     (``seed``, ``step``); without ``augment`` exactly ``gather_columns``."""
     if augment is None:
-        spmm.gather_columns(X, rows, out, n_threads=n_threads)
+        spmm_for(n_threads).gather_columns(X, rows, out, n_threads=n_threads)
         return
-    spmm.gather_augment(X, rows, out, spmm.augment_key(seed, step), CHANNELS, HEIGHT, WIDTH,
-                        MAX_SHIFT, n_threads=n_threads)
+    spmm_for(n_threads).gather_augment(X, rows, out, spmm.augment_key(seed, step), CHANNELS,
+                                       HEIGHT, WIDTH, MAX_SHIFT, n_threads=n_threads)
 
 
 def augment_reference(X: np.ndarray, rows: np.ndarray, seed: int, step: int,

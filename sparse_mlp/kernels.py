@@ -6,6 +6,10 @@ package has not been built yet.
 ``topology``   transposed index, SET selection/merge, importance (``pyx/_topology.pyx``)
 ``merge``      sorted-row merges of the parallel trainer: retain valid updates,
                union of two topologies (``pyx/_merge.pyx``)
+
+``spmm`` and ``activation`` also come as serial builds of the same source
+(``pyx/*_serial.pyx``, compiled without OpenMP): :func:`spmm_for` and
+:func:`activation_for` pick them for a call that runs on one thread.
 """
 
 from __future__ import annotations
@@ -60,8 +64,10 @@ def _bound_spin() -> str:
 WAIT_POLICY = _bound_spin()
 try:
     from . import _activation as activation
+    from . import _activation_serial as activation_serial
     from . import _merge as merge
     from . import _spmm as spmm
+    from . import _spmm_serial as spmm_serial
     from . import _topology as topology
 except ImportError as exc:  # pragma: no cover - exercised only on unbuilt trees
     raise ImportError(
@@ -71,6 +77,27 @@ except ImportError as exc:  # pragma: no cover - exercised only on unbuilt trees
 finally:
     if WAIT_POLICY == "bounded":  # read by now; other libraries' OpenMP keeps its own
         os.environ.pop("GOMP_SPINCOUNT", None)
+
+spmm._link_twin(spmm_serial)  # spmm's setters (SIMD level, prefetching ...) set both builds
+
+
+def spmm_for(n_threads: int, work: int = 0):
+    """The ``spmm`` build for a call of ``work`` multiply-adds on ``n_threads``:
+    the serial one (``pyx/_spmm_serial.pyx``) when the call runs on one thread
+    anyway (``n_threads`` 1, or less work than :func:`min_parallel_work`).
+    Even a team of one costs libgomp a ``futex`` system call at every parallel
+    region and barrier, ~27 a step of Madelon's network (~15% of the step,
+    BENCHMARKS.md §2).  Speed only: the same source, the same bits."""
+    if n_threads <= 1 or work < spmm.min_parallel_work():
+        return spmm_serial
+    return spmm
+
+
+def activation_for(n_threads: int):
+    """The ``activation`` build for a call on ``n_threads``: the serial one on
+    one thread (see :func:`spmm_for`)."""
+    return activation_serial if n_threads <= 1 else activation
+
 
 # activation codes shared with pyx/rowkern.h
 ACT_IDENTITY = 0
@@ -229,6 +256,7 @@ def build_info() -> dict:
     }
 
 
-__all__ = ["spmm", "activation", "topology", "merge", "default_threads", "usable_cpus",
+__all__ = ["spmm", "activation", "topology", "merge", "spmm_for", "activation_for",
+           "spmm_serial", "activation_serial", "default_threads", "usable_cpus",
            "threads_source", "busy_cpus", "thread_warnings", "min_parallel_work", "build_info",
            "aligned_empty"]

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from .activations import Activation, init_gain2
 from .config import INITS, WEIGHT_INITS  # noqa: F401 (WEIGHT_INITS: model.py imports it here)
 from .errors import ConfigError
-from .kernels import spmm, topology
+from .kernels import spmm_for, topology
 
 
 def layer_inits(n_layers: int, init: str, output_init: str | None = None) -> list[str]:
@@ -350,10 +350,12 @@ class SparseLayer:
         pass (``spmm.forward``); returns True when they were written."""
         # (positional: this runs once per layer and step, and keywords cost a Cython
         # call ~0.3 us more)
+        # (the serial build on one thread; indices.size: the nnz property costs more)
+        kern = spmm_for(n_threads, self.indices.size * X.shape[1])
         if act is None:
-            return bool(spmm.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
+            return bool(kern.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
                                      0, 0.0, None, dropout, key, b_offset, n_threads, bits))
-        return bool(spmm.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
+        return bool(kern.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
                                  act.kind, act.slope, act.params, dropout, key, b_offset,
                                  n_threads, bits))
 
@@ -365,7 +367,8 @@ class SparseLayer:
         inputs' pre-activations) is given, times the input layer's dropout
         mask and f'(Z_in), fused.  G may be Z_in (in place)."""
         kw = act_in.kernel_args() if act_in is not None else {}
-        spmm.backward_input(self.t_indptr, self.t_rows, self.t_perm, self.data, D, G, Z_in,
+        kern = spmm_for(n_threads, self.indices.size * D.shape[1])
+        kern.backward_input(self.t_indptr, self.t_rows, self.t_perm, self.data, D, G, Z_in,
                             srelu_grad=srelu_grad, drop_rate=dropout, drop_key=key,
                             b_offset=b_offset, n_threads=n_threads, **kw)
 
@@ -376,7 +379,8 @@ class SparseLayer:
         momentum update v = mu*v - lr*g; w = w + v - decay*w, and the same
         for the biases."""
         B = X.shape[1]
-        spmm.weight_update(self.indptr, self.indices, X, D, self.data, self.velocity,
+        kern = spmm_for(n_threads, self.indices.size * B)
+        kern.weight_update(self.indptr, self.indices, X, D, self.data, self.velocity,
                            self.bias, self.bias_velocity,
                            1.0 / B if scale is None else scale, lr, momentum, decay,
                            decay if bias_decay is None else bias_decay, nesterov,
@@ -407,7 +411,8 @@ class SparseLayer:
         g_out, bias_g_out = grads if grads is not None else (None, None)
         kind, slope, srelu = ((act_in.kind, act_in.slope, act_in.params) if act_in is not None
                               else (0, 0.0, None))
-        spmm.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G,
+        kern = spmm_for(n_threads, self.indices.size * X.shape[1])
+        kern.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G,
                              self.data if weights_t is None else weights_t,
                              self.velocity, self.bias, self.bias_velocity,
                              1.0 / X.shape[1] if scale is None else scale, lr, momentum,
@@ -419,14 +424,16 @@ class SparseLayer:
     def weights_transposed(self, out: np.ndarray, n_threads: int = 1) -> np.ndarray:
         """The weights in the order of the transposed index (out[k] =
         data[t_perm[k]]), for :meth:`backward_update`'s ``weights_t``."""
-        spmm.permute(self.data, self.t_perm, out, False, n_threads)
+        kern = spmm_for(n_threads, self.indices.size)
+        kern.permute(self.data, self.t_perm, out, False, n_threads)
         return out
 
     def gradient_from_transposed(self, g_t: np.ndarray, out: np.ndarray,
                                  n_threads: int = 1) -> np.ndarray:
         """A weight gradient in transposed-index order back into the
         layer's own order (out[t_perm[k]] = g_t[k])."""
-        spmm.permute(g_t, self.t_perm, out, True, n_threads)
+        kern = spmm_for(n_threads, self.indices.size)
+        kern.permute(g_t, self.t_perm, out, True, n_threads)
         return out
 
     def gradient(self, X: np.ndarray, D: np.ndarray, g: np.ndarray | None = None,
@@ -439,7 +446,8 @@ class SparseLayer:
             g = np.empty(self.nnz, dtype=np.float32)
         if bias_g is None:
             bias_g = np.empty(self.n_out, dtype=np.float32)
-        spmm.weight_grad(self.indptr, self.indices, X, D, g, bias_g,
+        kern = spmm_for(n_threads, self.indices.size * X.shape[1])
+        kern.weight_grad(self.indptr, self.indices, X, D, g, bias_g,
                          1.0 / X.shape[1] if scale is None else scale, accumulate,
                          n_threads=n_threads)
         return g, bias_g
@@ -448,10 +456,12 @@ class SparseLayer:
                        decay: float, bias_decay: float | None = None, nesterov: bool = False,
                        n_threads: int = 1) -> None:
         """The momentum update of :meth:`update` for a given gradient."""
-        spmm.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
+        kern = spmm_for(n_threads, self.indices.size)
+        kern.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
                           n_threads=n_threads)
-        spmm.apply_update(self.bias, self.bias_velocity, bias_g, lr, momentum,
-                          decay if bias_decay is None else bias_decay, nesterov, n_threads=1)
+        spmm_for(1).apply_update(self.bias, self.bias_velocity, bias_g, lr, momentum,
+                                 decay if bias_decay is None else bias_decay, nesterov,
+                                 n_threads=1)
 
     def importance(self, n_threads: int = 1) -> np.ndarray:
         """Neuron importance (paper eq. 4): sum of |w| over the incoming

@@ -26,7 +26,7 @@ from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activatio
 from .config import kaiming_refusal
 from .errors import ConfigError
 from .kernels import activation as act_kernels
-from .kernels import aligned_empty, default_threads, spmm
+from .kernels import activation_for, aligned_empty, default_threads, spmm, spmm_for
 from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 
 # With several threads the fused backward pass (gradient to the inputs and
@@ -103,8 +103,9 @@ class LayerStack:
         (``grads`` holds None for activations without parameters)."""
         for act, g in zip(self.acts, grads):
             if g is not None:
-                spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
-                                  g.reshape(-1), lr, momentum, 0.0, nesterov, n_threads=1)
+                spmm_for(1).apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
+                                         g.reshape(-1), lr, momentum, 0.0, nesterov,
+                                         n_threads=1)
 
     @property
     def n_layers(self) -> int:
@@ -334,8 +335,10 @@ class SparseMLP(LayerStack):
             t = yb.reshape(yb.shape[0], -1)
             if t.dtype != np.float32 or not t.flags.c_contiguous:
                 t = np.ascontiguousarray(t, dtype=np.float32)
-            return act_kernels.linear_mse(logits, t, write_delta, sample_weight, n_threads=1)
-        fn = act_kernels.softmax_xent if self.output == "softmax" else act_kernels.sigmoid_mse
+            return activation_for(1).linear_mse(logits, t, write_delta, sample_weight,
+                                                n_threads=1)
+        kern = activation_for(1)
+        fn = kern.softmax_xent if self.output == "softmax" else kern.sigmoid_mse
         return fn(logits, yb, write_delta, sample_weight, n_threads=1)
 
     def _layer_input(self, h: int, keys: list[int], b_offset: int) -> np.ndarray:
@@ -348,11 +351,11 @@ class SparseMLP(LayerStack):
             return bufs["A"][h]
         A = self._activation_buffer(h)
         act = self.acts[h]
-        act_kernels.activation_forward(bufs["Z"][h], A, drop_rate=self.dropout,
-                                       drop_key=keys[h], b_offset=b_offset,
-                                       n_threads=self.n_threads,
-                                       bits=bufs["bits"][h] if bufs["bits_ok"][h] else None,
-                                       **act.kernel_args())
+        kern = activation_for(self.n_threads)
+        kern.activation_forward(bufs["Z"][h], A, drop_rate=self.dropout, drop_key=keys[h],
+                                b_offset=b_offset, n_threads=self.n_threads,
+                                bits=bufs["bits"][h] if bufs["bits_ok"][h] else None,
+                                **act.kernel_args())
         return A
 
     def _backprop(self, Xs: np.ndarray, keys: list[int], b_offset: int, scale: float,
@@ -407,8 +410,8 @@ class SparseMLP(LayerStack):
             if sg is not None:  # SReLU parameters: same optimiser, no weight decay
                 g = sg.reshape(-1) * np.float32(scale)
                 if acc is None:
-                    spmm.apply_update(act.params.reshape(-1), act.velocity.reshape(-1), g, lr,
-                                      mu, 0.0, nesterov, n_threads=1)
+                    spmm_for(1).apply_update(act.params.reshape(-1), act.velocity.reshape(-1),
+                                             g, lr, mu, 0.0, nesterov, n_threads=1)
                 else:
                     acc["sg"][h] += g.reshape(sg.shape)
 
@@ -569,7 +572,7 @@ class SparseMLP(LayerStack):
             rows = rows_all[s:s + batch_size]
             bufs = self._eval_buffers(rows.size) if rows.size == batch_size else None
             Xf = bufs["X"] if bufs is not None else np.empty((X.shape[1], rows.size), np.float32)
-            spmm.gather_columns(X, rows, Xf, n_threads=self.n_threads)
+            spmm_for(self.n_threads).gather_columns(X, rows, Xf, n_threads=self.n_threads)
             yield s, rows.size, self._forward_eval(Xf)
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
@@ -584,9 +587,9 @@ class SparseMLP(LayerStack):
             if labels is None or labels.size != m:
                 labels = np.zeros(m, dtype=np.int32)
             if self.output == "softmax":
-                act_kernels.softmax_xent(logits, labels, False, n_threads=1)
+                activation_for(1).softmax_xent(logits, labels, False, n_threads=1)
             else:
-                act_kernels.sigmoid_mse(logits, labels, False, n_threads=1)
+                activation_for(1).sigmoid_mse(logits, labels, False, n_threads=1)
             out[s:s + m] = logits.T
         return out
 

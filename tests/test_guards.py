@@ -318,7 +318,7 @@ def test_allrelu_signs_through_the_inference_path():
 
 # -------------------------------------------------------------------- shuffle
 class _GatherRecorder:
-    """Stands in for the kernels module inside training.py: records the rows
+    """Stands in for the kernels module inside augment.py: records the rows
     of every mini-batch the trainer gathers."""
 
     def __init__(self, real) -> None:
@@ -335,10 +335,12 @@ class _GatherRecorder:
 
 def _epoch_orders(monkeypatch, seed: int, epochs: int = 3, n: int = 64, B: int = 16):
     rec = _GatherRecorder(spmm)
-    monkeypatch.setattr(augment, "spmm", rec)  # (the Trainer gathers through augment.py)
+    # (the Trainer gathers through augment.py, with the build that spmm_for picks)
+    real_spmm_for = augment.spmm_for
+    monkeypatch.setattr(augment, "spmm_for", lambda n_threads, work=0: rec)
     tr = make_trainer(small_cfg(epochs=epochs, batch_size=B, seed=seed), n=n)
     tr.run(progress=False)
-    monkeypatch.setattr(augment, "spmm", spmm)
+    monkeypatch.setattr(augment, "spmm_for", real_spmm_for)
     per_epoch = n // B
     assert len(rec.rows) == epochs * per_epoch
     assert all(r.size == B for r in rec.rows)

@@ -217,6 +217,51 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
                 assert np.array_equal(getattr(a, name), getattr(b, name)), name
 
 
+def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
+    """kernels.spmm_for hands a call on one thread (or one too small to split)
+    to the build of the same source without OpenMP, which skips libgomp's
+    futex calls; each kernel gives the bits of the OpenMP build on one thread."""
+    import sparse_mlp.layers as layers_mod
+
+    assert kernels.spmm_for(1) is kernels.spmm_serial
+    assert kernels.activation_for(1) is kernels.activation_serial
+    assert kernels.activation_for(2) is kernels.activation
+    assert kernels.spmm_for(2, kernels.min_parallel_work() - 1) is kernels.spmm_serial
+    assert kernels.spmm_for(2, kernels.min_parallel_work()) is spmm
+    assert not kernels.spmm_serial.openmp_enabled()
+    assert kernels.activation_serial is not kernels.activation
+    for B in (1, 32, 130):
+        serial = _every_kernel(1, B)
+        monkeypatch.setattr(layers_mod, "spmm_for", lambda n_threads, work=0: spmm)
+        omp = _every_kernel(1, B)
+        monkeypatch.setattr(layers_mod, "spmm_for", kernels.spmm_for)
+        for a, b in zip(serial, omp):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("name, value", [("row_specialisation", False), ("prefetch_distance", 3),
+                                         ("row_prefetch", 12345), ("stream_stores", 54321),
+                                         ("min_parallel_work", 777)])
+def test_the_serial_build_follows_every_setting(name, value):
+    """spmm's setters set the serial build too, so that a one-thread call runs
+    the code path a test or a user chose (the SIMD level: conftest's fixture)."""
+    old = getattr(spmm, name)()
+    try:
+        getattr(spmm, name)(value)
+        assert getattr(kernels.spmm_serial, name)() == value
+    finally:
+        getattr(spmm, name)(old)
+    assert getattr(kernels.spmm_serial, name)() == old
+
+
+def test_the_serial_build_follows_the_simd_level():
+    try:
+        for level in ("scalar", spmm.cpu_simd_level()):
+            assert spmm.set_simd_level(level) == kernels.spmm_serial.simd_level() == level
+    finally:
+        spmm.set_simd_level("best")
+
+
 def test_min_parallel_work_is_set_in_every_module():
     old = kernels.min_parallel_work()
     try:
