@@ -8,8 +8,9 @@ evaluation and for the tests.
 
 Parallelism: ``prange`` over neurons (rows) for the activations, over
 samples (columns) for the losses; each row or column is written by one
-thread.  Per-sample losses are summed after the parallel loop, in order, so
-every result is bit-identical for any thread count.
+thread.  Per-sample losses are summed after the parallel loop, in NumPy's
+order (``_sum_as_numpy``), so every result is bit-identical for any thread
+count.
 
 Sample weights (``sample_weight``, optional, float32 (B,)) scale each
 sample's loss and its column of the delta in place, inside the same loop:
@@ -36,6 +37,56 @@ from rowkern cimport (
     smlp_forward_epilogue,
     smlp_mix64,
 )
+
+
+cdef double _sum_as_numpy(const double* a, int64_t n) noexcept nogil:
+    """The sum of a[0..n) in exactly NumPy's order for a contiguous float64
+    array (``a.sum()``: its pairwise sum, 8 partial sums per block of at
+    most 128), so the losses returned are the bits they were when NumPy
+    summed them, without its ~1-2 us per call (tests compare; a sum of
+    negative zeros may differ in sign between NumPy versions, and a loss is
+    never -0.0)."""
+    cdef int64_t i, n2
+    cdef double r0, r1, r2, r3, r4, r5, r6, r7, res
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res = res + a[i]
+        return res
+    if n <= 128:
+        r0, r1, r2, r3 = a[0], a[1], a[2], a[3]
+        r4, r5, r6, r7 = a[4], a[5], a[6], a[7]
+        i = 8
+        while i < n - n % 8:
+            r0 = r0 + a[i]
+            r1 = r1 + a[i + 1]
+            r2 = r2 + a[i + 2]
+            r3 = r3 + a[i + 3]
+            r4 = r4 + a[i + 4]
+            r5 = r5 + a[i + 5]
+            r6 = r6 + a[i + 6]
+            r7 = r7 + a[i + 7]
+            i = i + 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res = res + a[i]
+            i = i + 1
+        return res
+    n2 = n // 2
+    n2 = n2 - n2 % 8
+    return _sum_as_numpy(a, n2) + _sum_as_numpy(a + n2, n - n2)
+
+
+cdef int64_t _count(const signed char* c, int64_t n) noexcept nogil:
+    cdef int64_t i, k = 0
+    for i in range(n):
+        k = k + c[i]
+    return k
+
+
+def loss_sum(const double[::1] a):
+    """:func:`_sum_as_numpy` of a float64 array (for the tests)."""
+    return _sum_as_numpy(&a[0], a.shape[0]) if a.shape[0] else 0.0
 
 
 def dropout_key(uint64_t seed, int64_t step, int64_t layer):
@@ -185,7 +236,7 @@ def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=Tr
                 if write_delta:
                     for c in range(C):
                         Z[c, b] = Z[c, b] * w
-    return float(loss.sum()), int(correct.sum(dtype=np.int64))
+    return _sum_as_numpy(&lo[0], B), _count(&co[0], B)
 
 
 def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
@@ -234,7 +285,7 @@ def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=Tru
                 if write_delta:
                     for c in range(C):
                         Z[c, b] = Z[c, b] * w
-    return float(loss.sum()), int(correct.sum(dtype=np.int64))
+    return _sum_as_numpy(&lo[0], B), _count(&co[0], B)
 
 
 def linear_mse(float[:, ::1] Z, const float[:, ::1] targets, bint write_delta=True,
@@ -276,4 +327,4 @@ def linear_mse(float[:, ::1] Z, const float[:, ::1] targets, bint write_delta=Tr
                 if write_delta:
                     Z[c, b] = d * w if weighted else d
             lo[b] = s * w if weighted else s
-    return float(loss.sum()), 0
+    return _sum_as_numpy(&lo[0], B), 0

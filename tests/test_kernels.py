@@ -211,6 +211,37 @@ def test_softmax_xent(rng, B):
     np.testing.assert_allclose(P.sum(0), 1.0, rtol=1e-6)
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 100, 127, 128, 129, 255, 256, 257, 1000, 1031])
+def test_loss_sums_are_numpys_sums(rng, n):
+    """The losses' sum over a block is taken in C in NumPy's order: the bits
+    of ``a.sum()`` (its pairwise blocks, any size, magnitudes far apart)."""
+    a = rng.standard_normal(n) * 10.0 ** rng.uniform(-6, 6, n)
+    assert K_act.loss_sum(a) == a.sum()
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid", "linear"])
+@pytest.mark.parametrize("B", [1, 9, 130, 300])
+def test_block_loss_is_the_numpy_sum_of_its_samples(rng, kind, B):
+    """A block's loss is NumPy's sum of its samples' losses (each sample's
+    from a block of one), and its count of correct samples theirs."""
+    C = 3
+    Z = rng.standard_normal((C, B)).astype(np.float32) * 3
+    y = rng.integers(0, C, B).astype(np.int32)
+    t = rng.standard_normal((B, C)).astype(np.float32)
+
+    def run(Zb, b0, b1):
+        Zb = np.array(Zb, order="C")  # (a copy: the kernels write the delta over it)
+        if kind == "linear":
+            return K_act.linear_mse(Zb, np.ascontiguousarray(t[b0:b1]))
+        fn = K_act.softmax_xent if kind == "softmax" else K_act.sigmoid_mse
+        return fn(Zb, np.ascontiguousarray(y[b0:b1]), True)
+
+    per = [run(Z[:, b:b + 1], b, b + 1) for b in range(B)]
+    loss, correct = run(Z, 0, B)
+    assert loss == np.array([p[0] for p in per]).sum()
+    assert correct == sum(p[1] for p in per)
+
+
 def test_softmax_xent_extreme_logits():
     Z = np.array([[1000.0, -1000.0], [0.0, 0.0]], dtype=np.float32)
     loss, _ = K_act.softmax_xent(Z.copy(), np.array([1, 0], np.int32), True)
