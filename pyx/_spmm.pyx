@@ -43,7 +43,7 @@ from rowkern cimport (
     smlp_forward_epilogue,
     smlp_backward_rows4,
     smlp_forward_rows4,
-    smlp_gather_block,
+    smlp_gather_part,
     smlp_row_spec,
     smlp_sddmm_fn,
     smlp_sddmm_row_for,
@@ -84,6 +84,12 @@ cdef extern from *:
 cdef enum:
     GBLOCK = 256
     GATHER_WORK = 16
+# gather_columns reads whole rows, 16 samples at a time, from a training set of this
+# many bytes up: FashionMNIST's batch of successive rows of a permutation took 28.5
+# us against 47.6 us with blocks of 64 features, CIFAR10's 101 against 161; below
+# (Madelon, 4 MB, in cache) blocks of features are faster, 2.5 against 2.8 us
+# (python bench/bench_gather.py, results/bench_issue22/gather_stream_ab.jsonl)
+cdef int64_t GATHER_STREAM_MIN = 16 << 20
 
 
 # the serial build of this module (pyx/_spmm_serial.pyx), linked by
@@ -877,11 +883,17 @@ def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,
 def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1] out,
                    int n_threads=1):
     """out[f, b] = X[rows[b], f]: a mini-batch of sample-major data turned
-    feature-major, blocked over features so each block stays in L1."""
+    feature-major.  Blocks of 64 features for all samples, so that each
+    block of ``out`` stays in L1; or, on the AVX-512 path when X is larger
+    than GATHER_STREAM_MIN bytes (a training set in memory, not in cache),
+    groups of 16 samples with all their features, so that each sample's row
+    is read in order (rowkern.h, smlp_gather_part).  The same values."""
     cdef int64_t n_feat = X.shape[1]
     cdef int64_t B = rows.shape[0]
-    cdef int64_t nblk = (n_feat + 63) // 64
-    cdef int64_t blk, f0, f1
+    cdef bint by_samples = (smlp_simd_level == 2
+                            and X.shape[0] * n_feat * 4 >= GATHER_STREAM_MIN)
+    cdef int64_t n_blk = (B + 15) // 16 if by_samples else (n_feat + 63) // 64
+    cdef int64_t blk
     if out.shape[0] != n_feat or out.shape[1] != B:
         raise ValueError("gather_columns: out must be (n_features, len(rows))")
     if B == 0 or n_feat == 0:
@@ -891,12 +903,8 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
     # 100,000 elements: 64 us on one thread, 38 us on two)
     n_threads = smlp_threads_for(n_feat * B * GATHER_WORK, n_threads)
     with nogil:
-        for blk in prange(nblk, schedule="static", num_threads=n_threads):
-            f0 = blk * 64
-            f1 = f0 + 64
-            if f1 > n_feat:
-                f1 = n_feat
-            smlp_gather_block(&X[0, 0], n_feat, &rows[0], B, f0, f1, &out[0, 0], B)
+        for blk in prange(n_blk, schedule="static", num_threads=n_threads):
+            smlp_gather_part(&X[0, 0], &rows[0], B, n_feat, blk, by_samples, &out[0, 0])
 
 
 # --------------------------------------------------------------- augmented gather

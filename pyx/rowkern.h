@@ -1616,35 +1616,55 @@ static SMLP_T512 void smlp_tr16_avx512(const float *const src[16], float *out, i
 }
 #endif
 
-/* features f0..f1 of the samples `rows` (B of them) of the row-major X
- * (row stride ldx) into the rows f0..f1 of the feature-major out (row
- * stride ldo): out[f, b] = X[rows[b], f].  A copy: the same values on any
- * path.  AVX-512: whole 16 x 16 tiles transposed in registers (the scalar
- * loop wrote each value to its own cache line: 6 us for Madelon's batch of
- * 32 x 500), the rest one value at a time. */
-static void smlp_gather_block(const float *X, int64_t ldx, const int64_t *rows, int64_t B,
-                              int64_t f0, int64_t f1, float *out, int64_t ldo)
+/* samples b0..b1 of `rows` x features f0..f1 of the row-major X (row
+ * stride ldx) into the feature-major out (row stride ldo): out[f, b] =
+ * X[rows[b], f].  A copy: the same values on any path.  AVX-512: whole
+ * 16 x 16 tiles transposed in registers (the scalar loop wrote each value to
+ * its own cache line: 6 us for Madelon's batch of 32 x 500), the rest one
+ * value at a time.  Called for groups of 16 samples and all their features
+ * (gather_columns): each of the 16 rows is then read from start to end, 16
+ * streams the hardware prefetcher follows, where blocks of 64 features for
+ * all samples met a training set in DRAM with a miss per row and block; each
+ * tile row stored is one whole cache line of `out` (B a multiple of 16). */
+static void smlp_gather_block(const float *X, int64_t ldx, const int64_t *rows, int64_t b0,
+                              int64_t b1, int64_t f0, int64_t f1, float *out, int64_t ldo)
 {
-    int64_t b0 = 0;
+    int64_t b = b0;
 #if SMLP_X86
     if (smlp_simd_level == 2) {
         const float *src[16];
-        for (; b0 + 16 <= B; b0 += 16) {
+        for (; b + 16 <= b1; b += 16) {
+            for (int i = 0; i < 16; i++) src[i] = X + rows[b + i] * ldx + f0;
             int64_t f = f0;
             for (; f + 16 <= f1; f += 16) {
-                for (int i = 0; i < 16; i++) src[i] = X + rows[b0 + i] * ldx + f;
-                smlp_tr16_avx512(src, out + f * ldo + b0, ldo);
+                smlp_tr16_avx512(src, out + f * ldo + b, ldo);
+                for (int i = 0; i < 16; i++) src[i] += 16;
             }
             for (int i = 0; i < 16; i++) {
-                const float *x = X + rows[b0 + i] * ldx;
-                for (int64_t g = f; g < f1; g++) out[g * ldo + b0 + i] = x[g];
+                const float *x = X + rows[b + i] * ldx;
+                for (int64_t g = f; g < f1; g++) out[g * ldo + b + i] = x[g];
             }
         }
     }
 #endif
-    for (int64_t b = b0; b < B; b++) {
+    for (; b < b1; b++) {
         const float *x = X + rows[b] * ldx;
         for (int64_t f = f0; f < f1; f++) out[f * ldo + b] = x[f];
+    }
+}
+
+/* part `blk` of a gather of B samples x n_feat features (gather_columns):
+ * the blk-th group of 16 samples with all their features (by_samples), or
+ * the blk-th block of 64 features of all the samples */
+static inline void smlp_gather_part(const float *X, const int64_t *rows, int64_t B,
+                                    int64_t n_feat, int64_t blk, int by_samples, float *out)
+{
+    if (by_samples) {
+        const int64_t b0 = 16 * blk, b1 = b0 + 16 < B ? b0 + 16 : B;
+        smlp_gather_block(X, n_feat, rows, b0, b1, 0, n_feat, out, B);
+    } else {
+        const int64_t f0 = 64 * blk, f1 = f0 + 64 < n_feat ? f0 + 64 : n_feat;
+        smlp_gather_block(X, n_feat, rows, 0, B, f0, f1, out, B);
     }
 }
 

@@ -96,5 +96,5 @@ cdef extern from "rowkern.h" nogil:
     uint32_t smlp_float_bits(float w)
     uint64_t smlp_mix64(uint64_t z)
     uint32_t smlp_row_key(uint64_t key, int64_t neuron)
-    void smlp_gather_block(const float* X, int64_t ldx, const int64_t* rows, int64_t B,
-                           int64_t f0, int64_t f1, float* out, int64_t ldo)
+    void smlp_gather_part(const float* X, const int64_t* rows, int64_t B, int64_t n_feat,
+                          int64_t blk, int by_samples, float* out)

@@ -274,6 +274,21 @@ def test_gather_columns(simd, rng, n_feat, B):
         assert np.array_equal(out, X[rows].T)
 
 
+@pytest.mark.parametrize("B", [16, 37, 128])
+def test_gather_columns_from_a_training_set_in_memory(simd, rng, B):
+    """A training set of GATHER_STREAM_MIN (16 MiB) or more is gathered 16
+    samples at a time with all their features on the AVX-512 path: the same
+    out = X[rows].T, sample groups past a multiple of 16 and features past a
+    multiple of 16 included, on 1 and 2 threads."""
+    X = rng.standard_normal((4100, 1030)).astype(np.float32)  # 16.9 MB
+    assert X.nbytes >= 16 << 20
+    rows = rng.integers(0, X.shape[0], B).astype(np.int64)
+    for threads in (1, 2):
+        out = np.full((X.shape[1], B), np.nan, np.float32)
+        spmm.gather_columns(X, rows, out, n_threads=threads)
+        assert np.array_equal(out, X[rows].T)
+
+
 def test_kernel_shape_checks(rng):
     layer = random_layer(rng, 10, 8, 0.5)
     X = np.zeros((10, 4), np.float32)
