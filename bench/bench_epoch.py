@@ -117,7 +117,7 @@ class PhaseTimer:
         self.wrap(model_mod.SparseMLP, "output_delta", "softmax + loss")
         self.wrap(model_mod.SparseMLP, "dropout_keys", "dropout keys")
         import sparse_mlp.training as tr_mod
-        self.wrap(tr_mod.spmm, "gather_columns", "batch gather")
+        self.wrap(tr_mod, "gather_batch", "batch gather")
         return self
 
     def __exit__(self, *exc):
