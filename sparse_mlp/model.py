@@ -44,7 +44,12 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # updates in order (the Higgs shape's 1000 x 1000 layer at batch 128: 130 us
 # against 114 + 5 us, BENCHMARKS.md §2), from SPLIT_UPDATE_MIN_1T weights: in
 # smaller layers the scattered accesses stay in L1 and the second call costs
-# more than it saves (bench/bench_split_update.py).
+# more than it saves (bench/bench_split_update.py).  The first layer (no
+# gradient to the inputs) splits at any size up to SPLIT_UPDATE_MAX, on any
+# thread count: its fused gradient-and-update (``SparseLayer.update``) was the
+# slower of the two everywhere, 11.6 against 10.8 us on Madelon's first layer at
+# batch 32, 32.1 against 28.7 us on Higgs's, 634 against 612 us on CIFAR10's at
+# batch 128 (one thread; BENCHMARKS.md §2).
 SPLIT_UPDATE_MAX = 1 << 26
 SPLIT_UPDATE_MIN_1T = 1 << 14
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
@@ -307,18 +312,16 @@ class SparseMLP(LayerStack):
         (micro-batches draw the dropout bits of the full batch)."""
         B = Xb.shape[1]
         bufs = self._train_buffers(B)
+        Zs, bits, bits_ok, t = bufs["Z"], bufs["bits"], bufs["bits_ok"], self.n_threads
         prev = Xb
-        for li, layer in enumerate(self.layers):
-            Z = bufs["Z"][li]
-            if li < self.n_layers - 1:
-                A = self._activation_buffer(li)
-                bufs["bits_ok"][li] = layer.forward(
-                    prev, Z, A, act=self.acts[li], dropout=self.dropout, key=keys[li],
-                    b_offset=b_offset, n_threads=self.n_threads, bits=bufs["bits"][li])
-                prev = A
-            else:
-                layer.forward(prev, Z, n_threads=self.n_threads)
-        return bufs["Z"][-1]
+        *hidden, last = self.layers
+        for li, layer in enumerate(hidden):
+            A = self._activation_buffer(li)
+            bits_ok[li] = layer.forward(prev, Zs[li], A, self.acts[li], self.dropout, keys[li],
+                                        b_offset, t, bits[li])
+            prev = A
+        last.forward(prev, Zs[-1], n_threads=t)
+        return Zs[-1]
 
     def output_delta(self, logits: np.ndarray, yb: np.ndarray,
                      sample_weight: np.ndarray | None = None) -> tuple[float, int]:
@@ -369,25 +372,29 @@ class SparseMLP(LayerStack):
         accumulators of :meth:`_accumulators` instead."""
         bufs = self._train_bufs
         lr, mu, decay, nesterov = opt if opt is not None else (0.0, 0.0, 0.0, False)
-        for li in range(self.n_layers - 1, -1, -1):
+        for li in range(len(self.layers) - 1, -1, -1):
             layer, D = self.layers[li], bufs["Z"][li]
-            lr_li = lr * self.lr_scale(li)
+            lr_li = lr * self.lr_scale(li) if self.lr_fan_in_cap else lr
             grads = acc["grads"][li] if acc is not None else None
-            # a layer of at most SPLIT_UPDATE_MAX weights (on one thread, at least
-            # SPLIT_UPDATE_MIN_1T): the fused pass writes the gradient and a second,
-            # contiguous pass updates (see SPLIT_UPDATE_MAX); the same arithmetic,
-            # so the same weights bit for bit
-            split = (acc is None and li > 0 and layer.nnz <= SPLIT_UPDATE_MAX
-                     and (self.n_threads > 1 or layer.nnz >= SPLIT_UPDATE_MIN_1T))
+            # a layer of at most SPLIT_UPDATE_MAX weights (a hidden one on one thread,
+            # at least SPLIT_UPDATE_MIN_1T): the gradient pass writes the gradient and a
+            # second, contiguous pass updates (see SPLIT_UPDATE_MAX); the same
+            # arithmetic, so the same weights bit for bit
+            nnz = layer.indices.size
+            split = (acc is None and nnz <= SPLIT_UPDATE_MAX
+                     and (li == 0 or self.n_threads > 1 or nnz >= SPLIT_UPDATE_MIN_1T))
             if split:
                 grads = self._update_scratch(layer)
             if li == 0:  # no gradient to the inputs
-                if acc is None:
+                if grads is None:
                     layer.update(Xs, D, lr_li, mu, decay, nesterov=nesterov, scale=scale,
                                  n_threads=self.n_threads)
                 else:
-                    layer.gradient(Xs, D, *grads, scale=scale, accumulate=True,
+                    layer.gradient(Xs, D, *grads, scale=scale, accumulate=acc is not None,
                                    n_threads=self.n_threads)
+                    if split:
+                        layer.apply_gradient(*grads, lr_li, mu, decay, nesterov=nesterov,
+                                             n_threads=self.n_threads)
                 continue
             h = li - 1
             Zin, sg, act = bufs["Z"][h], bufs["sg"][h], self.acts[h]

@@ -192,8 +192,9 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     fused backward update (model.SPLIT_UPDATE_MAX = 0: one pass over the
     transposed index updates the weights) and the split one (the gradient to
     a scratch array, then an update in the weights' own order, the default up
-    to SPLIT_UPDATE_MAX weights, on one thread from SPLIT_UPDATE_MIN_1T): the
-    weights, momenta and biases of all four agree bit for bit."""
+    to SPLIT_UPDATE_MAX weights, on one thread from SPLIT_UPDATE_MIN_1T; the
+    first layer's fused gradient-and-update against its gradient pass and
+    update pass): the weights, momenta and biases of all four agree bit for bit."""
     import sparse_mlp.model as model_mod
 
     r = np.random.default_rng(3)
