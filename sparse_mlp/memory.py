@@ -109,11 +109,11 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
         weights += 32 * sum(sizes[1:-1])
     mb = batch if not micro_batch or micro_batch >= batch else micro_batch
     # micro-batches: a gradient accumulator per weight and a scratch of the largest
-    # layer (its weights in transposed order); else the scratch of the split
-    # update (model.SPLIT_UPDATE_MAX weights at most, one layer)
-    scratch = max(nnz_layers[1:] or [0])
-    gradients = (4 * (nnz + neurons) + 4 * (scratch + max(sizes)) if mb < batch
-                 else 4 * (min(scratch, SPLIT_UPDATE_MAX) + max(sizes)))
+    # layer but the first (its weights in transposed order); else the scratch of
+    # the split update (any layer, the first too; model.SPLIT_UPDATE_MAX weights at most)
+    gradients = (4 * (nnz + neurons) + 4 * (max(nnz_layers[1:] or [0]) + max(sizes))
+                 if mb < batch
+                 else 4 * (min(max(nnz_layers or [0]), SPLIT_UPDATE_MAX) + max(sizes)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)
