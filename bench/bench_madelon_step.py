@@ -1,8 +1,11 @@
 """One training step of Madelon's network (500-400-100-400-2, eps 10,
 All-ReLU, dropout 0.3, batch 32): microseconds per step, per hidden layer's
-forward product and per layer's fused backward (layers 1-3; without updating:
-lr 0), so that the Python and call overhead of a small network can be told
-from its kernels (issue 22: 500 epochs are 31,000 such steps).
+forward product and per layer's fused backward (layers 1-3), so that the
+Python and call overhead of a small network can be told from its kernels
+(issue 22: 500 epochs are 31,000 such steps).  The repeated updates use a
+small step, lr 1e-4: with lr 0 the momenta decay by 0.9 a call into
+subnormal floats, whose arithmetic is several times slower (the backward
+passes read 3-6 us too slow that way, which no training run sees).
 
     python bench/bench_madelon_step.py                  # 1 thread
     python bench/bench_madelon_step.py --tree /tmp/base # another checkout (built)
@@ -31,6 +34,7 @@ def main() -> None:
     import numpy as np
 
     from bench.bench_layers import best_time
+    from sparse_mlp.kernels import aligned_empty
     from sparse_mlp.model import SparseMLP
 
     def best_us(fn, steps: int) -> float:
@@ -40,7 +44,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     m = SparseMLP([500, 400, 100, 400, 2], epsilon=10, activation="allrelu", alpha=0.5,
                   dropout=0.3, rng=rng, n_threads=args.threads, init="normal")
-    X = np.ascontiguousarray(rng.standard_normal((500, 32), dtype=np.float32))
+    X = aligned_empty((500, 32))  # as the Trainer's batch buffer (64-byte rows)
+    X[...] = rng.standard_normal((500, 32), dtype=np.float32)
     y = rng.integers(0, 2, 32).astype(np.int32)
     keys = m.dropout_keys(0, 0)
     for _ in range(300):
@@ -57,7 +62,7 @@ def main() -> None:
     def backward(li):
         layer, D, h = m.layers[li], bufs["Z"][li], li - 1
         A_in, G = m._layer_input(h, keys, 0), bufs["Z"][h].copy()
-        return lambda: layer.backward_update(A_in, D, G, 0.0, 0.9, 0.0, Z_in=G,
+        return lambda: layer.backward_update(A_in, D, G, 1e-4, 0.9, 0.0, Z_in=G,
                                              act_in=m.acts[h], dropout=0.3, key=keys[h],
                                              scale=1 / 32, n_threads=args.threads,
                                              bits=bufs["bits"][h])
@@ -69,22 +74,22 @@ def main() -> None:
     m.output_delta(m.forward_train(X, keys), y)  # the deltas the backward passes read
     out["backward_us"] = [best_us(backward(li), args.steps) for li in (1, 2, 3)]
     # the first layer: its weight gradient and update as training runs them (one
-    # fused call), and the gradient and the momentum pass apart (lr 0: no change)
+    # fused call), and the gradient and the momentum pass apart (lr 1e-4, see above)
     first, D0 = m.layers[0], bufs["Z"][0]
     g, bg = np.empty(first.nnz, np.float32), np.empty(first.n_out, np.float32)
     out["first_layer_us"] = {
-        "weight_update": best_us(lambda: first.update(X, D0, 0.0, 0.9, 0.0,
+        "weight_update": best_us(lambda: first.update(X, D0, 1e-4, 0.9, 0.0,
                                                       n_threads=args.threads), args.steps),
         "weight_grad": best_us(lambda: first.gradient(X, D0, g, bg, n_threads=args.threads),
                                args.steps),
-        "apply_update": best_us(lambda: first.apply_gradient(g, bg, 0.0, 0.9, 0.0,
+        "apply_update": best_us(lambda: first.apply_gradient(g, bg, 1e-4, 0.9, 0.0,
                                                              n_threads=args.threads),
                                 args.steps)}
     # its forward product alone (no activation), at batch 32 and at 16
     out["first_forward_product_us"] = {}
     for B in (32, 16):
-        Xb = np.ascontiguousarray(X[:, :B])
-        Zb = np.empty((first.n_out, B), np.float32)
+        Xb, Zb = aligned_empty((500, B)), aligned_empty((first.n_out, B))
+        Xb[...] = X[:, :B]
         out["first_forward_product_us"][B] = best_us(
             lambda: first.forward(Xb, Zb, n_threads=args.threads), args.steps)  # noqa: B023
     print(json.dumps(out))
