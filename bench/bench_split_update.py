@@ -3,7 +3,12 @@ pass updating weight and momentum through the transposed index's
 permutation (``backward_update`` in place), against the split one (the
 gradient written through the permutation, then ``apply_gradient`` in the
 weights' own order).  Why model.py splits on one thread only from
-SPLIT_UPDATE_MIN_1T weights.  Microseconds per call, best of 9 rounds of 500 calls.
+SPLIT_UPDATE_MIN_1T weights.  Then the first layer (no gradient to the
+inputs), on 1 and 2 threads: its fused gradient and update
+(``SparseLayer.update``) against the gradient pass (``gradient``) plus the
+update pass (``apply_gradient``), on the first layers of Madelon, Higgs,
+FashionMNIST and CIFAR10.  Microseconds per call, best of 9 rounds of 500
+calls (the first layers: 5 rounds of 300).
 
     python bench/bench_split_update.py
 """
@@ -64,6 +69,32 @@ def main() -> None:
         print(f"{n_in} {n_out} {B} {layer.nnz}: fused {t['fused']:.1f} | split "
               f"{t['split']:.1f} = {t['grads']:.1f} + {t['apply']:.1f} | in order "
               f"{t['in_order']:.1f}", flush=True)
+
+    print("first layers, n_in n_out eps B nnz: us per call, fused update | gradient pass "
+          "+ update pass")
+    for n_in, n_out, eps, B in FIRST_LAYERS:
+        layer = SparseLayer.erdos_renyi(n_in, n_out, eps, "he_uniform", rng)
+        X = aligned_empty((n_in, B))
+        X[...] = rng.standard_normal((n_in, B))
+        D = aligned_empty((n_out, B))
+        D[...] = rng.standard_normal((n_out, B)) * 0.01
+        g = np.empty(layer.nnz, np.float32)
+        bg = np.empty(n_out, np.float32)
+        for t in (1, 2):
+            def update(layer=layer, X=X, D=D, t=t):
+                layer.update(X, D, 1e-4, 0.9, 2e-4, n_threads=t)
+
+            def two_passes(layer=layer, X=X, D=D, g=g, bg=bg, t=t):
+                layer.gradient(X, D, g, bg, n_threads=t)
+                layer.apply_gradient(g, bg, 1e-4, 0.9, 2e-4, n_threads=t)
+            fused_us = best_time(update, 5, 300) * 1e6
+            split_us = best_time(two_passes, 5, 300) * 1e6
+            print(f"{n_in} {n_out} {eps} {B} {layer.nnz}, {t} thread(s): fused {fused_us:.1f} | "
+                  f"split {split_us:.1f}", flush=True)
+
+
+FIRST_LAYERS = [(500, 400, 10, 32), (28, 1000, 10, 128), (784, 1000, 20, 128),
+                (3072, 4000, 20, 128)]
 
 if __name__ == "__main__":
     main()

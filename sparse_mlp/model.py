@@ -47,9 +47,10 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # more than it saves (bench/bench_split_update.py).  The first layer (no
 # gradient to the inputs) splits at any size up to SPLIT_UPDATE_MAX, on any
 # thread count: its fused gradient-and-update (``SparseLayer.update``) was the
-# slower of the two everywhere, 11.6 against 10.8 us on Madelon's first layer at
-# batch 32, 32.1 against 28.7 us on Higgs's, 634 against 612 us on CIFAR10's at
-# batch 128 (one thread; BENCHMARKS.md §2).
+# slower of the two, or as fast, everywhere measured: 10.7 against 9.9 us on
+# Madelon's first layer at batch 32, 28.3 against 26.3 us on Higgs's, 585 against
+# 565 us on CIFAR10's at batch 128 on one thread (bench/bench_split_update.py,
+# results/bench_issue22/split_update_first_layer.txt).
 SPLIT_UPDATE_MAX = 1 << 26
 SPLIT_UPDATE_MIN_1T = 1 << 14
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
