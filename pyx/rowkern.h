@@ -248,10 +248,15 @@ static inline void smlp_row_prefetch(int64_t gathered_bytes)
 
 SMLP_INLINE SMLP_T512 __mmask16 keep512(const smlp_epi_t *e, int col)
 {
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i b = _mm512_add_epi32(_mm512_set1_epi32((int)(e->b0 + (uint32_t)col)), iota);
-    __m512i x = _mm512_xor_si512(_mm512_set1_epi32((int)e->rk),
-                                 _mm512_mullo_epi32(b, _mm512_set1_epi32((int)SMLP_GOLDEN32)));
+    /* (b0 + col + i) * golden for lanes i = 0..15, as (b0 + col) * golden + i * golden:
+     * the same value modulo 2^32, one vector multiply fewer */
+    const uint32_t g = SMLP_GOLDEN32;
+    const __m512i iota_g = _mm512_setr_epi32(0, (int)g, (int)(2 * g), (int)(3 * g), (int)(4 * g),
+        (int)(5 * g), (int)(6 * g), (int)(7 * g), (int)(8 * g), (int)(9 * g), (int)(10 * g),
+        (int)(11 * g), (int)(12 * g), (int)(13 * g), (int)(14 * g), (int)(15 * g));
+    const __m512i bg = _mm512_add_epi32(_mm512_set1_epi32((int)((e->b0 + (uint32_t)col) * g)),
+                                        iota_g);
+    __m512i x = _mm512_xor_si512(_mm512_set1_epi32((int)e->rk), bg);
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     x = _mm512_mullo_epi32(x, _mm512_set1_epi32(0x7FEB352D));
     x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
@@ -329,11 +334,24 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
 /* the stores of a finished chunk (accumulators a0.., columns c.., last vector
  * masked by `tail`): two copies, streaming or not, so that smlp_nt_store is
  * read once per chunk and each copy of store512 has no test (nt literal) */
-#define SMLP_ST_PLAIN(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 0);
-#define SMLP_ST_NT(v) if ((v) < nv) store512(a##v, out, e, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 1);
+#define SMLP_ST_PLAIN(v) if ((v) < nv) store512(a##v, out, ep_, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 0);
+#define SMLP_ST_NT(v) if ((v) < nv) store512(a##v, out, ep_, c + 16 * (v), (v) == nv - 1 ? tail : 0xFFFF, 1);
+#define SMLP_STORES(EP)                                                            \
+    do {                                                                           \
+        const smlp_epi_t *const ep_ = (EP);                                        \
+        if (smlp_nt_store) { SMLP_V8(SMLP_ST_NT) } else { SMLP_V8(SMLP_ST_PLAIN) } \
+    } while (0)
+/* with an epilogue, its fields are read from a local const copy: through the
+ * pointer, every store of the row could have changed them (the compiler must
+ * assume so), and each vector reloaded them */
 #define SMLP_STORE_CHUNK()                                                         \
     do {                                                                           \
-        if (smlp_nt_store) { SMLP_V8(SMLP_ST_NT) } else { SMLP_V8(SMLP_ST_PLAIN) } \
+        if (e) {                                                                   \
+            const smlp_epi_t ec_ = *e;                                             \
+            SMLP_STORES(&ec_);                                                     \
+        } else {                                                                   \
+            SMLP_STORES((const smlp_epi_t *)0);                                    \
+        }                                                                          \
     } while (0)
 
 /* one chunk of `nv` vectors (nv is a literal at every call site, so the
@@ -431,9 +449,14 @@ static inline int64_t smlp_min4(int64_t a, int64_t b, int64_t c, int64_t d)
 #define SMLP_R4_ST(r)                                                              \
     do {                                                                           \
         float *o_ = Z + (j0 + (r)) * ldz;                                          \
-        const smlp_epi_t *e_ = e ? e + (r) : NULL;                                 \
-        store512(a##r##0, o_, e_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);              \
-        if (nv > 1) store512(a##r##1, o_, e_, 16, tail, 0);                        \
+        if (e) {                                                                   \
+            const smlp_epi_t ec_ = e[r]; /* (see SMLP_STORE_CHUNK) */             \
+            store512(a##r##0, o_, &ec_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);        \
+            if (nv > 1) store512(a##r##1, o_, &ec_, 16, tail, 0);                  \
+        } else {                                                                   \
+            store512(a##r##0, o_, NULL, 0, nv == 1 ? tail : SMLP_WHOLE, 0);        \
+            if (nv > 1) store512(a##r##1, o_, NULL, 16, tail, 0);                  \
+        }                                                                          \
     } while (0)
 SMLP_INLINE SMLP_T512 void spmm512_rows4(const int64_t *indptr, int64_t j0,
         const int32_t *idx, const float *w, const float *X, int64_t ldx, const float *bias,
@@ -688,9 +711,14 @@ static SMLP_T512 void bwd_row_avx512(const int32_t *rows, const int32_t *perm, i
     } while (0)
 #define SMLP_B4_ST(r)                                                              \
     do {                                                                           \
-        const smlp_epi_t *e_ = e ? e + (r) : NULL;                                 \
-        store512(a##r##0, out[r], e_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);          \
-        if (nv > 1) store512(a##r##1, out[r], e_, 16, tail, 0);                    \
+        if (e) {                                                                   \
+            const smlp_epi_t ec_ = e[r]; /* (see SMLP_STORE_CHUNK) */             \
+            store512(a##r##0, out[r], &ec_, 0, nv == 1 ? tail : SMLP_WHOLE, 0);    \
+            if (nv > 1) store512(a##r##1, out[r], &ec_, 16, tail, 0);              \
+        } else {                                                                   \
+            store512(a##r##0, out[r], NULL, 0, nv == 1 ? tail : SMLP_WHOLE, 0);    \
+            if (nv > 1) store512(a##r##1, out[r], NULL, 16, tail, 0);              \
+        }                                                                          \
     } while (0)
 #define SMLP_B4_X(r)                                                               \
     const __m512 x##r##0 = SMLP_LD512(X + (i0 + (r)) * (int64_t)B, 0);             \
