@@ -817,10 +817,13 @@ SMLP_INLINE SMLP_T256 __m256i smlp_mask256(int rem)
 
 SMLP_INLINE SMLP_T256 __m256 keep256(const smlp_epi_t *e, int col)
 {
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i b = _mm256_add_epi32(_mm256_set1_epi32((int)(e->b0 + (uint32_t)col)), iota);
-    __m256i x = _mm256_xor_si256(_mm256_set1_epi32((int)e->rk),
-                                 _mm256_mullo_epi32(b, _mm256_set1_epi32((int)SMLP_GOLDEN32)));
+    /* (b0 + col + i) * golden as (b0 + col) * golden + i * golden (see keep512) */
+    const uint32_t g = SMLP_GOLDEN32;
+    const __m256i iota_g = _mm256_setr_epi32(0, (int)g, (int)(2 * g), (int)(3 * g), (int)(4 * g),
+                                             (int)(5 * g), (int)(6 * g), (int)(7 * g));
+    const __m256i bg = _mm256_add_epi32(_mm256_set1_epi32((int)((e->b0 + (uint32_t)col) * g)),
+                                        iota_g);
+    __m256i x = _mm256_xor_si256(_mm256_set1_epi32((int)e->rk), bg);
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
     x = _mm256_mullo_epi32(x, _mm256_set1_epi32(0x7FEB352D));
     x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
@@ -876,8 +879,14 @@ SMLP_INLINE SMLP_T256 void spmm256_chunk(const int32_t *idx, const float *w,
 #undef SMLP_FMA
     }
     const __m256i all = _mm256_set1_epi32(-1);
-#define SMLP_ST(v) if ((v) < nv) store256(a##v, out, e, c + 8 * (v), (v) == nv - 1 ? tail : all);
-    SMLP_V8(SMLP_ST)
+#define SMLP_ST(v) if ((v) < nv) store256(a##v, out, ep_, c + 8 * (v), (v) == nv - 1 ? tail : all);
+    if (e) {
+        const smlp_epi_t ec_ = *e, *const ep_ = &ec_; /* (see SMLP_STORE_CHUNK) */
+        SMLP_V8(SMLP_ST)
+    } else {
+        const smlp_epi_t *const ep_ = NULL;
+        SMLP_V8(SMLP_ST)
+    }
 #undef SMLP_ST
 }
 
@@ -997,10 +1006,20 @@ SMLP_INLINE SMLP_T256 void bwd256_chunk(const int32_t *rows, const int32_t *perm
         g[k] = accumulate ? g[k] + s : s;
     }
     const __m256i all = _mm256_set1_epi32(-1);
-    store256(a0, out, e, c, nv == 1 ? tail : all);
-    if (1 < nv) store256(a1, out, e, c + 8, nv == 2 ? tail : all);
-    if (2 < nv) store256(a2, out, e, c + 16, nv == 3 ? tail : all);
-    if (3 < nv) store256(a3, out, e, c + 24, tail);
+#define SMLP_ST4(EP)                                                               \
+    do {                                                                           \
+        store256(a0, out, (EP), c, nv == 1 ? tail : all);                          \
+        if (1 < nv) store256(a1, out, (EP), c + 8, nv == 2 ? tail : all);          \
+        if (2 < nv) store256(a2, out, (EP), c + 16, nv == 3 ? tail : all);         \
+        if (3 < nv) store256(a3, out, (EP), c + 24, tail);                         \
+    } while (0)
+    if (e) {
+        const smlp_epi_t ec_ = *e; /* (see SMLP_STORE_CHUNK) */
+        SMLP_ST4(&ec_);
+    } else {
+        SMLP_ST4((const smlp_epi_t *)NULL);
+    }
+#undef SMLP_ST4
 }
 
 static SMLP_T256 void bwd_row_avx2(const int32_t *rows, const int32_t *perm, int64_t n,
