@@ -6,6 +6,7 @@ runs).  Microseconds per call, the best of 5 rounds of 300 calls; what the
 epilogue adds is each column minus ``fwd``.
 
     python bench/bench_epilogue.py [--tree OTHER_CHECKOUT]
+    SPARSE_MLP_SIMD=avx2 python bench/bench_epilogue.py     # the AVX2 path
 
 ``--tree`` imports sparse_mlp from another checkout (built), for an A/B of
 two versions in one session: interleave them and keep the best of each.
@@ -46,7 +47,8 @@ def main() -> None:
             "relu_drop": lambda: layer.forward(X, Z, A, act, 0.3, 7, 0, 1),  # noqa: B023
             "relu_drop_bits": lambda: layer.forward(X, Z, A, act, 0.3, 7, 0, 1, bits),  # noqa: B023
         }
-        out = {"tree": args.tree, "layer": f"{n_in}x{n_out}", "eps": eps, "nnz": layer.nnz}
+        out = {"tree": args.tree, "simd": spmm.simd_level(), "layer": f"{n_in}x{n_out}",
+               "eps": eps, "nnz": layer.nnz}
         out.update({k: round(1e6 * best_time(f, 5, 300), 1) for k, f in calls.items()})
         print(json.dumps(out), flush=True)
 
