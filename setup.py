@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 PYX_DIR = HERE / "pyx"
@@ -126,13 +127,28 @@ def _extension(pyx: Path) -> Extension:
 
 
 extensions = [_extension(pyx) for pyx in PYX_FILES]
+JOBS = max(1, min(len(extensions), os.cpu_count() or 1))
+
+
+class ParallelBuildExt(build_ext):
+    """build_ext compiling the modules side by side, one per CPU, unless -j
+    says otherwise (make, pip and `python -m build` all ask for none): _spmm,
+    the largest, is compiled twice (its serial twin)."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = JOBS
+
 
 setup(
+    cmdclass={"build_ext": ParallelBuildExt},
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
         compile_time_env={"HAVE_OPENMP": OPENMP},
         annotate=_flag("SPARSE_MLP_ANNOTATE"),
         quiet=True,
+        nthreads=JOBS,
     ),
 )
