@@ -81,14 +81,17 @@ finally:
 spmm._link_twin(spmm_serial)  # spmm's setters (SIMD level, prefetching ...) set both builds
 
 
-def spmm_for(n_threads: int, work: int = 0):
-    """The ``spmm`` build for a call of ``work`` multiply-adds on ``n_threads``:
-    the serial one (``pyx/_spmm_serial.pyx``) when the call runs on one thread
-    anyway (``n_threads`` 1, or less work than :func:`min_parallel_work`).
-    Even a team of one costs libgomp a ``futex`` system call at every parallel
-    region and barrier, ~27 a step of Madelon's network (~15% of the step,
-    BENCHMARKS.md §2).  Speed only: the same source, the same bits."""
-    if n_threads <= 1 or work < spmm.min_parallel_work():
+def spmm_for(n_threads: int, work: int | None = None):
+    """The ``spmm`` build for a call on ``n_threads``: the serial one
+    (``pyx/_spmm_serial.pyx``) when the call runs on one thread anyway
+    (``n_threads`` 1, or ``work`` multiply-adds given and fewer than
+    :func:`min_parallel_work`, the kernels' own rule for the products); else
+    the OpenMP build, whose kernel decides (``work`` None: the gathers, which
+    count their work their own way).  Even a team of one costs libgomp a
+    ``futex`` system call at every parallel region and barrier, ~27 a step of
+    Madelon's network (BENCHMARKS.md §2).  Speed only: the same source, the
+    same bits."""
+    if n_threads <= 1 or (work is not None and work < spmm.min_parallel_work()):
         return spmm_serial
     return spmm
 

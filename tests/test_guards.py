@@ -337,7 +337,7 @@ def _epoch_orders(monkeypatch, seed: int, epochs: int = 3, n: int = 64, B: int =
     rec = _GatherRecorder(spmm)
     # (the Trainer gathers through augment.py, with the build that spmm_for picks)
     real_spmm_for = augment.spmm_for
-    monkeypatch.setattr(augment, "spmm_for", lambda n_threads, work=0: rec)
+    monkeypatch.setattr(augment, "spmm_for", lambda n_threads, work=None: rec)
     tr = make_trainer(small_cfg(epochs=epochs, batch_size=B, seed=seed), n=n)
     tr.run(progress=False)
     monkeypatch.setattr(augment, "spmm_for", real_spmm_for)

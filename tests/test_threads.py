@@ -229,6 +229,7 @@ def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
     assert kernels.activation_for(2) is kernels.activation
     assert kernels.spmm_for(2, kernels.min_parallel_work() - 1) is kernels.spmm_serial
     assert kernels.spmm_for(2, kernels.min_parallel_work()) is spmm
+    assert kernels.spmm_for(2) is spmm  # (no work given: the kernel's own rule decides)
     assert not kernels.spmm_serial.openmp_enabled()
     assert kernels.activation_serial is not kernels.activation
     for B in (1, 32, 130):
