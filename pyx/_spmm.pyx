@@ -95,13 +95,19 @@ cdef int64_t GATHER_STREAM_MIN = 16 << 20
 # the serial build of this module (pyx/_spmm_serial.pyx), linked by
 # sparse_mlp.kernels: every setter below sets it too, so that a call on one
 # thread (which kernels.spmm_for hands to it) runs the same code path
-_twins = []
+_twin = None
 
 
 def _link_twin(module):
     """Make the setters of this module set ``module``'s as well (its serial build)."""
-    if module is not None and module not in _twins:
-        _twins.append(module)
+    global _twin
+    _twin = module
+
+
+def _set_twin(setter, value):
+    """The same setting in the serial build, when one is linked."""
+    if _twin is not None:
+        getattr(_twin, setter)(value)
 
 
 def simd_level():
@@ -118,8 +124,7 @@ def set_simd_level(level):
     """Force the row kernels to ``level`` ('scalar', 'avx2', 'avx512' or
     'best'); clamped to what the CPU supports.  Returns the level in use."""
     req = -1 if level == "best" else _LEVELS.index(level)
-    for twin in _twins:
-        twin.set_simd_level(level)
+    _set_twin("set_simd_level", level)
     return _LEVELS[smlp_dispatch_init(2 if req < 0 else req)]
 
 
@@ -140,8 +145,7 @@ def prefetch_distance(distance=None):
     global smlp_pf_ahead
     if distance is not None:
         smlp_pf_ahead = _setting(distance, "prefetch distance", 256)  # no-cython-lint
-        for twin in _twins:
-            twin.prefetch_distance(distance)
+        _set_twin("prefetch_distance", distance)
     return smlp_pf_ahead
 
 
@@ -152,8 +156,7 @@ def row_prefetch(min_bytes=None):
     global smlp_row_pf_min
     if min_bytes is not None:
         smlp_row_pf_min = _setting(min_bytes, "row_prefetch min_bytes")  # no-cython-lint
-        for twin in _twins:
-            twin.row_prefetch(min_bytes)
+        _set_twin("row_prefetch", min_bytes)
     return smlp_row_pf_min
 
 
@@ -164,8 +167,7 @@ def stream_stores(min_bytes=None):
     global smlp_stream_min
     if min_bytes is not None:
         smlp_stream_min = _setting(min_bytes, "stream_stores min_bytes")  # no-cython-lint
-        for twin in _twins:
-            twin.stream_stores(min_bytes)
+        _set_twin("stream_stores", min_bytes)
     return smlp_stream_min
 
 
@@ -178,8 +180,7 @@ def min_parallel_work(work=None):
     global smlp_min_work
     if work is not None:
         smlp_min_work = _setting(work, "min_parallel_work")  # no-cython-lint
-        for twin in _twins:
-            twin.min_parallel_work(work)
+        _set_twin("min_parallel_work", work)
     return smlp_min_work
 
 
@@ -192,8 +193,7 @@ def row_specialisation(on=None):
     global smlp_row_spec
     if on is not None:
         smlp_row_spec = 1 if on else 0  # no-cython-lint
-        for twin in _twins:
-            twin.row_specialisation(on)
+        _set_twin("row_specialisation", on)
     return bool(smlp_row_spec)
 
 
