@@ -30,20 +30,25 @@ SHAPES = [(400, 100, 10, 32), (100, 400, 10, 32), (400, 400, 10, 32), (1000, 100
           (300, 300, 10, 128), (500, 500, 10, 128), (1000, 1000, 10, 128)]
 
 
+def _layer_and_blocks(rng, n_in, n_out, eps, B, init, d_scale=1.0):
+    """A random layer, its input block X and delta D (64-byte aligned rows, as
+    the Trainer's), and gradient arrays for it."""
+    layer = SparseLayer.erdos_renyi(n_in, n_out, eps, init, rng)
+    X = aligned_empty((n_in, B))
+    X[...] = rng.standard_normal((n_in, B))
+    D = aligned_empty((n_out, B))
+    D[...] = rng.standard_normal((n_out, B)) * d_scale
+    return layer, X, D, np.empty(layer.nnz, np.float32), np.empty(n_out, np.float32)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     print("n_in n_out B nnz: us per call, one thread: fused (update in place) | split "
           "(gradient through the permutation + apply) = its two calls | gradient in "
           "transposed order (no permutation, no update)")
     for n_in, n_out, eps, B in SHAPES:
-        layer = SparseLayer.erdos_renyi(n_in, n_out, eps, "normal", rng)
-        X = aligned_empty((n_in, B))
-        X[...] = rng.standard_normal((n_in, B))
-        D = aligned_empty((n_out, B))
-        D[...] = rng.standard_normal((n_out, B))
+        layer, X, D, g, bg = _layer_and_blocks(rng, n_in, n_out, eps, B, "normal")
         G = aligned_empty((n_in, B))
-        g = np.empty(layer.nnz, np.float32)
-        bg = np.empty(n_out, np.float32)
         wt = layer.weights_transposed(np.empty(layer.nnz, np.float32))
 
         def fused(layer=layer, X=X, D=D, G=G):
@@ -73,13 +78,7 @@ def main() -> None:
     print("first layers, n_in n_out eps B nnz: us per call, fused update | gradient pass "
           "+ update pass")
     for n_in, n_out, eps, B in FIRST_LAYERS:
-        layer = SparseLayer.erdos_renyi(n_in, n_out, eps, "he_uniform", rng)
-        X = aligned_empty((n_in, B))
-        X[...] = rng.standard_normal((n_in, B))
-        D = aligned_empty((n_out, B))
-        D[...] = rng.standard_normal((n_out, B)) * 0.01
-        g = np.empty(layer.nnz, np.float32)
-        bg = np.empty(n_out, np.float32)
+        layer, X, D, g, bg = _layer_and_blocks(rng, n_in, n_out, eps, B, "he_uniform", 0.01)
         for t in (1, 2):
             def update(layer=layer, X=X, D=D, t=t):
                 layer.update(X, D, 1e-4, 0.9, 2e-4, n_threads=t)
