@@ -335,13 +335,12 @@ class SparseMLP(LayerStack):
     def _loss(self, logits: np.ndarray, yb: np.ndarray, write_delta: bool,
               sample_weight: np.ndarray | None = None) -> tuple[float, int]:
         """The output layer's loss kernel on a (n_L, B) block of logits."""
+        kern = activation_for(1)
         if self.output == "linear":
             t = yb.reshape(yb.shape[0], -1)
             if t.dtype != np.float32 or not t.flags.c_contiguous:
                 t = np.ascontiguousarray(t, dtype=np.float32)
-            return activation_for(1).linear_mse(logits, t, write_delta, sample_weight,
-                                                n_threads=1)
-        kern = activation_for(1)
+            return kern.linear_mse(logits, t, write_delta, sample_weight, n_threads=1)
         fn = kern.softmax_xent if self.output == "softmax" else kern.sigmoid_mse
         return fn(logits, yb, write_delta, sample_weight, n_threads=1)
 
@@ -375,7 +374,7 @@ class SparseMLP(LayerStack):
         lr, mu, decay, nesterov = opt if opt is not None else (0.0, 0.0, 0.0, False)
         for li in range(len(self.layers) - 1, -1, -1):
             layer, D = self.layers[li], bufs["Z"][li]
-            lr_li = lr * self.lr_scale(li) if self.lr_fan_in_cap else lr
+            lr_li = lr * self.lr_scale(li)
             grads = acc["grads"][li] if acc is not None else None
             # a layer of at most SPLIT_UPDATE_MAX weights (a hidden one on one thread,
             # at least SPLIT_UPDATE_MIN_1T): the gradient pass writes the gradient and a
