@@ -22,9 +22,13 @@ multiplied, so ``None`` and all-ones weights give bit-identical results
 
 import numpy as np
 
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport exp, log
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+from arrayargs cimport F32, I32, arr_t, take
 
 from rowkern cimport (
     SMLP_BITS_WORDS,
@@ -37,6 +41,8 @@ from rowkern cimport (
     smlp_forward_epilogue,
     smlp_mix64,
 )
+
+cnp.import_array()
 
 
 cdef double _sum_as_numpy(const double* a, int64_t n) noexcept nogil:
@@ -180,9 +186,9 @@ def dropout_mask(int64_t n, int B, double drop_rate, uint64_t drop_key, int64_t 
     return (out != 0).astype(np.uint8)
 
 
-def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
-                 const float[::1] sample_weight=None, int n_threads=1):
-    """Softmax + cross-entropy over a feature-major (C, B) block of logits.
+def softmax_xent(Z, labels, bint write_delta=True, sample_weight=None, int n_threads=1):
+    """Softmax + cross-entropy over a feature-major (C, B) float32 block of
+    logits, int32 labels (B,).
 
     In place: Z becomes the delta P - Y (reference semantics: no 1/B; the
     weight gradient takes the batch mean) when ``write_delta``, else the
@@ -191,107 +197,119 @@ def softmax_xent(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=Tr
     sample's loss and delta column are multiplied by its weight (the loss
     sum is then weighted; the count is not).
     """
-    cdef int64_t C = Z.shape[0]
-    cdef int64_t B = Z.shape[1]
-    cdef int64_t b, c, arg
-    cdef float m, zc, w
-    cdef double s, lse
-    cdef bint weighted = sample_weight is not None
-    if labels.shape[0] != B:
-        raise ValueError("softmax_xent: labels must have one entry per column")
-    if weighted and sample_weight.shape[0] != B:
-        raise ValueError("softmax_xent: sample_weight must have one entry per column")
-    if C == 0:
-        raise ValueError("softmax_xent: no classes")
-    loss = np.empty(B, dtype=np.float64)
-    correct = np.empty(B, dtype=np.int8)
-    cdef double[::1] lo = loss
-    cdef signed char[::1] co = correct
-    if B == 0:
-        return 0.0, 0
-    with nogil:
-        for b in prange(B, schedule="static", num_threads=n_threads):
-            m = Z[0, b]
-            arg = 0
-            for c in range(1, C):
-                zc = Z[c, b]
-                if zc > m:
-                    m = zc
-                    arg = c
-            s = 0.0
-            for c in range(C):
-                s = s + exp(Z[c, b] - m)
-            lse = m + log(s)
-            # -log softmax(z)_y = logsumexp(z) - z_y
-            lo[b] = lse - Z[labels[b], b]
-            co[b] = 1 if arg == labels[b] else 0
-            for c in range(C):
-                Z[c, b] = <float>(exp(Z[c, b] - lse))
-            if write_delta:
-                Z[labels[b], b] = Z[labels[b], b] - 1.0
-            if weighted:
-                # weighted sample: w_b * loss_b, and its delta column w_b * (P - Y)
-                w = sample_weight[b]
-                lo[b] = lo[b] * w
-                if write_delta:
-                    for c in range(C):
-                        Z[c, b] = Z[c, b] * w
-    return _sum_as_numpy(&lo[0], B), _count(&co[0], B)
+    return _class_loss(Z, labels, write_delta, sample_weight, n_threads, False,
+                       "softmax_xent")
 
 
-def sigmoid_mse(float[:, ::1] Z, const int32_t[::1] labels, bint write_delta=True,
-                const float[::1] sample_weight=None, int n_threads=1):
+def sigmoid_mse(Z, labels, bint write_delta=True, sample_weight=None, int n_threads=1):
     """Sigmoid outputs + mean squared error against one-hot targets, over a
-    feature-major (C, B) block.  Per sample the loss is 0.5*sum_c (a_c-y_c)^2,
-    so in place Z becomes the delta (a - y) * a * (1 - a) when
-    ``write_delta``, else the outputs a.  Returns (loss sum, n correct).
-    ``sample_weight`` (B,): as :func:`softmax_xent`."""
-    cdef int64_t C = Z.shape[0]
-    cdef int64_t B = Z.shape[1]
-    cdef int64_t b, c, arg
-    cdef float a, y, m, w
-    cdef double s
-    cdef bint weighted = sample_weight is not None
-    if labels.shape[0] != B:
-        raise ValueError("sigmoid_mse: labels must have one entry per column")
-    if weighted and sample_weight.shape[0] != B:
-        raise ValueError("sigmoid_mse: sample_weight must have one entry per column")
+    feature-major (C, B) float32 block, int32 labels (B,).  Per sample the
+    loss is 0.5*sum_c (a_c-y_c)^2, so in place Z becomes the delta
+    (a - y) * a * (1 - a) when ``write_delta``, else the outputs a.  Returns
+    (loss sum, n correct).  ``sample_weight`` (B,): as :func:`softmax_xent`."""
+    return _class_loss(Z, labels, write_delta, sample_weight, n_threads, True, "sigmoid_mse")
+
+
+cdef object _class_loss(object Z, object labels, bint write_delta, object sample_weight,
+                        int n_threads, bint sigmoid, str kernel):
+    """softmax_xent or sigmoid_mse: the arrays checked, one column (sample)
+    per iteration, each sample's loss and hit kept and summed after the loop."""
+    cdef arr_t a_z, a_l, a_w
+    take(Z, F32, 2, True, False, &a_z, kernel, "Z")
+    take(labels, I32, 1, False, False, &a_l, kernel, "labels")
+    take(sample_weight, F32, 1, False, True, &a_w, kernel, "sample_weight")
+    cdef int64_t C = a_z.n0
+    cdef int64_t B = a_z.n1
+    cdef float* zp = <float*>a_z.p
+    cdef const int32_t* lp = <const int32_t*>a_l.p
+    cdef const float* wp = <const float*>a_w.p
+    cdef int64_t b, c
+    cdef float w
+    if a_l.n0 != B:
+        raise ValueError(f"{kernel}: labels must have one entry per column")
+    if wp != NULL and a_w.n0 != B:
+        raise ValueError(f"{kernel}: sample_weight must have one entry per column")
     if C == 0:
-        raise ValueError("sigmoid_mse: no classes")
-    loss = np.empty(B, dtype=np.float64)
-    correct = np.empty(B, dtype=np.int8)
-    cdef double[::1] lo = loss
-    cdef signed char[::1] co = correct
+        raise ValueError(f"{kernel}: no classes")
+    for b in range(B):  # (the loops below index Z with them)
+        if lp[b] < 0 or lp[b] >= C:
+            raise ValueError(f"{kernel}: label {lp[b]} of column {b} is not in [0, {C})")
     if B == 0:
         return 0.0, 0
+    cdef double* lo = <double*>malloc(B * sizeof(double))
+    cdef signed char* co = <signed char*>malloc(B)
+    if lo == NULL or co == NULL:
+        free(lo)
+        free(co)
+        raise MemoryError(f"{kernel}: out of memory")
     with nogil:
         for b in prange(B, schedule="static", num_threads=n_threads):
-            s = 0.0
-            m = Z[0, b]
-            arg = 0
-            for c in range(C):
-                if Z[c, b] > m:
-                    m = Z[c, b]
-                    arg = c
-                a = <float>(1.0 / (1.0 + exp(-Z[c, b])))
-                y = 1.0 if c == labels[b] else 0.0
-                s = s + 0.5 * (a - y) * (a - y)
-                Z[c, b] = (a - y) * a * (1.0 - a) if write_delta else a
-            lo[b] = s
-            co[b] = 1 if arg == labels[b] else 0
-            if weighted:
-                w = sample_weight[b]
+            if sigmoid:
+                _sigmoid_column(zp + b, C, B, lp[b], write_delta, lo + b, co + b)
+            else:
+                _softmax_column(zp + b, C, B, lp[b], write_delta, lo + b, co + b)
+            if wp != NULL:
+                # weighted sample: w_b * loss_b, and its delta column w_b * (P - Y)
+                w = wp[b]
                 lo[b] = lo[b] * w
                 if write_delta:
                     for c in range(C):
-                        Z[c, b] = Z[c, b] * w
-    return _sum_as_numpy(&lo[0], B), _count(&co[0], B)
+                        zp[c * B + b] = zp[c * B + b] * w
+    result = _sum_as_numpy(lo, B), _count(co, B)
+    free(lo)
+    free(co)
+    return result
 
 
-def linear_mse(float[:, ::1] Z, const float[:, ::1] targets, bint write_delta=True,
-               const float[::1] sample_weight=None, int n_threads=1):
+cdef inline void _softmax_column(float* z, int64_t C, int64_t B, int32_t label,
+                                 bint write_delta, double* loss,
+                                 signed char* hit) noexcept nogil:
+    """One sample of softmax_xent: its column z[0], z[B], ... of C logits."""
+    cdef int64_t c, arg = 0
+    cdef float m = z[0]
+    cdef float zc
+    cdef double s = 0.0
+    cdef double lse
+    for c in range(1, C):
+        zc = z[c * B]
+        if zc > m:
+            m = zc
+            arg = c
+    for c in range(C):
+        s = s + exp(z[c * B] - m)
+    lse = m + log(s)
+    # -log softmax(z)_y = logsumexp(z) - z_y
+    loss[0] = lse - z[label * B]
+    hit[0] = 1 if arg == label else 0
+    for c in range(C):
+        z[c * B] = <float>(exp(z[c * B] - lse))
+    if write_delta:
+        z[label * B] = z[label * B] - 1.0
+
+
+cdef inline void _sigmoid_column(float* z, int64_t C, int64_t B, int32_t label,
+                                 bint write_delta, double* loss,
+                                 signed char* hit) noexcept nogil:
+    """One sample of sigmoid_mse: its column z[0], z[B], ... of C outputs."""
+    cdef int64_t c, arg = 0
+    cdef float m = z[0]
+    cdef float a, y
+    cdef double s = 0.0
+    for c in range(C):
+        if z[c * B] > m:
+            m = z[c * B]
+            arg = c
+        a = <float>(1.0 / (1.0 + exp(-z[c * B])))
+        y = 1.0 if c == label else 0.0
+        s = s + 0.5 * (a - y) * (a - y)
+        z[c * B] = (a - y) * a * (1.0 - a) if write_delta else a
+    loss[0] = s
+    hit[0] = 1 if arg == label else 0
+
+
+def linear_mse(Z, targets, bint write_delta=True, sample_weight=None, int n_threads=1):
     """Identity output + squared error (regression), over a feature-major
-    (C, B) block of outputs against sample-major float32 targets (B, C).
+    (C, B) float32 block of outputs against sample-major float32 targets (B, C).
 
     Per sample the loss is 0.5 * sum_c (z_c - y_c)^2 (scikit-learn's
     squared_loss for one target), so in place Z becomes the delta z - y when
@@ -299,32 +317,42 @@ def linear_mse(float[:, ::1] Z, const float[:, ::1] targets, bint write_delta=Tr
     the outputs.  Returns (loss sum over the block, 0): the second value
     keeps the (loss, correct) shape of the classification losses.
     """
-    cdef int64_t C = Z.shape[0]
-    cdef int64_t B = Z.shape[1]
+    cdef arr_t a_z, a_t, a_w
+    take(Z, F32, 2, True, False, &a_z, "linear_mse", "Z")
+    take(targets, F32, 2, False, False, &a_t, "linear_mse", "targets")
+    take(sample_weight, F32, 1, False, True, &a_w, "linear_mse", "sample_weight")
+    cdef int64_t C = a_z.n0
+    cdef int64_t B = a_z.n1
+    cdef float* zp = <float*>a_z.p
+    cdef const float* tp = <const float*>a_t.p
+    cdef const float* wp = <const float*>a_w.p
     cdef int64_t b, c
     cdef float d, w
     cdef double s
-    cdef bint weighted = sample_weight is not None
-    if targets.shape[0] != B or targets.shape[1] != C:
+    cdef bint weighted = wp != NULL
+    if a_t.n0 != B or a_t.n1 != C:
         raise ValueError(f"linear_mse: targets must be (B, C) = ({B}, {C}), got "
-                         f"({targets.shape[0]}, {targets.shape[1]})")
+                         f"({a_t.n0}, {a_t.n1})")
     if C == 0:
         raise ValueError("linear_mse: no outputs")
-    if weighted and sample_weight.shape[0] != B:
+    if weighted and a_w.n0 != B:
         raise ValueError("linear_mse: sample_weight must have one entry per column")
-    loss = np.empty(B, dtype=np.float64)
-    cdef double[::1] lo = loss
     if B == 0:
         return 0.0, 0
+    cdef double* lo = <double*>malloc(B * sizeof(double))
+    if lo == NULL:
+        raise MemoryError("linear_mse: out of memory")
     with nogil:
         for b in prange(B, schedule="static", num_threads=n_threads):
             s = 0.0
-            w = sample_weight[b] if weighted else 1.0
+            w = wp[b] if weighted else 1.0
             for c in range(C):
                 # delta = z - y; loss += 0.5 * (z - y)^2
-                d = Z[c, b] - targets[b, c]
+                d = zp[c * B + b] - tp[b * C + c]
                 s = s + 0.5 * (<double>d) * d
                 if write_delta:
-                    Z[c, b] = d * w if weighted else d
+                    zp[c * B + b] = d * w if weighted else d
             lo[b] = s * w if weighted else s
-    return _sum_as_numpy(&lo[0], B), 0
+    result = _sum_as_numpy(lo, B), 0
+    free(lo)
+    return result

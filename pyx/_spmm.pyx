@@ -16,17 +16,22 @@ written by exactly one thread, accumulated in a fixed order, so results
 are bit-identical for any thread count.  A call with less work than
 ``min_parallel_work()`` multiply-adds runs on one thread (rowkern.h,
 "threads per call"), which therefore changes no result either.  The caller
-(``layers.py``) owns every array and checks shapes; these kernels trust
-their inputs.
+(``layers.py``) owns every array; the kernels check each array's dtype,
+layout and shape, and trust the index structure (indptr, indices and the
+transposed index) the layer keeps consistent.  The kernels of a training
+step take their arrays through ``arrayargs.pxd`` (a header check, ~8 ns an
+array), the others as typed memoryviews (~85 ns an array).
 """
 
 import os
 
+cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
+from arrayargs cimport F32, I32, I64, U16, arr_t, take
 from rowkern cimport (
     SMLP_EPI_BWD,
     SMLP_EPI_FWD,
@@ -69,6 +74,7 @@ from rowkern cimport (
     smlp_use_ahead,
 )
 
+cnp.import_array()
 _LEVELS = ("scalar", "avx2", "avx512")
 smlp_dispatch_init(-1)
 
@@ -228,14 +234,14 @@ cdef inline float* _wfp(float[::1] a) noexcept:
     return &a[0] if a.shape[0] > 0 else NULL
 
 
-cdef uint16_t* _bits(uint16_t[:, ::1] bits, int64_t n_rows, int B, str kernel) except? NULL:
+cdef uint16_t* _bits(const arr_t* bits, int64_t n_rows, int B, str kernel) except? NULL:
     """The epilogue bits' first word (NULL: none given, or no rows), checked
     to be (n_rows, epilogue_bits_words(B))."""
-    if bits is None:
+    if bits.p == NULL:
         return NULL
-    if bits.shape[0] != n_rows or bits.shape[1] != SMLP_BITS_WORDS(B):
+    if bits.n0 != n_rows or bits.n1 != SMLP_BITS_WORDS(B):
         raise ValueError(f"{kernel}: bits must be ({n_rows}, epilogue_bits_words({B}))")
-    return &bits[0, 0] if n_rows > 0 else NULL
+    return <uint16_t*>bits.p if n_rows > 0 else NULL
 
 
 cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
@@ -248,15 +254,13 @@ cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
     return <int>c
 
 
-def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[::1] data,
-            const float[::1] bias, const float[:, ::1] X, float[:, ::1] Z,
-            float[:, ::1] A=None, int act=0, float slope=0.0,
-            const float[:, ::1] srelu=None, double drop_rate=0.0,
-            uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1,
-            uint16_t[:, ::1] bits=None):
+def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.0,
+            srelu=None, double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
+            int n_threads=1, bits=None):
     """Z[j, :] = bias[j] + sum_k data[k] * X[indices[k], :] over row j, and,
     when ``A`` is given, A = dropout(f(Z)) in the same pass (A may be Z).
 
+    indptr int64, indices int32, data and bias float32 (arrayargs.pxd);
     X: (n_in, B), Z and A: (n_out, B), all float32 C-contiguous.
     ``bits`` (n_out, epilogue_bits_words(B)) uint16: where the fused AVX-512
     epilogue keeps each element's dropout and sign masks for the backward
@@ -264,43 +268,52 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
     when it wrote them (an AVX-512 build and run, a fusable activation),
     False otherwise: then pass no bits to the backward pass.
     """
-    cdef int64_t n_out = indptr.shape[0] - 1
-    cdef int B = <int>X.shape[1]
+    cdef arr_t a_ptr, a_idx, a_w, a_b, a_x, a_z, a_a, a_s, a_bits
+    take(indptr, I64, 1, False, False, &a_ptr, "forward", "indptr")
+    take(indices, I32, 1, False, False, &a_idx, "forward", "indices")
+    take(data, F32, 1, False, False, &a_w, "forward", "data")
+    take(bias, F32, 1, False, False, &a_b, "forward", "bias")
+    take(X, F32, 2, False, False, &a_x, "forward", "X")
+    take(Z, F32, 2, True, False, &a_z, "forward", "Z")
+    take(A, F32, 2, True, True, &a_a, "forward", "A")
+    take(srelu, F32, 2, False, True, &a_s, "forward", "srelu")
+    take(bits, U16, 2, True, True, &a_bits, "forward", "bits")
+    cdef const int64_t* ptr = <const int64_t*>a_ptr.p
+    cdef int64_t n_out = a_ptr.n0 - 1
+    cdef int B = <int>a_x.n1
     cdef smlp_spmm_fn spmm_row = smlp_spmm_row_for(B)  # (once per call)
-    cdef int64_t ldx = X.shape[1]
+    cdef int64_t ldx = a_x.n1
+    cdef int64_t nnz = a_idx.n0
     cdef int64_t j, k0
-    cdef bint has_a = A is not None
+    cdef bint has_a = a_a.p != NULL
     cdef bint fused
     cdef bint ahead
     cdef smlp_act_t p
     cdef smlp_epi_t e
-    cdef const float* sp = NULL
-    cdef const float* xp
-    cdef const int32_t* ip
-    cdef const float* wp
+    cdef const float* xp = <const float*>a_x.p
+    cdef const int32_t* ip = <const int32_t*>a_idx.p
+    cdef const float* wp = <const float*>a_w.p
+    cdef const float* bsp = <const float*>a_b.p
+    cdef float* zp = <float*>a_z.p
+    cdef float* ap = <float*>a_a.p
     cdef int chunk
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    if Z.shape[0] != n_out or Z.shape[1] != B or bias.shape[0] != n_out:
+    if a_z.n0 != n_out or a_z.n1 != B or a_b.n0 != n_out:
         raise ValueError("forward: Z must be (n_out, B) and bias (n_out,)")
-    cdef uint16_t* bp = _bits(bits, n_out, B, "forward")
-    if has_a and (A.shape[0] != n_out or A.shape[1] != B):
+    cdef uint16_t* bp = _bits(&a_bits, n_out, B, "forward")
+    if has_a and (a_a.n0 != n_out or a_a.n1 != B):
         raise ValueError("forward: A must have the shape of Z")
-    if srelu is not None:
-        sp = &srelu[0, 0]
-    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
     if n_out == 0 or B == 0:
         return False
-    xp = &X[0, 0] if X.shape[0] > 0 else NULL
-    ip = _ip(indices)
-    wp = _fp(data)
     fused = has_a and smlp_act_fusable(&p)
     if not (fused and smlp_simd_level == 2):
         bp = NULL  # (only the AVX-512 fused epilogue writes them)
-    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
-    smlp_row_prefetch(X.shape[0] * ldx * 4)
+    ahead = smlp_use_ahead(nnz, n_out, a_x.n0 * ldx * 4)
+    smlp_row_prefetch(a_x.n0 * ldx * 4)
     # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
     smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
-    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
     # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
     # the rows past a multiple of four one by one below
     cdef int64_t n_quad = n_out // 4 if (not ahead and smlp_rows4_ok(B)) else 0
@@ -309,30 +322,29 @@ def forward(const int64_t[::1] indptr, const int32_t[::1] indices, const float[:
         chunk = _chunk(n_quad, n_threads)
         with nogil, parallel(num_threads=n_threads):
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk):
-                smlp_forward_rows4(&p, fused, &indptr[0], 4 * q, ip, wp, xp, ldx, B, &bias[0],
-                                   &Z[0, 0], &A[0, 0] if fused else NULL,
-                                   bp, ldb)
+                smlp_forward_rows4(&p, fused, ptr, 4 * q, ip, wp, xp, ldx, B, bsp,
+                                   zp, ap if fused else NULL, bp, ldb)
                 if has_a and not fused:
                     for j in range(4 * q, 4 * q + 4):
-                        smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+                        smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
     if 4 * n_quad == n_out:
         return bp != NULL
     chunk = _chunk(n_out - 4 * n_quad, n_threads)
     with nogil, parallel(num_threads=n_threads):
         for j in prange(4 * n_quad, n_out, schedule="dynamic", chunksize=chunk):
-            k0 = indptr[j]
+            k0 = ptr[j]
             if ahead:
-                smlp_prefetch_ahead(ip, k0, indptr[j + 1], indices.shape[0], xp, ldx, B * 4)
+                smlp_prefetch_ahead(ip, k0, ptr[j + 1], nnz, xp, ldx, B * 4)
             if fused:  # activation and dropout applied in registers
-                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, &A[j, 0],
+                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, ap + j * B,
                                   bp + j * ldb if bp != NULL else NULL)
-                spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
-                         xp, ldx, B, bias[j], &Z[j, 0], &e)
+                spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
+                         xp, ldx, B, bsp[j], zp + j * B, &e)
             else:
-                spmm_row(ip + k0, wp + k0, NULL, indptr[j + 1] - k0,
-                         xp, ldx, B, bias[j], &Z[j, 0], NULL)
+                spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
+                         xp, ldx, B, bsp[j], zp + j * B, NULL)
                 if has_a:
-                    smlp_forward_epilogue(&p, j, &Z[j, 0], &A[j, 0], B)
+                    smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
         smlp_store_fence()
     return bp != NULL
 
@@ -343,13 +355,9 @@ def epilogue_bits_words(int B):
     return SMLP_BITS_WORDS(B)
 
 
-def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
-                   const int32_t[::1] t_perm, const float[::1] data,
-                   const float[:, ::1] D, float[:, ::1] G,
-                   const float[:, ::1] Z=None, int act=0, float slope=0.0,
-                   const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
-                   double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
-                   int n_threads=1, uint16_t[:, ::1] bits=None):
+def backward_input(t_indptr, t_rows, t_perm, data, D, G, Z=None, int act=0,
+                   float slope=0.0, srelu=None, srelu_grad=None, double drop_rate=0.0,
+                   uint64_t drop_key=0, int64_t b_offset=0, int n_threads=1, bits=None):
     """Gradient to the inputs through the transposed index:
     G[i, :] = sum_k data[t_perm[k]] * D[t_rows[k], :] over input row i;
     when ``Z`` (the inputs' pre-activations) is given, G is then multiplied
@@ -359,50 +367,58 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     For SReLU, ``srelu_grad[i, :]`` receives the (unscaled, summed over the
     batch) gradient of the 4 parameters of input neuron i.
     """
-    cdef int64_t n_in = t_indptr.shape[0] - 1
-    cdef int B = <int>D.shape[1]
+    cdef arr_t a_ptr, a_rows, a_perm, a_w, a_d, a_g, a_z, a_s, a_sg, a_bits
+    take(t_indptr, I64, 1, False, False, &a_ptr, "backward_input", "t_indptr")
+    take(t_rows, I32, 1, False, False, &a_rows, "backward_input", "t_rows")
+    take(t_perm, I32, 1, False, False, &a_perm, "backward_input", "t_perm")
+    take(data, F32, 1, False, False, &a_w, "backward_input", "data")
+    take(D, F32, 2, False, False, &a_d, "backward_input", "D")
+    take(G, F32, 2, True, False, &a_g, "backward_input", "G")
+    take(Z, F32, 2, False, True, &a_z, "backward_input", "Z")
+    take(srelu, F32, 2, False, True, &a_s, "backward_input", "srelu")
+    take(srelu_grad, F32, 2, True, True, &a_sg, "backward_input", "srelu_grad")
+    take(bits, U16, 2, True, True, &a_bits, "backward_input", "bits")
+    cdef const int64_t* tp = <const int64_t*>a_ptr.p
+    cdef int64_t n_in = a_ptr.n0 - 1
+    cdef int B = <int>a_d.n1
     cdef smlp_spmm_fn spmm_row = smlp_spmm_row_for(B)  # (once per call)
-    cdef int64_t ldd = D.shape[1]
+    cdef int64_t ldd = a_d.n1
+    cdef int64_t nnz = a_rows.n0
     cdef int64_t i, k0
     cdef int64_t n
-    cdef bint has_z = Z is not None
-    cdef bint has_sg = srelu_grad is not None
+    cdef bint has_z = a_z.p != NULL
+    cdef bint has_sg = a_sg.p != NULL
     cdef bint fused
     cdef bint ahead
     cdef smlp_act_t p
     cdef smlp_epi_t e
-    cdef const float* sp = NULL
-    cdef const float* dp
-    cdef const int32_t* ip
-    cdef const int32_t* pp
-    cdef const float* wp
+    cdef const float* dp = <const float*>a_d.p
+    cdef const int32_t* ip = <const int32_t*>a_rows.p
+    cdef const int32_t* pp = <const int32_t*>a_perm.p
+    cdef const float* wp = <const float*>a_w.p
+    cdef const float* zp = <const float*>a_z.p
+    cdef float* gp = <float*>a_g.p
     cdef float* row
     cdef float* sg
     cdef int failed = 0
     cdef int* failp = &failed     # written through a pointer: shared, not thread-private
     cdef int chunk
-    if G.shape[0] != n_in or G.shape[1] != B:
+    if a_g.n0 != n_in or a_g.n1 != B:
         raise ValueError("backward_input: G must be (n_in, B)")
-    if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
+    if has_z and (a_z.n0 != n_in or a_z.n1 != B):
         raise ValueError("backward_input: Z must be (n_in, B)")
-    if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
+    if has_sg and (a_sg.n0 != n_in or a_sg.n1 != 4):
         raise ValueError("backward_input: srelu_grad must be (n_in, 4)")
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    cdef uint16_t* bp = _bits(bits, n_in, B, "backward_input")
-    if srelu is not None:
-        sp = &srelu[0, 0]
-    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    cdef uint16_t* bp = _bits(&a_bits, n_in, B, "backward_input")
+    smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
     if n_in == 0 or B == 0:
         return
-    dp = &D[0, 0] if D.shape[0] > 0 else NULL
-    ip = _ip(t_rows)
-    pp = _ip(t_perm)
-    wp = _fp(data)
     fused = has_z and smlp_act_fusable(&p)
-    ahead = smlp_use_ahead(t_rows.shape[0], n_in, D.shape[0] * ldd * 4)
-    smlp_row_prefetch(D.shape[0] * ldd * 4)
+    ahead = smlp_use_ahead(nnz, n_in, a_d.n0 * ldd * 4)
+    smlp_row_prefetch(a_d.n0 * ldd * 4)
     smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
-    n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
+    n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
     with nogil, parallel(num_threads=n_threads):
@@ -411,45 +427,40 @@ def backward_input(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
             failp[0] = 1
         else:
             for i in prange(n_in, schedule="dynamic", chunksize=chunk):
-                k0 = t_indptr[i]
-                n = t_indptr[i + 1] - k0
+                k0 = tp[i]
+                n = tp[i + 1] - k0
                 if ahead:
-                    smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
+                    smlp_prefetch_ahead(ip, k0, k0 + n, nnz, dp, ldd, B * 4)
                 if not has_z:
-                    spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, &G[i, 0], NULL)
+                    spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, gp + i * B, NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, zp + i * B, gp + i * B,
                                       bp + i * ldb if bp != NULL else NULL)
                     spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, &e)
                 else:
                     spmm_row(ip + k0, wp, pp + k0, n, dp, ldd, B, 0.0, row, NULL)
                     sg = NULL
                     if has_sg:
-                        sg = &srelu_grad[i, 0]
+                        sg = <float*>a_sg.p + 4 * i
                         sg[0] = 0.0
                         sg[1] = 0.0
                         sg[2] = 0.0
                         sg[3] = 0.0
-                    smlp_backward_epilogue(&p, i, &Z[i, 0], row, B, sg)
-                    memcpy(&G[i, 0], row, B * sizeof(float))
+                    smlp_backward_epilogue(&p, i, zp + i * B, row, B, sg)
+                    memcpy(gp + i * B, row, B * sizeof(float))
             free(row)
         smlp_store_fence()
     if failed:
         raise MemoryError("backward_input: could not allocate a row buffer")
 
 
-def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
-                    const int32_t[::1] t_perm, const float[:, ::1] D,
-                    const float[:, ::1] X, float[:, ::1] G, float[::1] data,
-                    float[::1] velocity, float[::1] bias, float[::1] bias_velocity,
-                    float scale, float lr, float mu, float decay, float bias_decay,
-                    bint nesterov=False, int64_t max_row=0,
-                    const float[:, ::1] Z=None, int act=0, float slope=0.0,
-                    const float[:, ::1] srelu=None, float[:, ::1] srelu_grad=None,
+def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
+                    bias_velocity, float scale, float lr, float mu, float decay,
+                    float bias_decay, bint nesterov=False, Z=None,
+                    int act=0, float slope=0.0, srelu=None, srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
-                    float[::1] g_out=None, float[::1] bias_g_out=None,
-                    bint accumulate=False, int n_threads=1, uint16_t[:, ::1] bits=None,
-                    bint transposed=False):
+                    g_out=None, bias_g_out=None, bint accumulate=False, int n_threads=1,
+                    bits=None, bint transposed=False):
     """The whole backward step of a layer in one pass over the transposed index.
 
     For every INPUT row i (prange):
@@ -462,8 +473,7 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     used, by one thread.  Biases: g_b = scale * sum_b D[j, b], same rule.
     With ``g_out`` / ``bias_g_out`` the gradients are written there instead
     (data and velocity untouched), or added to them with ``accumulate``
-    (micro-batches: pass scale = 1 / full batch).  ``max_row``: the largest number of
-    weights of one input row (per-thread gradient buffer).  G may be Z.
+    (micro-batches: pass scale = 1 / full batch).  G may be Z.
 
     ``transposed`` (with ``g_out`` only): ``data`` holds the weights and
     ``g_out`` receives the gradients in the order of the transposed index
@@ -472,31 +482,58 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     scatters the gradient back once (micro-batches: once per batch, not once
     per block).  The same products in the same order: the same numbers.
     """
-    cdef int64_t n_in = t_indptr.shape[0] - 1
-    cdef int64_t n_out = D.shape[0]
-    cdef int B = <int>D.shape[1]
+    cdef str K = "backward_update"
+    cdef arr_t a_ptr, a_rows, a_perm, a_d, a_x, a_g, a_w, a_v, a_b, a_bv, a_z, a_s, a_sg
+    cdef arr_t a_go, a_bgo, a_bits
+    take(t_indptr, I64, 1, False, False, &a_ptr, K, "t_indptr")
+    take(t_rows, I32, 1, False, False, &a_rows, K, "t_rows")
+    take(t_perm, I32, 1, False, False, &a_perm, K, "t_perm")
+    take(D, F32, 2, False, False, &a_d, K, "D")
+    take(X, F32, 2, False, False, &a_x, K, "X")
+    take(G, F32, 2, True, False, &a_g, K, "G")
+    # (updated in place unless g_out is given)
+    take(data, F32, 1, g_out is None, False, &a_w, K, "data")
+    take(velocity, F32, 1, g_out is None, False, &a_v, K, "velocity")
+    take(bias, F32, 1, g_out is None, False, &a_b, K, "bias")
+    take(bias_velocity, F32, 1, g_out is None, False, &a_bv, K, "bias_velocity")
+    take(Z, F32, 2, False, True, &a_z, K, "Z")
+    take(srelu, F32, 2, False, True, &a_s, K, "srelu")
+    take(srelu_grad, F32, 2, True, True, &a_sg, K, "srelu_grad")
+    take(g_out, F32, 1, True, True, &a_go, K, "g_out")
+    take(bias_g_out, F32, 1, True, True, &a_bgo, K, "bias_g_out")
+    take(bits, U16, 2, True, True, &a_bits, K, "bits")
+    cdef const int64_t* tp = <const int64_t*>a_ptr.p
+    cdef int64_t n_in = a_ptr.n0 - 1
+    cdef int64_t n_out = a_d.n0
+    cdef int B = <int>a_d.n1
     cdef smlp_bwd_fn bwd_row = smlp_bwd_row_for(B)  # (once per call)
-    cdef int64_t ldd = D.shape[1]
+    cdef int64_t ldd = a_d.n1
+    cdef int64_t nnz = a_rows.n0
     cdef int64_t i, j, k0, n, q
     cdef float s
-    cdef bint has_z = Z is not None
-    cdef bint has_sg = srelu_grad is not None
-    cdef bint grad_only = g_out is not None
+    cdef bint has_z = a_z.p != NULL
+    cdef bint has_sg = a_sg.p != NULL
+    cdef bint grad_only = a_go.p != NULL
     cdef bint fused
     cdef bint ahead
     cdef smlp_epi_t e
     cdef smlp_act_t p
-    cdef const float* sp = NULL
-    cdef const float* dp
-    cdef const int32_t* ip
-    cdef const int32_t* pp
-    cdef float* wp
-    cdef float* vp
+    cdef const float* dp = <const float*>a_d.p
+    cdef const int32_t* ip = <const int32_t*>a_rows.p
+    cdef const int32_t* pp = <const int32_t*>a_perm.p
+    cdef float* wp = <float*>a_w.p
+    cdef float* vp = <float*>a_v.p
+    cdef float* bw = <float*>a_b.p
+    cdef float* bv = <float*>a_bv.p
     cdef float* wr
     cdef const int32_t* pr
-    cdef const float* xp
+    cdef const float* xp = <const float*>a_x.p
+    cdef const float* zp = <const float*>a_z.p
+    cdef float* gp = <float*>a_g.p
+    cdef float* sgp = <float*>a_sg.p
     cdef bint x_ahead
-    cdef float* gop = NULL
+    cdef float* gop = <float*>a_go.p
+    cdef float* bgo = <float*>a_bgo.p
     cdef float* row
     cdef float* gbuf
     cdef float* bsum
@@ -505,44 +542,37 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk
-    if X.shape[0] != n_in or X.shape[1] != B or G.shape[0] != n_in or G.shape[1] != B:
+    if a_x.n0 != n_in or a_x.n1 != B or a_g.n0 != n_in or a_g.n1 != B:
         raise ValueError("backward_update: X and G must be (n_in, B)")
-    if has_z and (Z.shape[0] != n_in or Z.shape[1] != B):
+    if has_z and (a_z.n0 != n_in or a_z.n1 != B):
         raise ValueError("backward_update: Z must be (n_in, B)")
-    if bias.shape[0] != n_out or bias_velocity.shape[0] != n_out:
+    if a_b.n0 != n_out or a_bv.n0 != n_out:
         raise ValueError("backward_update: bias arrays must be (n_out,)")
-    if data.shape[0] != t_rows.shape[0] or velocity.shape[0] != data.shape[0]:
+    if a_w.n0 != nnz or a_v.n0 != a_w.n0:
         raise ValueError("backward_update: data and velocity must be (nnz,)")
-    if grad_only and (g_out.shape[0] != data.shape[0] or bias_g_out is None
-                      or bias_g_out.shape[0] != n_out):
+    if grad_only and (a_go.n0 != a_w.n0 or bgo == NULL or a_bgo.n0 != n_out):
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
-    if has_sg and (srelu_grad.shape[0] != n_in or srelu_grad.shape[1] != 4):
+    if has_sg and (a_sg.n0 != n_in or a_sg.n1 != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
     if transposed and not grad_only:
         raise ValueError("backward_update: transposed needs g_out (it never updates in place)")
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
-    cdef uint16_t* bp = _bits(bits, n_in, B, "backward_update")
-    if srelu is not None:
-        sp = &srelu[0, 0]
-    smlp_fill_act(&p, act, slope, sp, drop_rate, drop_key, b_offset)
+    cdef uint16_t* bp = _bits(&a_bits, n_in, B, "backward_update")
+    smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
     if B == 0:
         return
-    if max_row < 1:
-        max_row = 1
-    dp = &D[0, 0] if n_out > 0 else NULL
-    ip = _ip(t_rows)
-    pp = _ip(t_perm)
-    wp = _wfp(data)
-    vp = _wfp(velocity)
-    if grad_only:
-        gop = _wfp(g_out)
+    # the largest number of weights of one input row: the per-thread gradient buffer's
+    # length (counted here, not trusted from the caller; n_in steps)
+    cdef int64_t max_row = 1
+    for i in range(n_in):
+        if tp[i + 1] - tp[i] > max_row:
+            max_row = tp[i + 1] - tp[i]
     fused = has_z and smlp_act_fusable(&p)
-    ahead = smlp_use_ahead(t_rows.shape[0], n_in, n_out * ldd * 4)
+    ahead = smlp_use_ahead(nnz, n_in, n_out * ldd * 4)
     smlp_row_prefetch(n_out * ldd * 4)
     smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
-    xp = &X[0, 0] if n_in > 0 else NULL
     x_ahead = smlp_row_prefetch_on(n_in * B * 4)  # (see smlp_prefetch_row)
-    n_threads = smlp_threads_for(t_rows.shape[0] * <int64_t>B, n_threads)
+    n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
     gbuf = NULL
@@ -568,33 +598,33 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                 s = bsum[j]
                 if grad_only:
                     if accumulate:
-                        bias_g_out[j] = bias_g_out[j] + s * scale
+                        bgo[j] = bgo[j] + s * scale
                     else:
-                        bias_g_out[j] = s * scale
+                        bgo[j] = s * scale
                 else:
-                    _update(&bias[j], &bias_velocity[j], s * scale, lr, mu, bias_decay,
+                    _update(bw + j, bv + j, s * scale, lr, mu, bias_decay,
                             nesterov)
             # weights and the gradient to the inputs: four input rows each
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
-                smlp_backward_rows4(&p, fused, &t_indptr[0], 4 * q, ip,
+                smlp_backward_rows4(&p, fused, tp, 4 * q, ip,
                                     <const int32_t*>NULL if transposed else pp, wp, dp, ldd,
                                     xp, B, scale,
-                                    &Z[0, 0] if has_z else NULL, &G[0, 0],
-                                    row if has_z else &G[4 * q, 0], gbuf, max_row, bp, ldb)
+                                    zp, gp,
+                                    row if has_z else gp + 4 * q * B, gbuf, max_row, bp, ldb)
                 for r in range(4):
                     i = 4 * q + r
-                    k0 = t_indptr[i]
-                    _bwd_finish(i, k0, t_indptr[i + 1] - k0, gbuf + r * max_row, row + r * B,
+                    k0 = tp[i]
+                    _bwd_finish(i, k0, tp[i + 1] - k0, gbuf + r * max_row, row + r * B,
                                 transposed, grad_only, accumulate, gop, pp, wp, vp, lr, mu,
                                 decay, nesterov, has_z and not fused, &p,
-                                &Z[i, 0] if has_z else NULL, &G[i, 0],
-                                &srelu_grad[i, 0] if has_sg else NULL, B)
+                                zp + i * B if has_z else NULL, gp + i * B,
+                                sgp + 4 * i if has_sg else NULL, B)
             # ... and one input row each
             for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
-                k0 = t_indptr[i]
-                n = t_indptr[i + 1] - k0
+                k0 = tp[i]
+                n = tp[i + 1] - k0
                 if ahead:  # the rows of D (see smlp_prefetch_ahead)
-                    smlp_prefetch_ahead(ip, k0, k0 + n, t_rows.shape[0], dp, ldd, B * 4)
+                    smlp_prefetch_ahead(ip, k0, k0 + n, nnz, dp, ldd, B * 4)
                 if x_ahead:
                     smlp_prefetch_row(xp, ldd, i, n_in, B * 4)
                 # transposed: the row's weights are wp[k0 .. k0 + n), read in order
@@ -605,20 +635,20 @@ def backward_update(const int64_t[::1] t_indptr, const int32_t[::1] t_rows,
                     wr = wp
                     pr = pp + k0
                 if not has_z:
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
-                            &G[i, 0], gbuf, NULL)
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
+                            gp + i * B, gbuf, NULL)
                 elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, &Z[i, 0], &G[i, 0],
+                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, zp + i * B, gp + i * B,
                                       bp + i * ldb if bp != NULL else NULL)
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
                             row, gbuf, &e)
                 else:
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, &X[i, 0], B, scale,
+                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
                             row, gbuf, NULL)
                 _bwd_finish(i, k0, n, gbuf, row, transposed, grad_only, accumulate, gop, pp,
                             wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
-                            &Z[i, 0] if has_z else NULL, &G[i, 0],
-                            &srelu_grad[i, 0] if has_sg else NULL, B)
+                            zp + i * B if has_z else NULL, gp + i * B,
+                            sgp + 4 * i if has_sg else NULL, B)
         free(row)
         free(gbuf)
         smlp_store_fence()
@@ -665,49 +695,54 @@ cdef inline void _bwd_finish(int64_t i, int64_t k0, int64_t n, const float* gbuf
         memcpy(g_row, row, B * sizeof(float))
 
 
-def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
-                const float[:, ::1] X, const float[:, ::1] D, float[::1] g,
-                float[::1] bias_g, float scale, bint accumulate=False, int n_threads=1):
+def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=False,
+                int n_threads=1):
     """Gradient at existing weights only (no update):
     g[k] = scale * sum_b X[indices[k], b] * D[j, b] for k in row j, and
     bias_g[j] = scale * sum_b D[j, b].  scale is 1/B for a batch mean.
     With ``accumulate`` the gradients are added to g and bias_g (gradient
     accumulation over micro-batches), through a per-thread block buffer.
     """
-    cdef int64_t n_out = indptr.shape[0] - 1
-    cdef int B = <int>X.shape[1]
+    cdef arr_t a_ptr, a_idx, a_x, a_d, a_g, a_bg
+    take(indptr, I64, 1, False, False, &a_ptr, "weight_grad", "indptr")
+    take(indices, I32, 1, False, False, &a_idx, "weight_grad", "indices")
+    take(X, F32, 2, False, False, &a_x, "weight_grad", "X")
+    take(D, F32, 2, False, False, &a_d, "weight_grad", "D")
+    take(g, F32, 1, True, False, &a_g, "weight_grad", "g")
+    take(bias_g, F32, 1, True, False, &a_bg, "weight_grad", "bias_g")
+    cdef const int64_t* ptr = <const int64_t*>a_ptr.p
+    cdef int64_t n_out = a_ptr.n0 - 1
+    cdef int B = <int>a_x.n1
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
-    cdef int64_t ldx = X.shape[1]
+    cdef int64_t ldx = a_x.n1
+    cdef int64_t nnz = a_idx.n0
     cdef int64_t j, k0, n, k, kb, nb
     cdef float s
     cdef bint d_ahead
-    cdef const float* xp
-    cdef const int32_t* ip
-    cdef float* gp
+    cdef const float* xp = <const float*>a_x.p
+    cdef const int32_t* ip = <const int32_t*>a_idx.p
+    cdef float* gp = <float*>a_g.p
+    cdef float* bgp = <float*>a_bg.p
     cdef float* gbuf
     cdef float* bsum
-    cdef const float* dp
+    cdef const float* dp = <const float*>a_d.p
     cdef int64_t jb
     cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk
-    if D.shape[0] != n_out or D.shape[1] != B:
+    if a_d.n0 != n_out or a_d.n1 != B:
         raise ValueError("weight_grad: D must be (n_out, B)")
-    if g.shape[0] != indices.shape[0] or bias_g.shape[0] != n_out:
+    if a_g.n0 != nnz or a_bg.n0 != n_out:
         raise ValueError("weight_grad: g must be (nnz,) and bias_g (n_out,)")
     if n_out == 0:
         return
-    xp = &X[0, 0] if X.shape[0] > 0 and B > 0 else NULL
-    ip = _ip(indices)
-    gp = _wfp(g)
     gbuf = NULL
-    ahead = B > 0 and smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
-    smlp_row_prefetch(X.shape[0] * ldx * 4)
-    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    ahead = B > 0 and smlp_use_ahead(nnz, n_out, a_x.n0 * ldx * 4)
+    smlp_row_prefetch(a_x.n0 * ldx * 4)
+    n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
-    dp = &D[0, 0] if B > 0 else NULL
     d_ahead = smlp_row_prefetch_on(n_out * B * 4)
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
@@ -721,33 +756,33 @@ def weight_grad(const int64_t[::1] indptr, const int32_t[::1] indices,
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
-                k0 = indptr[j]
-                n = indptr[j + 1] - k0
+                k0 = ptr[j]
+                n = ptr[j + 1] - k0
                 if ahead:
-                    smlp_prefetch_ahead(ip, k0, k0 + n, indices.shape[0], xp, ldx, B * 4)
+                    smlp_prefetch_ahead(ip, k0, k0 + n, nnz, xp, ldx, B * 4)
                 if d_ahead:  # (see smlp_prefetch_row)
                     smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
                 if B == 0:
                     if not accumulate:
                         for k in range(k0, k0 + n):
-                            g[k] = 0.0
+                            gp[k] = 0.0
                 elif not accumulate:
-                    sddmm_row(ip + k0, n, xp, ldx, &D[j, 0], B, scale, gp + k0)
+                    sddmm_row(ip + k0, n, xp, ldx, dp + j * B, B, scale, gp + k0)
                 else:
                     kb = k0
                     while kb < k0 + n:
                         nb = k0 + n - kb
                         if nb > GBLOCK:
                             nb = GBLOCK
-                        sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                        sddmm_row(ip + kb, nb, xp, ldx, dp + j * B, B, scale, gbuf)
                         for k in range(nb):
                             gp[kb + k] = gp[kb + k] + gbuf[k]
                         kb = kb + nb
                 s = bsum[j]
                 if accumulate:
-                    bias_g[j] = bias_g[j] + s * scale
+                    bgp[j] = bgp[j] + s * scale
                 else:
-                    bias_g[j] = s * scale
+                    bgp[j] = s * scale
         free(gbuf)
     free(bsum)
     if failed:
@@ -846,18 +881,26 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
         raise MemoryError("weight_update: could not allocate a gradient buffer")
 
 
-def apply_update(float[::1] w, float[::1] v, const float[::1] g, float lr, float mu,
-                 float decay, bint nesterov=False, int n_threads=1):
+def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
+                 int n_threads=1):
     """The momentum update of ``weight_update`` applied to a given gradient
-    (gradient accumulation, parameter server): elementwise over w, v, g."""
-    cdef int64_t n = w.shape[0]
+    (gradient accumulation, parameter server): elementwise over w, v, g
+    (float32, one dimension)."""
+    cdef arr_t a_w, a_v, a_g
+    take(w, F32, 1, True, False, &a_w, "apply_update", "w")
+    take(v, F32, 1, True, False, &a_v, "apply_update", "v")
+    take(g, F32, 1, False, False, &a_g, "apply_update", "g")
+    cdef int64_t n = a_w.n0
     cdef int64_t k
-    if v.shape[0] != n or g.shape[0] != n:
+    cdef float* wp = <float*>a_w.p
+    cdef float* vp = <float*>a_v.p
+    cdef const float* gp = <const float*>a_g.p
+    if a_v.n0 != n or a_g.n0 != n:
         raise ValueError("apply_update: w, v and g must have the same length")
     n_threads = smlp_threads_for(n, n_threads)
     with nogil:
         for k in prange(n, schedule="static", num_threads=n_threads):
-            _update(&w[k], &v[k], g[k], lr, mu, decay, nesterov)
+            _update(wp + k, vp + k, gp[k], lr, mu, decay, nesterov)
 
 
 def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,
@@ -880,21 +923,24 @@ def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,
                 out[k] = src[perm[k]]
 
 
-def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1] out,
-                   int n_threads=1):
+def gather_columns(X, rows, out, int n_threads=1):
     """out[f, b] = X[rows[b], f]: a mini-batch of sample-major data turned
     feature-major.  Blocks of 64 features for all samples, so that each
     block of ``out`` stays in L1; or, on the AVX-512 path when X is larger
     than GATHER_STREAM_MIN bytes (a training set in memory, not in cache),
     groups of 16 samples with all their features, so that each sample's row
     is read in order (rowkern.h, smlp_gather_part).  The same values."""
-    cdef int64_t n_feat = X.shape[1]
-    cdef int64_t B = rows.shape[0]
+    cdef arr_t a_x, a_rows, a_out
+    take(X, F32, 2, False, False, &a_x, "gather_columns", "X")
+    take(rows, I64, 1, False, False, &a_rows, "gather_columns", "rows")
+    take(out, F32, 2, True, False, &a_out, "gather_columns", "out")
+    cdef int64_t n_feat = a_x.n1
+    cdef int64_t B = a_rows.n0
     cdef bint by_samples = (smlp_simd_level == 2
-                            and X.shape[0] * n_feat * 4 >= GATHER_STREAM_MIN)
+                            and a_x.n0 * n_feat * 4 >= GATHER_STREAM_MIN)
     cdef int64_t n_blk = (B + 15) // 16 if by_samples else (n_feat + 63) // 64
     cdef int64_t blk
-    if out.shape[0] != n_feat or out.shape[1] != B:
+    if a_out.n0 != n_feat or a_out.n1 != B:
         raise ValueError("gather_columns: out must be (n_features, len(rows))")
     if B == 0 or n_feat == 0:
         return
@@ -904,7 +950,8 @@ def gather_columns(const float[:, ::1] X, const int64_t[::1] rows, float[:, ::1]
     n_threads = smlp_threads_for(n_feat * B * GATHER_WORK, n_threads)
     with nogil:
         for blk in prange(n_blk, schedule="static", num_threads=n_threads):
-            smlp_gather_part(&X[0, 0], &rows[0], B, n_feat, blk, by_samples, &out[0, 0])
+            smlp_gather_part(<const float*>a_x.p, <const int64_t*>a_rows.p, B, n_feat, blk,
+                             by_samples, <float*>a_out.p)
 
 
 # --------------------------------------------------------------- augmented gather

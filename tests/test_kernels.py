@@ -298,6 +298,79 @@ def test_kernel_shape_checks(rng):
         layer.backward_input(np.zeros((8, 4), np.float32), np.zeros((9, 4), np.float32))
 
 
+def _step_kernel_calls(rng):
+    """Each per-step kernel (they take their arrays through arrayargs.pxd,
+    not memoryviews) with valid arguments: (name, kernel, args, kwargs)."""
+    layer = random_layer(rng, 10, 8, 0.5)
+    B = 4
+    X = np.zeros((10, B), np.float32)
+    Z = np.zeros((8, B), np.float32)
+    D = np.zeros((8, B), np.float32)
+    G = np.zeros((10, B), np.float32)
+    w, v, g = (np.zeros(layer.nnz, np.float32) for _ in range(3))
+    b, bv = np.zeros(8, np.float32), np.zeros(8, np.float32)
+    fwd = (layer.indptr, layer.indices, layer.data.copy(), b, X, Z)
+    bwd = (layer.t_indptr, layer.t_rows, layer.t_perm, D, X, G, w, v, b, bv,
+           0.25, 0.1, 0.9, 0.0, 0.0)
+    return [
+        ("forward", spmm.forward, fwd, {"A": Z.copy()}),
+        ("backward_input", spmm.backward_input, (layer.t_indptr, layer.t_rows, layer.t_perm,
+                                                 layer.data, D, G), {"Z": G.copy()}),
+        ("backward_update", spmm.backward_update, bwd, {}),
+        ("weight_grad", spmm.weight_grad, (layer.indptr, layer.indices, X, D, g, b.copy(),
+                                           0.25), {}),
+        ("apply_update", spmm.apply_update, (w, v, g, 0.1, 0.9, 0.0), {}),
+        ("gather_columns", spmm.gather_columns,
+         (np.zeros((3, 10), np.float32), np.array([2, 0, 1, 1], np.int64), G), {}),
+        ("softmax_xent", K_act.softmax_xent, (Z.copy(), np.zeros(B, np.int32)), {}),
+        ("sigmoid_mse", K_act.sigmoid_mse, (Z.copy(), np.ones(B, np.int32)), {}),
+        ("linear_mse", K_act.linear_mse, (Z.copy(), np.zeros((B, 8), np.float32)), {}),
+    ]
+
+
+def test_step_kernels_refuse_what_a_memoryview_refused(rng):
+    """The per-step kernels read their arrays' headers instead of taking
+    typed memoryviews (call cost, pyx/arrayargs.pxd), and refuse the same
+    arrays, naming the kernel and the argument: another dtype, byte order or
+    number of dimensions, a non-contiguous or misaligned array, a read-only
+    one where the kernel writes, None or a list where an array is needed."""
+    for name, kernel, args, kw in _step_kernel_calls(rng):
+        kernel(*args, **kw)  # the valid call runs
+        for pos, a in enumerate(args):
+            if not isinstance(a, np.ndarray):
+                continue
+            bad = [a.astype(np.float64 if a.dtype != np.float64 else np.float32),
+                   a.astype(a.dtype.newbyteorder()),
+                   a.reshape(-1) if a.ndim == 2 else a.reshape(1, -1),
+                   np.asfortranarray(np.repeat(a.reshape(a.shape[0], -1), 2, axis=1))[:, ::2]]
+            raw = np.zeros(a.nbytes + 1, np.uint8)[1:].view(a.dtype).reshape(a.shape)
+            if a.size:
+                bad.append(raw)  # misaligned by one byte
+            for x in bad:
+                with pytest.raises(ValueError, match=f"{name}: "):
+                    kernel(*args[:pos], x, *args[pos + 1:], **kw)
+            for x in (None, a.tolist()):
+                with pytest.raises(TypeError, match=f"{name}: "):
+                    kernel(*args[:pos], x, *args[pos + 1:], **kw)
+        # the arrays the kernel writes: refused read-only, with what went wrong
+        written = {"forward": [5], "backward_input": [5], "backward_update": [5, 6, 7, 8, 9],
+                   "weight_grad": [4, 5], "apply_update": [0, 1], "gather_columns": [2],
+                   "softmax_xent": [0], "sigmoid_mse": [0], "linear_mse": [0]}[name]
+        for pos in written:
+            ro = args[pos].copy()
+            ro.flags.writeable = False
+            with pytest.raises(ValueError, match=f"{name}: .* is read-only"):
+                kernel(*args[:pos], ro, *args[pos + 1:], **kw)
+
+
+def test_losses_refuse_labels_outside_the_classes():
+    Z = np.zeros((3, 4), np.float32)
+    for kernel in (K_act.softmax_xent, K_act.sigmoid_mse):
+        for lab in ([0, 1, 3, 2], [0, -1, 1, 2]):
+            with pytest.raises(ValueError, match="is not in \\[0, 3\\)"):
+                kernel(Z.copy(), np.array(lab, np.int32))
+
+
 @pytest.mark.parametrize("act_i", range(len(ACTS)))
 def test_bit_identical_across_threads(rng, act_i):
     act = ACTS[act_i]
