@@ -117,6 +117,33 @@ def test_magnitude_thresholds_one_sign_and_empty():
     assert topology.magnitude_thresholds(np.zeros(0, np.float32), 0.3)[:2] == (-1, -1)
 
 
+
+@pytest.mark.parametrize("kind", ["normal", "equal", "wide", "subnormal"])
+def test_magnitude_threshold_keys_are_the_kth_smallest_magnitudes(rng, kind):
+    """The radix selection's key is exactly the bit pattern of each sign
+    class's k-th smallest |w|: values spread over one binade, all equal (the
+    whole class set aside after the first digit), spread over 60 decades,
+    subnormal."""
+    n = 3001
+    if kind == "normal":
+        data = rng.standard_normal(n) * 0.05
+    elif kind == "equal":
+        data = np.where(rng.random(n) < 0.4, -0.25, 0.25)
+    elif kind == "wide":
+        data = rng.standard_normal(n) * 10.0 ** rng.uniform(-30, 30, n)
+    else:
+        data = rng.standard_normal(n) * 1e-40
+    data = data.astype(np.float32)
+    bits = data.view(np.uint32)
+    neg = (bits >> 31) == 1
+    for zeta in (0.01, 0.3, 0.99):
+        kn, kp, nn, npos, k_neg, k_pos = topology.magnitude_thresholds(data, zeta)
+        assert (nn, npos) == (int(neg.sum()), int((~neg).sum()))
+        for key, sel, k in ((kn, neg, k_neg), (kp, ~neg, k_pos)):
+            mags = np.sort(bits[sel] & 0x7FFFFFFF).astype(np.int64)
+            assert k == mags.size - int((1.0 - zeta) * mags.size)
+            assert key == (mags[k - 1] if k > 0 else -1)
+
 @pytest.mark.parametrize("density", [0.05, 0.7])
 def test_set_step_invariants(rng, density):
     layer = random_layer(rng, 60, 50, density, init="xavier")
