@@ -14,7 +14,6 @@ checkout (built), for an A/B of two versions in one session.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,17 +22,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _tree import parse_tree_args, tree_parser
 
 SHAPES = {"madelon": (2000, 500, 32), "higgs": (100000, 28, 128),
           "fmnist": (60000, 784, 128), "cifar10": (50000, 3072, 128)}
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = tree_parser(__doc__)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
-    args = ap.parse_args()
-    sys.path.insert(0, args.tree)
+    args = parse_tree_args(ap)
     from bench.bench_layers import best_time
     from sparse_mlp.kernels import spmm
     rng = np.random.default_rng(0)

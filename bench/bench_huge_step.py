@@ -17,19 +17,15 @@ sparse_mlp from another checkout, for an A/B of two versions in one session
 
 from __future__ import annotations
 
-import argparse
 import collections
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _tree import parse_tree_args, tree_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]),
-                    help="checkout whose sparse_mlp is timed (default: this one)")
+    ap = tree_parser(__doc__)
     ap.add_argument("--width", type=int, default=5_000_000)
     ap.add_argument("--depth", type=int, default=3)
     ap.add_argument("--features", type=int, default=4096)
@@ -37,8 +33,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-split", action="store_true", help="skip the per-kernel split")
-    args = ap.parse_args()
-    sys.path.insert(0, args.tree)
+    args = parse_tree_args(ap)
     from sparse_mlp import layers as layers_mod
     from sparse_mlp.model import SparseMLP
 

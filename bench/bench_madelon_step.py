@@ -18,19 +18,16 @@ them, on a quiet machine).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
+
+from _tree import parse_tree_args, tree_parser
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tree", default=str(Path(__file__).resolve().parents[1]))
+    ap = tree_parser(__doc__)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=2000)
-    args = ap.parse_args()
-    sys.path.insert(0, args.tree)
+    args = parse_tree_args(ap)
     import numpy as np
 
     from bench.bench_layers import best_time
