@@ -112,8 +112,11 @@ class PhaseTimer:
         L = layers_mod.SparseLayer
         self.wrap(L, "forward", "forward (+activation, dropout)")
         self.wrap(L, "backward_input", "grad to inputs (+f', dropout)")
-        self.wrap(L, "update", "first layer: weight grad + update")
-        self.wrap(L, "backward_update", "fused backward: grad to inputs + update")
+        self.wrap(L, "update", "first layer: fused weight grad + update")
+        self.wrap(L, "gradient", "first layer: weight grad")
+        self.wrap(L, "apply_gradient", "momentum update pass (split layers)")
+        self.wrap(L, "backward_update",
+                  "backward: grad to inputs + weight grad (+ update if fused)")
         self.wrap(model_mod.SparseMLP, "output_delta", "softmax + loss")
         self.wrap(model_mod.SparseMLP, "dropout_keys", "dropout keys")
         import sparse_mlp.training as tr_mod
