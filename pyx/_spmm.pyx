@@ -47,7 +47,11 @@ from rowkern cimport (
     smlp_dispatch_init,
     smlp_forward_epilogue,
     smlp_backward_rows4,
+    smlp_forward_dense_avx512,
     smlp_forward_rows4,
+    smlp_dense_blocks,
+    smlp_dense_ok,
+    smlp_dense_on,
     smlp_gather_part,
     smlp_row_spec,
     smlp_sddmm_fn,
@@ -203,6 +207,19 @@ def row_specialisation(on=None):
     return bool(smlp_row_spec)
 
 
+def dense_rows(on=None):
+    """Whether the forward product without epilogue takes a layer whose rows
+    are all full (an output layer of at most 16 neurons) four rows at a time
+    on the AVX-512 path (rowkern.h, smlp_forward_dense_avx512); with an
+    argument, set it first.  Off: row by row.  The same bits (the tests
+    compare them); speed only."""
+    global smlp_dense_on
+    if on is not None:
+        smlp_dense_on = 1 if on else 0  # no-cython-lint
+        _set_twin("dense_rows", on)
+    return bool(smlp_dense_on)
+
+
 def _prefetch_from_environment():
     value = os.environ.get("SPARSE_MLP_PF_AHEAD", "").strip()
     if value:
@@ -314,6 +331,15 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
     smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
     n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
+    cdef int64_t blk
+    if not has_a and smlp_dense_ok(a_x.n0, n_out, nnz, B):
+        # an output layer whose rows are all full: four rows at a time, so that each
+        # input row is read once per four (smlp_forward_dense_avx512; the same bits)
+        with nogil:
+            for blk in prange(smlp_dense_blocks(n_out, B), schedule="static",
+                              num_threads=n_threads):
+                smlp_forward_dense_avx512(wp, a_x.n0, n_out, xp, ldx, B, bsp, zp, blk)
+        return False
     # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
     # the rows past a multiple of four one by one below
     cdef int64_t n_quad = n_out // 4 if (not ahead and smlp_rows4_ok(B)) else 0

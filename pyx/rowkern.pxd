@@ -86,6 +86,11 @@ cdef extern from "rowkern.h" nogil:
                             const int32_t* idx, const float* w, const float* X, int64_t ldx,
                             int B, const float* bias, float* Z, float* A, uint16_t* bits,
                             int64_t ldb)
+    int smlp_dense_on
+    int smlp_dense_ok(int64_t n_in, int64_t n_out, int64_t nnz, int B)
+    int64_t smlp_dense_blocks(int64_t n_out, int B)
+    void smlp_forward_dense_avx512(const float* w, int64_t n_in, int64_t n_out, const float* X,
+                                   int64_t ldx, int B, const float* bias, float* Z, int64_t blk)
     void smlp_forward_bits_row(const smlp_act_t* p, const float* z, float* a,
                                const uint16_t* bits, int B)
     int smlp_bits_usable(const smlp_act_t* p)

@@ -241,7 +241,8 @@ def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
             assert np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("name, value", [("row_specialisation", False), ("prefetch_distance", 3),
+@pytest.mark.parametrize("name, value", [("row_specialisation", False), ("dense_rows", False),
+                                         ("prefetch_distance", 3),
                                          ("row_prefetch", 12345), ("stream_stores", 54321),
                                          ("min_parallel_work", 777)])
 def test_the_serial_build_follows_every_setting(name, value):
