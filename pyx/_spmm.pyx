@@ -18,9 +18,10 @@ are bit-identical for any thread count.  A call with less work than
 "threads per call"), which therefore changes no result either.  The caller
 (``layers.py``) owns every array; the kernels check each array's dtype,
 layout and shape, and trust the index structure (indptr, indices and the
-transposed index) the layer keeps consistent.  The kernels of a training
-step take their arrays through ``arrayargs.pxd`` (a header check, ~8 ns an
-array), the others as typed memoryviews (~85 ns an array).
+transposed index) the layer keeps consistent.  The products, the updates and
+the gather take their arrays through ``arrayargs.pxd`` (a header
+check, ~8 ns an array); permute and the augmented gather keep typed
+memoryviews (~85 ns an array).
 """
 
 import os
@@ -237,18 +238,6 @@ _prefetch_from_environment()
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(SMLP_HAVE_OPENMP)
-
-
-cdef inline const int32_t* _ip(const int32_t[::1] a) noexcept:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline const float* _fp(const float[::1] a) noexcept:
-    return &a[0] if a.shape[0] > 0 else NULL
-
-
-cdef inline float* _wfp(float[::1] a) noexcept:
-    return &a[0] if a.shape[0] > 0 else NULL
 
 
 cdef uint16_t* _bits(const arr_t* bits, int64_t n_rows, int B, str kernel) except? NULL:
@@ -482,7 +471,7 @@ def backward_input(t_indptr, t_rows, t_perm, data, D, G, Z=None, int act=0,
 
 def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                     bias_velocity, float scale, float lr, float mu, float decay,
-                    float bias_decay, bint nesterov=False, Z=None,
+                    float bias_decay, bint nesterov=False, int64_t max_row=-1, Z=None,
                     int act=0, float slope=0.0, srelu=None, srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
                     g_out=None, bias_g_out=None, bint accumulate=False, int n_threads=1,
@@ -499,7 +488,11 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     used, by one thread.  Biases: g_b = scale * sum_b D[j, b], same rule.
     With ``g_out`` / ``bias_g_out`` the gradients are written there instead
     (data and velocity untouched), or added to them with ``accumulate``
-    (micro-batches: pass scale = 1 / full batch).  G may be Z.
+    (micro-batches: pass scale = 1 / full batch).  ``max_row``: the largest
+    number of weights of one input row (the per-thread gradient buffer's
+    length; the layer keeps it, ``SparseLayer.max_in_degree``); -1 counts it
+    here (n_in steps).  A row longer than it is never written past the
+    buffer: the call raises ValueError.  G may be Z.
 
     ``transposed`` (with ``g_out`` only): ``data`` holds the weights and
     ``g_out`` receives the gradients in the order of the transposed index
@@ -587,12 +580,13 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
     if B == 0:
         return
-    # the largest number of weights of one input row: the per-thread gradient buffer's
-    # length (counted here, not trusted from the caller; n_in steps)
-    cdef int64_t max_row = 1
-    for i in range(n_in):
-        if tp[i + 1] - tp[i] > max_row:
-            max_row = tp[i + 1] - tp[i]
+    if max_row < 0:  # not given: count it
+        max_row = 0
+        for i in range(n_in):
+            if tp[i + 1] - tp[i] > max_row:
+                max_row = tp[i + 1] - tp[i]
+    if max_row < 1:
+        max_row = 1
     fused = has_z and smlp_act_fusable(&p)
     ahead = smlp_use_ahead(nnz, n_in, n_out * ldd * 4)
     smlp_row_prefetch(n_out * ldd * 4)
@@ -632,6 +626,8 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                             nesterov)
             # weights and the gradient to the inputs: four input rows each
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
+                if _row_too_long(tp, 4 * q, 4, max_row, failp):
+                    continue
                 smlp_backward_rows4(&p, fused, tp, 4 * q, ip,
                                     <const int32_t*>NULL if transposed else pp, wp, dp, ldd,
                                     xp, B, scale,
@@ -647,6 +643,8 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                                 sgp + 4 * i if has_sg else NULL, B)
             # ... and one input row each
             for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
+                if _row_too_long(tp, i, 1, max_row, failp):
+                    continue
                 k0 = tp[i]
                 n = tp[i + 1] - k0
                 if ahead:  # the rows of D (see smlp_prefetch_ahead)
@@ -679,8 +677,24 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
         free(gbuf)
         smlp_store_fence()
     free(bsum)
+    if failed == 2:
+        raise ValueError(f"backward_update: an input row holds more than max_row = {max_row} "
+                         f"weights (pass the layer's longest input row, or -1 to count it)")
     if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
+
+
+cdef inline bint _row_too_long(const int64_t* tp, int64_t i0, int n_rows, int64_t max_row,
+                               int* failp) noexcept nogil:
+    """backward_update: whether one of the input rows i0 .. i0 + n_rows - 1
+    holds more weights than the gradient buffer takes (then failp[0] = 2 and
+    the rows are skipped, never written past the buffer)."""
+    cdef int r
+    for r in range(n_rows):
+        if tp[i0 + r + 1] - tp[i0 + r] > max_row:
+            failp[0] = 2
+            return True
+    return False
 
 
 cdef inline void _bwd_finish(int64_t i, int64_t k0, int64_t n, const float* gbuf, float* row,
@@ -827,11 +841,9 @@ cdef inline void _update(float* w, float* v, float g, float lr, float mu, float 
         w[0] = w[0] + vn - decay * w[0]
 
 
-def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
-                  const float[:, ::1] X, const float[:, ::1] D,
-                  float[::1] data, float[::1] velocity, float[::1] bias,
-                  float[::1] bias_velocity, float scale, float lr, float mu,
-                  float decay, float bias_decay, bint nesterov=False, int n_threads=1):
+def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, float scale,
+                  float lr, float mu, float decay, float bias_decay, bint nesterov=False,
+                  int n_threads=1):
     """Weight gradient at existing weights fused with the momentum update
     (reference semantics, docs/semantics.md, "Training step"):
         g = scale * X[i_k, :] . D[j, :];  v = mu*v - lr*g;  w = w + v - decay*w
@@ -839,36 +851,51 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
     The gradient never leaves the thread: it is computed GBLOCK weights at a
     time into a per-thread buffer and applied immediately.
     """
-    cdef int64_t n_out = indptr.shape[0] - 1
-    cdef int B = <int>X.shape[1]
+    cdef str K = "weight_update"
+    cdef arr_t a_ptr, a_idx, a_x, a_d, a_w, a_v, a_b, a_bv
+    take(indptr, I64, 1, False, False, &a_ptr, K, "indptr")
+    take(indices, I32, 1, False, False, &a_idx, K, "indices")
+    take(X, F32, 2, False, False, &a_x, K, "X")
+    take(D, F32, 2, False, False, &a_d, K, "D")
+    take(data, F32, 1, True, False, &a_w, K, "data")
+    take(velocity, F32, 1, True, False, &a_v, K, "velocity")
+    take(bias, F32, 1, True, False, &a_b, K, "bias")
+    take(bias_velocity, F32, 1, True, False, &a_bv, K, "bias_velocity")
+    cdef const int64_t* ptr = <const int64_t*>a_ptr.p
+    cdef int64_t n_out = a_ptr.n0 - 1
+    cdef int B = <int>a_x.n1
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
-    cdef int64_t ldx = X.shape[1]
+    cdef int64_t ldx = a_x.n1
+    cdef int64_t nnz = a_idx.n0
     cdef int64_t j, k0, k1, kb, nb, k
     cdef bint d_ahead
     cdef float* gbuf
     cdef float* bsum
-    cdef const float* xp
-    cdef const int32_t* ip
+    cdef const float* xp = <const float*>a_x.p
+    cdef const float* dp = <const float*>a_d.p
+    cdef const int32_t* ip = <const int32_t*>a_idx.p
+    cdef float* wp = <float*>a_w.p
+    cdef float* vp = <float*>a_v.p
+    cdef float* bw = <float*>a_b.p
+    cdef float* bv = <float*>a_bv.p
     cdef int64_t jb
     cdef int64_t n_bb = (n_out + SMLP_BIAS_BLOCK - 1) // SMLP_BIAS_BLOCK
     cdef bint ahead
     cdef int failed = 0
     cdef int* failp = &failed
     cdef int chunk
-    if D.shape[0] != n_out or D.shape[1] != B:
+    if a_d.n0 != n_out or a_d.n1 != B:
         raise ValueError("weight_update: D must be (n_out, B)")
-    if data.shape[0] != indices.shape[0] or velocity.shape[0] != data.shape[0]:
+    if a_w.n0 != nnz or a_v.n0 != nnz:
         raise ValueError("weight_update: data and velocity must be (nnz,)")
-    if bias.shape[0] != n_out or bias_velocity.shape[0] != n_out:
+    if a_b.n0 != n_out or a_bv.n0 != n_out:
         raise ValueError("weight_update: bias arrays must be (n_out,)")
     if n_out == 0 or B == 0:
         return
-    xp = &X[0, 0] if X.shape[0] > 0 else NULL
-    ip = _ip(indices)
     gbuf = NULL
-    ahead = smlp_use_ahead(indices.shape[0], n_out, X.shape[0] * ldx * 4)
-    smlp_row_prefetch(X.shape[0] * ldx * 4)
-    n_threads = smlp_threads_for(indices.shape[0] * <int64_t>B, n_threads)
+    ahead = smlp_use_ahead(nnz, n_out, a_x.n0 * ldx * 4)
+    smlp_row_prefetch(a_x.n0 * ldx * 4)
+    n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
     chunk = _chunk(n_out, n_threads)
     d_ahead = smlp_row_prefetch_on(n_out * B * 4)
     bsum = <float*>malloc(n_out * sizeof(float))
@@ -881,25 +908,25 @@ def weight_update(const int64_t[::1] indptr, const int32_t[::1] indices,
         else:
             # the bias sums first: blocks of rows, each row's sum in plain order
             for jb in prange(n_bb, schedule="static"):
-                smlp_row_sums(&D[0, 0], ldx, jb, n_out, B, bsum)
+                smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
-                k0 = indptr[j]
-                k1 = indptr[j + 1]
+                k0 = ptr[j]
+                k1 = ptr[j + 1]
                 if ahead:
-                    smlp_prefetch_ahead(ip, k0, k1, indices.shape[0], xp, ldx, B * 4)
+                    smlp_prefetch_ahead(ip, k0, k1, nnz, xp, ldx, B * 4)
                 if d_ahead:  # (see smlp_prefetch_row)
-                    smlp_prefetch_row(&D[0, 0], ldx, j, n_out, B * 4)
+                    smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
                 kb = k0
                 while kb < k1:
                     nb = k1 - kb
                     if nb > GBLOCK:
                         nb = GBLOCK
-                    sddmm_row(ip + kb, nb, xp, ldx, &D[j, 0], B, scale, gbuf)
+                    sddmm_row(ip + kb, nb, xp, ldx, dp + j * B, B, scale, gbuf)
                     for k in range(nb):
-                        _update(&data[kb + k], &velocity[kb + k], gbuf[k], lr, mu, decay,
+                        _update(wp + kb + k, vp + kb + k, gbuf[k], lr, mu, decay,
                                 nesterov)
                     kb = kb + nb
-                _update(&bias[j], &bias_velocity[j], bsum[j] * scale, lr, mu, bias_decay,
+                _update(bw + j, bv + j, bsum[j] * scale, lr, mu, bias_decay,
                         nesterov)
             free(gbuf)
     free(bsum)

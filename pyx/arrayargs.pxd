@@ -1,6 +1,6 @@
 # Checked raw access to the NumPy arrays handed to the kernels that run at
-# every training step (_spmm.forward, backward_update, weight_grad,
-# apply_update, gather_columns; _activation's losses).
+# every training step (_spmm's products, updates and gather_columns;
+# _activation's losses).
 #
 # A typed memoryview argument costs about 85 ns to acquire (NumPy's buffer
 # protocol builds and compares a format string, Cython allocates a

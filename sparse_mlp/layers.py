@@ -311,6 +311,8 @@ class SparseLayer:
         self.t_perm = np.empty(nnz, dtype=np.int32)
         topology.transpose_index(self.indptr, self.indices, self.t_indptr, self.t_rows,
                                  self.t_perm)
+        # the longest input row: backward_update's per-thread gradient buffer
+        self.max_in_degree = int(np.diff(self.t_indptr).max()) if self.n_in else 0
 
     # ------------------------------------------------------------------ facts
     @property
@@ -416,7 +418,7 @@ class SparseLayer:
                              self.velocity, self.bias, self.bias_velocity,
                              1.0 / X.shape[1] if scale is None else scale, lr, momentum,
                              decay, decay if bias_decay is None else bias_decay, nesterov,
-                             Z_in, kind, slope, srelu, srelu_grad,
+                             self.max_in_degree, Z_in, kind, slope, srelu, srelu_grad,
                              dropout, key, b_offset, g_out, bias_g_out, accumulate,
                              n_threads, bits, weights_t is not None)
 

@@ -319,6 +319,9 @@ def _step_kernel_calls(rng):
         ("backward_update", spmm.backward_update, bwd, {}),
         ("weight_grad", spmm.weight_grad, (layer.indptr, layer.indices, X, D, g, b.copy(),
                                            0.25), {}),
+        ("weight_update", spmm.weight_update, (layer.indptr, layer.indices, X, D, w, v,
+                                               b.copy(), bv.copy(), 0.25, 0.1, 0.9, 0.0,
+                                               0.0), {}),
         ("apply_update", spmm.apply_update, (w, v, g, 0.1, 0.9, 0.0), {}),
         ("gather_columns", spmm.gather_columns,
          (np.zeros((3, 10), np.float32), np.array([2, 0, 1, 1], np.int64), G), {}),
@@ -354,7 +357,8 @@ def test_step_kernels_refuse_what_a_memoryview_refused(rng):
                     kernel(*args[:pos], x, *args[pos + 1:], **kw)
         # the arrays the kernel writes: refused read-only, with what went wrong
         written = {"forward": [5], "backward_input": [5], "backward_update": [5, 6, 7, 8, 9],
-                   "weight_grad": [4, 5], "apply_update": [0, 1], "gather_columns": [2],
+                   "weight_grad": [4, 5], "weight_update": [4, 5, 6, 7],
+                   "apply_update": [0, 1], "gather_columns": [2],
                    "softmax_xent": [0], "sigmoid_mse": [0], "linear_mse": [0]}[name]
         for pos in written:
             ro = args[pos].copy()
@@ -362,6 +366,32 @@ def test_step_kernels_refuse_what_a_memoryview_refused(rng):
             with pytest.raises(ValueError, match=f"{name}: .* is read-only"):
                 kernel(*args[:pos], ro, *args[pos + 1:], **kw)
 
+
+
+def test_backward_update_refuses_a_gradient_buffer_shorter_than_a_row(rng):
+    """max_row sizes backward_update's per-thread gradient buffer: too small a
+    value raises (no row is written past the buffer), -1 counts it, and the
+    layer's own value gives the same result as the count."""
+    layer = random_layer(rng, 10, 8, 0.5)
+    assert layer.max_in_degree > 1
+    B = 4
+    X = rng.standard_normal((10, B)).astype(np.float32)
+    D = rng.standard_normal((8, B)).astype(np.float32)
+    outs = []
+    for max_row in (1, -1, layer.max_in_degree):
+        g, bg = np.zeros(layer.nnz, np.float32), np.zeros(8, np.float32)
+        G = np.zeros((10, B), np.float32)
+        args = (layer.t_indptr, layer.t_rows, layer.t_perm, D, X, G, layer.data,
+                layer.velocity, layer.bias, layer.bias_velocity, 0.25, 0.1, 0.9, 0.0, 0.0,
+                False, max_row)
+        if max_row == 1:
+            with pytest.raises(ValueError, match="more than max_row = 1"):
+                spmm.backward_update(*args, g_out=g, bias_g_out=bg)
+            continue
+        spmm.backward_update(*args, g_out=g, bias_g_out=bg)
+        outs.append((G, g, bg))
+    for a, b in zip(*outs):
+        assert np.array_equal(a, b)
 
 def test_losses_refuse_labels_outside_the_classes():
     Z = np.zeros((3, 4), np.float32)
