@@ -10,7 +10,16 @@ update pass (``apply_gradient``), on the first layers of Madelon, Higgs,
 FashionMNIST and CIFAR10.  Microseconds per call, best of 9 rounds of 500
 calls (the first layers: 5 rounds of 300).
 
-    python bench/bench_split_update.py
+With ``--threads``: the split pass of the hidden layers of the epoch
+benchmark's shapes on 1 and 2 threads, its gradient written through the
+permutation (the weights' own order) against written in the transposed
+index's order and read back through its inverse (``grads_t`` and
+``apply_gradient(transposed=True)``, what model.py does from
+TRANSPOSED_GRADIENT_MIN_THREADS threads).  The four variants take turns,
+round after round (the machine's noise hits them alike); best of 15 rounds
+of 100 calls, microseconds per backward pass and update.
+
+    python bench/bench_split_update.py [--threads]
 """
 
 from __future__ import annotations
@@ -94,6 +103,46 @@ def main() -> None:
 
 FIRST_LAYERS = [(500, 400, 10, 32), (28, 1000, 10, 128), (784, 1000, 20, 128),
                 (3072, 4000, 20, 128)]
+# the hidden layers past the first of bench_epoch.py's shapes, batch 128
+HIDDEN_LAYERS = [(1000, 1000, 10, 128), (1000, 1000, 20, 128), (4000, 1000, 20, 128),
+                 (1000, 4000, 20, 128)]
+
+
+def thread_orders(rounds: int = 15, inner: int = 100) -> None:
+    """The split pass on 1 and 2 threads, gradient in the weights' order or
+    in the transposed index's (see the module's docstring)."""
+    rng = np.random.default_rng(0)
+    print("n_in n_out eps B nnz: us per backward pass + update, best of "
+          f"{rounds} interleaved rounds of {inner}: own order 1T / 2T (2T/1T speed-up) | "
+          "transposed order 1T / 2T (speed-up)")
+    for n_in, n_out, eps, B in HIDDEN_LAYERS:
+        layer, X, D, g, bg = _layer_and_blocks(rng, n_in, n_out, eps, B, "normal")
+        G = aligned_empty((n_in, B))
+        layer.t_inverse()  # (built once per topology, as in training)
+
+        def split(t, grads_t, layer=layer, X=X, D=D, G=G, g=g, bg=bg):
+            layer.backward_update(X, D, G, 1e-6, 0.9, 0.0, grads=(g, bg), grads_t=grads_t,
+                                  n_threads=t)
+            layer.apply_gradient(g, bg, 1e-6, 0.9, 0.0, n_threads=t, transposed=grads_t)
+
+        variants = [(t, order) for order in (False, True) for t in (1, 2)]
+        best = dict.fromkeys(variants, float("inf"))
+        for v in variants:
+            split(*v)
+        for _ in range(rounds):
+            for v in variants:
+                best[v] = min(best[v], best_time(lambda v=v: split(*v), 1, inner))
+        us = {v: best[v] * 1e6 for v in variants}
+        print(f"{n_in} {n_out} {eps} {B} {layer.nnz}: own order {us[(1, False)]:.1f} / "
+              f"{us[(2, False)]:.1f} ({us[(1, False)] / us[(2, False)]:.2f}x) | transposed "
+              f"order {us[(1, True)]:.1f} / {us[(2, True)]:.1f} "
+              f"({us[(1, True)] / us[(2, True)]:.2f}x)", flush=True)
+
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--threads"]:
+        thread_orders()
+    elif sys.argv[1:]:
+        sys.exit("usage: python bench/bench_split_update.py [--threads]")
+    else:
+        main()

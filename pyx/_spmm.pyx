@@ -28,7 +28,7 @@ import os
 
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
@@ -54,6 +54,7 @@ from rowkern cimport (
     smlp_dense_ok,
     smlp_dense_on,
     smlp_gather_part,
+    smlp_take,
     smlp_row_spec,
     smlp_sddmm_fn,
     smlp_sddmm_row_for,
@@ -475,7 +476,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                     int act=0, float slope=0.0, srelu=None, srelu_grad=None,
                     double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
                     g_out=None, bias_g_out=None, bint accumulate=False, int n_threads=1,
-                    bits=None, bint transposed=False):
+                    bits=None, bint transposed=False, bint grad_t=False):
     """The whole backward step of a layer in one pass over the transposed index.
 
     For every INPUT row i (prange):
@@ -500,6 +501,13 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     instead of at random; the caller gathers ``data[t_perm]`` once and
     scatters the gradient back once (micro-batches: once per batch, not once
     per block).  The same products in the same order: the same numbers.
+    ``grad_t`` (with ``g_out`` only): ``g_out`` in that order, ``data`` in the
+    layer's own (read through t_perm).  Each thread then writes a contiguous
+    range of ``g_out``; written through t_perm, the weights of one output row
+    come from input rows that different threads handle at the same time, and
+    two threads writing the same cache lines ran no faster than one
+    (``apply_update``'s ``index`` takes the gradient back, in the weights'
+    order).
     """
     cdef str K = "backward_update"
     cdef arr_t a_ptr, a_rows, a_perm, a_d, a_x, a_g, a_w, a_v, a_b, a_bv, a_z, a_s, a_sg
@@ -573,8 +581,10 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
     if has_sg and (a_sg.n0 != n_in or a_sg.n1 != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
-    if transposed and not grad_only:
-        raise ValueError("backward_update: transposed needs g_out (it never updates in place)")
+    if (transposed or grad_t) and not grad_only:
+        raise ValueError("backward_update: transposed and grad_t need g_out (they never "
+                         "update in place)")
+    cdef bint write_t = transposed or grad_t
     cdef int64_t ldb = SMLP_BITS_WORDS(B)
     cdef uint16_t* bp = _bits(&a_bits, n_in, B, "backward_update")
     smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
@@ -637,7 +647,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                     i = 4 * q + r
                     k0 = tp[i]
                     _bwd_finish(i, k0, tp[i + 1] - k0, gbuf + r * max_row, row + r * B,
-                                transposed, grad_only, accumulate, gop, pp, wp, vp, lr, mu,
+                                write_t, grad_only, accumulate, gop, pp, wp, vp, lr, mu,
                                 decay, nesterov, has_z and not fused, &p,
                                 zp + i * B if has_z else NULL, gp + i * B,
                                 sgp + 4 * i if has_sg else NULL, B)
@@ -669,7 +679,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                 else:
                     bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
                             row, gbuf, NULL)
-                _bwd_finish(i, k0, n, gbuf, row, transposed, grad_only, accumulate, gop, pp,
+                _bwd_finish(i, k0, n, gbuf, row, write_t, grad_only, accumulate, gop, pp,
                             wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
                             zp + i * B if has_z else NULL, gp + i * B,
                             sgp + 4 * i if has_sg else NULL, B)
@@ -934,26 +944,77 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
         raise MemoryError("weight_update: could not allocate a gradient buffer")
 
 
+cdef enum:
+    TAKE_BLOCK = 512  # apply_update with an index: gradients gathered a block at a time
+    # ... and each weight's work counted against min_parallel_work: after a backward
+    # pass on several threads a gathered update took ~1.2 us per thousand weights (half
+    # the gradient and the weights' lines come from the other core), the time of ~64
+    # thousand multiply-adds of the products
+    TAKE_WORK = 64
+
+
 def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
-                 int n_threads=1):
+                 int n_threads=1, index=None):
     """The momentum update of ``weight_update`` applied to a given gradient
     (gradient accumulation, parameter server): elementwise over w, v, g
-    (float32, one dimension)."""
-    cdef arr_t a_w, a_v, a_g
+    (float32, one dimension).  With ``index`` (int32, a permutation of
+    0..n-1) weight k takes the gradient g[index[k]]: a gradient in the
+    transposed index's order (``backward_update``'s ``grad_t``) with the
+    inverse of t_perm.  Each thread updates a contiguous range of weights and
+    only reads the gradient at random."""
+    cdef arr_t a_w, a_v, a_g, a_i
     take(w, F32, 1, True, False, &a_w, "apply_update", "w")
     take(v, F32, 1, True, False, &a_v, "apply_update", "v")
     take(g, F32, 1, False, False, &a_g, "apply_update", "g")
+    take(index, I32, 1, False, True, &a_i, "apply_update", "index")
     cdef int64_t n = a_w.n0
     cdef int64_t k
     cdef float* wp = <float*>a_w.p
     cdef float* vp = <float*>a_v.p
     cdef const float* gp = <const float*>a_g.p
+    cdef const int32_t* xp = <const int32_t*>a_i.p
     if a_v.n0 != n or a_g.n0 != n:
         raise ValueError("apply_update: w, v and g must have the same length")
-    n_threads = smlp_threads_for(n, n_threads)
+    cdef int64_t blk
+    cdef int bad = 0
+    if xp != NULL and a_i.n0 != n:
+        raise ValueError("apply_update: index must have the length of w")
+    if xp != NULL and n > 2147483647:
+        raise ValueError("apply_update: an index takes at most 2**31 - 1 weights")
+    # a gathered update costs about as much as TAKE_WORK multiply-adds of a product
+    n_threads = smlp_threads_for(n * (TAKE_WORK if xp != NULL else 1), n_threads)
     with nogil:
-        for k in prange(n, schedule="static", num_threads=n_threads):
-            _update(wp + k, vp + k, gp[k], lr, mu, decay, nesterov)
+        if xp != NULL:  # blocks of TAKE_BLOCK gradients gathered, then updated in order
+            for blk in prange((n + TAKE_BLOCK - 1) // TAKE_BLOCK, schedule="static",
+                              num_threads=n_threads):
+                bad |= _apply_taken(wp, vp, gp, xp, blk * TAKE_BLOCK, n, lr, mu, decay,
+                                    nesterov)
+        else:
+            for k in prange(n, schedule="static", num_threads=n_threads):
+                _update(wp + k, vp + k, gp[k], lr, mu, decay, nesterov)
+    if bad:
+        raise ValueError(f"apply_update: index holds a position outside [0, {n}) (the "
+                         f"weights whose index was valid were updated)")
+
+
+cdef int _apply_taken(float* wp, float* vp, const float* gp, const int32_t* xp, int64_t k0,
+                      int64_t n, float lr, float mu, float decay,
+                      bint nesterov) noexcept nogil:
+    """apply_update with an index, weights k0 .. k0 + TAKE_BLOCK (at most n):
+    their gradients gathered into a stack block (smlp_take), then the update
+    in order.  1 when an index was outside [0, n) (its weight untouched)."""
+    cdef float taken[TAKE_BLOCK]
+    cdef int64_t m = n - k0 if n - k0 < TAKE_BLOCK else TAKE_BLOCK
+    cdef int64_t q
+    cdef int bad = smlp_take(gp, xp + k0, m, <uint32_t>n, taken)
+    if bad:
+        for q in range(m):
+            if <uint32_t>xp[k0 + q] < <uint64_t>n:
+                _update(wp + k0 + q, vp + k0 + q, taken[q], lr, mu, decay, nesterov)
+        return 1
+    for q in range(m):
+        _update(wp + k0 + q, vp + k0 + q, taken[q], lr, mu, decay, nesterov)
+    return 0
 
 
 def permute(const float[::1] src, const int32_t[::1] perm, float[::1] out,

@@ -1817,4 +1817,56 @@ static inline void smlp_gather_part(const float *X, const int64_t *rows, int64_t
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* a gradient taken through an index (apply_update's index)           */
+/* ------------------------------------------------------------------ */
+/* out[q] = g[idx[q]] for q < n: a gradient written in the transposed
+ * index's order read back in the weights' (idx = the inverse of t_perm).
+ * An index outside [0, limit) is never read: out[q] = 0 and the return is 1.
+ * Only loads and stores, so every path gives the same values. */
+#if SMLP_X86
+static SMLP_T512 int smlp_take_avx512(const float *g, const int32_t *idx, int64_t n,
+                                      uint32_t limit, float *out)
+{
+    const __m512i lim = _mm512_set1_epi32((int)limit);
+    __mmask16 bad = 0;
+    int64_t q = 0;
+    for (; q + 16 <= n; q += 16) {
+        const __m512i ix = _mm512_loadu_si512((const void *)(idx + q));
+        const __mmask16 ok = _mm512_cmplt_epu32_mask(ix, lim);
+        bad |= (__mmask16)~ok;
+        _mm512_storeu_ps(out + q, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, ix, g, 4));
+    }
+    if (q < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - q)) - 1u);
+        const __m512i ix = _mm512_maskz_loadu_epi32(m, (const void *)(idx + q));
+        const __mmask16 ok = _mm512_mask_cmplt_epu32_mask(m, ix, lim);
+        bad |= (__mmask16)(m & ~ok);
+        _mm512_mask_storeu_ps(out + q, m,
+                              _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, ix, g, 4));
+    }
+    return bad != 0;
+}
+#endif
+
+static inline int smlp_take(const float *g, const int32_t *idx, int64_t n, uint32_t limit,
+                            float *out)
+{
+#if SMLP_X86
+    if (smlp_simd_level == 2)
+        return smlp_take_avx512(g, idx, n, limit, out);
+#endif
+    int bad = 0;
+    for (int64_t q = 0; q < n; q++) {
+        const uint32_t ix = (uint32_t)idx[q];
+        if (ix < limit) {
+            out[q] = g[ix];
+        } else {
+            out[q] = 0.0f;
+            bad = 1;
+        }
+    }
+    return bad;
+}
+
 #endif /* SMLP_ROWKERN_H */

@@ -103,3 +103,4 @@ cdef extern from "rowkern.h" nogil:
     uint32_t smlp_row_key(uint64_t key, int64_t neuron)
     void smlp_gather_part(const float* X, const int64_t* rows, int64_t B, int64_t n_feat,
                           int64_t blk, int by_samples, float* out)
+    int smlp_take(const float* g, const int32_t* idx, int64_t n, uint32_t limit, float* out)

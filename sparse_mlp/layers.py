@@ -313,6 +313,18 @@ class SparseLayer:
                                  self.t_perm)
         # the longest input row: backward_update's per-thread gradient buffer
         self.max_in_degree = int(np.diff(self.t_indptr).max()) if self.n_in else 0
+        self._t_inverse = None  # (t_inverse(): built on first use)
+
+    def t_inverse(self) -> np.ndarray:
+        """The inverse of ``t_perm`` (int32 (nnz,)): weight k sits at position
+        t_inverse()[k] of the transposed index.  Built on first use after each
+        topology change and kept (4 bytes per weight): :meth:`apply_gradient`
+        reads a gradient written in transposed order through it."""
+        if self._t_inverse is None:
+            inv = np.empty(self.indices.size, dtype=np.int32)
+            inv[self.t_perm] = np.arange(self.indices.size, dtype=np.int32)
+            self._t_inverse = inv
+        return self._t_inverse
 
     # ------------------------------------------------------------------ facts
     @property
@@ -396,7 +408,7 @@ class SparseLayer:
                         grads: tuple[np.ndarray, np.ndarray] | None = None,
                         accumulate: bool = False, n_threads: int = 1,
                         bits: np.ndarray | None = None,
-                        weights_t: np.ndarray | None = None) -> None:
+                        weights_t: np.ndarray | None = None, grads_t: bool = False) -> None:
         """:meth:`backward_input` and :meth:`update` in one pass over the
         transposed index (each D row is read once for both): G = W D (times
         f'(Z_in) and the dropout mask when Z_in is given; G may be Z_in), and
@@ -408,7 +420,10 @@ class SparseLayer:
         ``weights_t`` (with ``grads``): this layer's weights in the order of
         its transposed index (:meth:`weights_transposed`); the weight
         gradient is then written in that order too (:meth:`gradient_from_transposed`
-        turns it back), so that neither is read or written at random."""
+        turns it back), so that neither is read or written at random.
+        ``grads_t`` (with ``grads``): the weight gradient in that order, the
+        weights read in their own (:meth:`apply_gradient` with ``transposed``
+        applies it), so that each thread writes a range of its own."""
         g_out, bias_g_out = grads if grads is not None else (None, None)
         kind, slope, srelu = ((act_in.kind, act_in.slope, act_in.params) if act_in is not None
                               else (0, 0.0, None))
@@ -420,7 +435,7 @@ class SparseLayer:
                              decay, decay if bias_decay is None else bias_decay, nesterov,
                              self.max_in_degree, Z_in, kind, slope, srelu, srelu_grad,
                              dropout, key, b_offset, g_out, bias_g_out, accumulate,
-                             n_threads, bits, weights_t is not None)
+                             n_threads, bits, weights_t is not None, grads_t)
 
     def weights_transposed(self, out: np.ndarray, n_threads: int = 1) -> np.ndarray:
         """The weights in the order of the transposed index (out[k] =
@@ -455,11 +470,15 @@ class SparseLayer:
 
     def apply_gradient(self, g: np.ndarray, bias_g: np.ndarray, lr: float, momentum: float,
                        decay: float, bias_decay: float | None = None, nesterov: bool = False,
-                       n_threads: int = 1) -> None:
-        """The momentum update of :meth:`update` for a given gradient."""
-        kern = spmm_for(n_threads, self.indices.size)
+                       n_threads: int = 1, transposed: bool = False) -> None:
+        """The momentum update of :meth:`update` for a given gradient; with
+        ``transposed``, a weight gradient in the order of the transposed index
+        (:meth:`backward_update`'s ``grads_t``), read through :meth:`t_inverse`."""
+        # (transposed: the kernel counts the gathered update's work its own way)
+        kern = spmm_for(n_threads, None if transposed else self.indices.size)
         kern.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
-                          n_threads=n_threads)
+                          n_threads=n_threads,
+                          index=self.t_inverse() if transposed else None)
         spmm_for(1).apply_update(self.bias, self.bias_velocity, bias_g, lr, momentum,
                                  decay if bias_decay is None else bias_decay, nesterov,
                                  n_threads=1)

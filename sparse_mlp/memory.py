@@ -8,7 +8,11 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 largest layer (its weights gathered into transposed order,
                 model._accumulators); else the scratch of the
                 split update (one layer, model.SPLIT_UPDATE_MAX weights at
-                most)
+                most) and, for every layer but the first of at most that
+                many weights, the inverse of its transposed index's
+                permutation (4 bytes per weight, SparseLayer.t_inverse: the
+                split update's gradient on several threads; counted on one
+                thread too)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of
@@ -111,9 +115,11 @@ def estimate(sizes: list[int], epsilon: float, batch: int, eval_batch: int = 102
     # micro-batches: a gradient accumulator per weight and a scratch of the largest
     # layer but the first (its weights in transposed order); else the scratch of
     # the split update (any layer, the first too; model.SPLIT_UPDATE_MAX weights at most)
+    # and the inverse permutations of the split layers but the first
     gradients = (4 * (nnz + neurons) + 4 * (max(nnz_layers[1:] or [0]) + max(sizes))
                  if mb < batch
-                 else 4 * (min(max(nnz_layers or [0]), SPLIT_UPDATE_MAX) + max(sizes)))
+                 else 4 * (min(max(nnz_layers or [0]), SPLIT_UPDATE_MAX) + max(sizes)
+                           + sum(n for n in nnz_layers[1:] if n <= SPLIT_UPDATE_MAX)))
     evolution = EVOLUTION_BYTES_PER_WEIGHT * max(nnz_layers[:-1] or [0])
     tight = (activation_memory == "lean" or mb < batch
              or eval_batch_bytes(sizes, eval_batch) > EVAL_BLOCK_BYTES)

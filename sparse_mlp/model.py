@@ -51,7 +51,21 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # Madelon's first layer at batch 32, 28.3 against 26.3 us on Higgs's, 585 against
 # 565 us on CIFAR10's at batch 128 on one thread (bench/bench_split_update.py,
 # results/bench_issue22/split_update_first_layer.txt).
+#
+# The split pass itself wrote the gradient through the same permutation, so
+# on several threads it kept the shared cache lines: the backward pass of a
+# 1000 x 1000 layer (eps 20, batch 128) took as long on 2 threads as on 1.
+# From TRANSPOSED_GRADIENT_MIN_THREADS threads it writes the gradient in the
+# transposed index's order instead (each thread a contiguous range of its
+# own) and the update pass reads it back through the inverse permutation
+# (SparseLayer.t_inverse, 4 bytes per weight): the same pass then ran 1.4x to
+# 1.7x faster on 2 threads than on 1 (bench/bench_split_update.py --threads,
+# results/bench_issue22/split_update_transposed_order.txt).  Where the pass runs
+# on one thread anyway (one thread asked for, or less work than
+# kernels.min_parallel_work) the inverse would cost memory and a gathered
+# update for nothing, so those keep the permutation.
 SPLIT_UPDATE_MAX = 1 << 26
+TRANSPOSED_GRADIENT_MIN_THREADS = 2
 SPLIT_UPDATE_MIN_1T = 1 << 14
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
@@ -383,6 +397,10 @@ class SparseMLP(LayerStack):
             nnz = layer.indices.size
             split = (acc is None and nnz <= SPLIT_UPDATE_MAX
                      and (li == 0 or self.n_threads > 1 or nnz >= SPLIT_UPDATE_MIN_1T))
+            # ... on several threads written in the transposed index's order and read
+            # back through its inverse (see TRANSPOSED_GRADIENT_MIN_THREADS)
+            grads_t = (split and li > 0 and self.n_threads >= TRANSPOSED_GRADIENT_MIN_THREADS
+                       and spmm_for(self.n_threads, nnz * D.shape[1]) is spmm)
             if split:
                 grads = self._update_scratch(layer)
             if li == 0:  # no gradient to the inputs
@@ -410,10 +428,10 @@ class SparseMLP(LayerStack):
                                   key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
                                   accumulate=acc is not None, n_threads=self.n_threads,
                                   bits=bufs["bits"][h] if bufs["bits_ok"][h] else None,
-                                  weights_t=wt)
+                                  weights_t=wt, grads_t=grads_t)
             if split:
                 layer.apply_gradient(*grads, lr_li, mu, decay, nesterov=nesterov,
-                                     n_threads=self.n_threads)
+                                     n_threads=self.n_threads, transposed=grads_t)
             if sg is not None:  # SReLU parameters: same optimiser, no weight decay
                 g = sg.reshape(-1) * np.float32(scale)
                 if acc is None:

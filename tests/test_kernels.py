@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from conftest import random_layer
@@ -527,14 +529,108 @@ def test_transposed_order_accumulation_is_the_same_gradient(simd, rng, B):
             assert np.array_equal(back, g)
 
 
+@pytest.mark.parametrize("B", [7, 16, 128])
+def test_gradient_in_transposed_order_updates_the_weights_the_same(simd, rng, B):
+    """backward_update with ``grads_t`` (the gradient written in the
+    transposed index's order, the weights read in their own: the split update
+    on several threads, model.py) gives the same G and g_t[k] == g[t_perm[k]]
+    bit for bit, on 1 and 2 threads; apply_gradient with ``transposed`` (the
+    gradient read back through t_inverse) then leaves the same weights,
+    momenta and biases as the update in the weights' own order."""
+    act = Activation("allrelu", ACT_LEAKY, slope=-0.5)
+    for layer in _layer_cases(rng):
+        X = rng.standard_normal((layer.n_in, B)).astype(np.float32)
+        D = rng.standard_normal((layer.n_out, B)).astype(np.float32)
+        Zin = rng.standard_normal((layer.n_in, B)).astype(np.float32)
+        inv = layer.t_inverse()
+        assert np.array_equal(inv[layer.t_perm], np.arange(layer.nnz))
+        outs = []
+        for threads in (1, 2):
+            for grads_t in (False, True):
+                lay = copy.deepcopy(layer)
+                g = np.full(lay.nnz, np.nan, np.float32)
+                bg = np.full(lay.n_out, np.nan, np.float32)
+                G = Zin.copy()
+                lay.backward_update(X, D, G, 0, 0, 0, Z_in=G, act_in=act, dropout=0.2, key=3,
+                                    grads=(g, bg), n_threads=threads, grads_t=grads_t)
+                g_own = g[inv] if grads_t else g
+                lay.apply_gradient(g, bg, 0.05, 0.9, 1e-3, n_threads=threads,
+                                   transposed=grads_t)
+                outs.append((G, g_own, bg, lay.data, lay.velocity, lay.bias))
+        for out in outs[1:]:
+            for a, b in zip(outs[0], out):
+                assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_update_through_an_index_is_the_update_of_the_gathered_gradient(simd, rng, threads):
+    """apply_update with ``index``: weight k takes g[index[k]], bit for bit
+    the update of the gradient gathered by NumPy, on every SIMD path (the
+    AVX-512 gather and the scalar loop), sizes around the gather block
+    (rowkern.h smlp_take, 16 lanes) and the kernel's block (TAKE_BLOCK).  A
+    position outside [0, n) is refused after the call, its weight untouched
+    and the others updated; an index of another length is refused before."""
+    from sparse_mlp.kernels import spmm_serial
+
+    for n in (0, 1, 15, 16, 17, 511, 512, 513, 1500):
+        w0 = rng.standard_normal(n).astype(np.float32)
+        v0 = rng.standard_normal(n).astype(np.float32)
+        g = rng.standard_normal(n).astype(np.float32)
+        idx = rng.permutation(n).astype(np.int32)
+        for kern in (spmm, spmm_serial):
+            for nesterov in (False, True):
+                w, v = w0.copy(), v0.copy()
+                kern.apply_update(w, v, g, 0.05, 0.9, 1e-3, nesterov, n_threads=threads,
+                                  index=idx)
+                w_ref, v_ref = w0.copy(), v0.copy()
+                spmm_serial.apply_update(w_ref, v_ref, g[idx], 0.05, 0.9, 1e-3, nesterov)
+                assert np.array_equal(w, w_ref) and np.array_equal(v, v_ref)
+        if n < 17:
+            continue
+        bad = idx.copy()
+        bad[[3, n - 1]] = [n, -1]
+        w, v = w0.copy(), v0.copy()
+        with pytest.raises(ValueError, match=f"index holds a position outside \\[0, {n}\\)"):
+            spmm.apply_update(w, v, g, 0.05, 0.9, 1e-3, n_threads=threads, index=bad)
+        ok = np.ones(n, bool)
+        ok[[3, n - 1]] = False
+        w_ref, v_ref = w0.copy(), v0.copy()
+        spmm_serial.apply_update(w_ref, v_ref, g[np.where(ok, bad, 0)], 0.05, 0.9, 1e-3)
+        assert np.array_equal(w[ok], w_ref[ok]) and np.array_equal(v[ok], v_ref[ok])
+        assert np.array_equal(w[~ok], w0[~ok]) and np.array_equal(v[~ok], v0[~ok])
+        with pytest.raises(ValueError, match="index must have the length of w"):
+            spmm.apply_update(w, v, g, 0.05, 0.9, 1e-3, index=idx[:-1])
+        with pytest.raises(ValueError, match="apply_update: index"):
+            spmm.apply_update(w, v, g, 0.05, 0.9, 1e-3, index=idx.astype(np.int64))
+
+
+def test_t_inverse_follows_the_topology(rng):
+    """SparseLayer.t_inverse is built on first use and rebuilt after a
+    topology change (never the inverse of an old permutation)."""
+    layer = random_layer(rng, 30, 20, 0.3)
+    first = layer.t_inverse()
+    assert layer.t_inverse() is first
+    assert np.array_equal(first[layer.t_perm], np.arange(layer.nnz))
+    keep = np.sort(rng.choice(layer.nnz, layer.nnz // 2, replace=False))
+    rows = np.repeat(np.arange(layer.n_out), np.diff(layer.indptr))[keep]
+    indptr = np.zeros(layer.n_out + 1, np.int64)
+    np.add.at(indptr, rows + 1, 1)
+    layer.set_topology(np.cumsum(indptr), layer.indices[keep].copy(), layer.data[keep].copy(),
+                       layer.velocity[keep].copy())
+    again = layer.t_inverse()
+    assert again.size == layer.nnz
+    assert np.array_equal(again[layer.t_perm], np.arange(layer.nnz))
+
+
 def test_transposed_order_needs_a_gradient_output(rng):
     layer = random_layer(rng, 20, 10, 0.3)
     X = np.zeros((20, 4), np.float32)
     D = np.zeros((10, 4), np.float32)
-    with pytest.raises(ValueError, match="transposed needs g_out"):
-        spmm.backward_update(layer.t_indptr, layer.t_rows, layer.t_perm, D, X, X.copy(),
-                             layer.data, layer.velocity, layer.bias, layer.bias_velocity,
-                             1.0, 0.1, 0.9, 0.0, 0.0, transposed=True)
+    for flag in ("transposed", "grad_t"):
+        with pytest.raises(ValueError, match="transposed and grad_t need g_out"):
+            spmm.backward_update(layer.t_indptr, layer.t_rows, layer.t_perm, D, X, X.copy(),
+                                 layer.data, layer.velocity, layer.bias, layer.bias_velocity,
+                                 1.0, 0.1, 0.9, 0.0, 0.0, **{flag: True})
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -693,7 +789,7 @@ def test_four_row_backward_equals_the_row_path(B):
     """The fused backward of narrow batches runs four input rows at a time
     (rowkern.h, smlp_backward_rows4): the gradient to the inputs, the
     updated weights and momenta, or the gradients (in place, transposed,
-    accumulated) equal the one-row path's (forced by the sequential-row
+    accumulated, in transposed order only) equal the one-row path's (forced by the sequential-row
     prefetch) bit for bit, on 1 and 2 threads, for a fused activation with
     the kept bits and without, an unfused one (SReLU, with its parameter
     gradients) and none, ragged and empty input rows."""
@@ -716,7 +812,7 @@ def test_four_row_backward_equals_the_row_path(B):
             bits = np.zeros((n_in, words), np.uint16)
             kept = below.forward(X0, Zin, Ain, act=act if act is not None else None,
                                  dropout=rate, key=4, b_offset=2, bits=bits)
-            for mode in ("update", "grads", "accumulate", "transposed"):
+            for mode in ("update", "grads", "accumulate", "transposed", "grads_t"):
                 outs = []
                 for one_row in (False, True):
                     spmm.row_prefetch(1 if one_row else old)
@@ -733,6 +829,7 @@ def test_four_row_backward_equals_the_row_path(B):
                         if mode == "transposed":
                             kw["weights_t"] = lay.weights_transposed(
                                 np.empty(lay.nnz, np.float32))
+                        kw["grads_t"] = mode == "grads_t"
                         lay.backward_update(Ain, D, G, 0.05, 0.9, 1e-3,
                                             Z_in=G if act is not None else None, act_in=act,
                                             srelu_grad=sg, dropout=rate, key=4, b_offset=2,

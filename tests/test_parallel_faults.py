@@ -248,6 +248,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@needs_mpiexec
 def test_a_wassp_worker_killed_in_phase_2_is_named_and_the_job_exits_70(tmp_path):
     out = tmp_path / "run"
     job = Job([*BASE, "--epochs", "8", "--phase1-epochs", "2", "--parallel", "wassp",
