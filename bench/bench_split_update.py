@@ -14,8 +14,8 @@ With ``--threads``: the split pass of the hidden layers of the epoch
 benchmark's shapes on 1 and 2 threads, its gradient written through the
 permutation (the weights' own order) against written in the transposed
 index's order and read back through its inverse (``grads_t`` and
-``apply_gradient(transposed=True)``, what model.py does from
-TRANSPOSED_GRADIENT_MIN_THREADS threads).  The four variants take turns,
+``apply_gradient(transposed=True)``, what model.py does,
+model.TRANSPOSED_GRADIENT).  The four variants take turns,
 round after round (the machine's noise hits them alike); best of 15 rounds
 of 100 calls, microseconds per backward pass and update.
 

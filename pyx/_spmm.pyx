@@ -952,6 +952,8 @@ cdef enum:
     # thousand multiply-adds of the products
     TAKE_WORK = 64
 
+APPLY_INDEX_WORK = TAKE_WORK  # (for kernels.spmm_for: the work of apply_update with an index)
+
 
 def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
                  int n_threads=1, index=None):

@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from .activations import Activation, init_gain2
 from .config import INITS, WEIGHT_INITS  # noqa: F401 (WEIGHT_INITS: model.py imports it here)
 from .errors import ConfigError
-from .kernels import spmm_for, topology
+from .kernels import spmm, spmm_for, topology
 
 
 def layer_inits(n_layers: int, init: str, output_init: str | None = None) -> list[str]:
@@ -474,8 +474,8 @@ class SparseLayer:
         """The momentum update of :meth:`update` for a given gradient; with
         ``transposed``, a weight gradient in the order of the transposed index
         (:meth:`backward_update`'s ``grads_t``), read through :meth:`t_inverse`."""
-        # (transposed: the kernel counts the gathered update's work its own way)
-        kern = spmm_for(n_threads, None if transposed else self.indices.size)
+        kern = spmm_for(n_threads, self.indices.size * (spmm.APPLY_INDEX_WORK if transposed
+                                                        else 1))
         kern.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
                           n_threads=n_threads,
                           index=self.t_inverse() if transposed else None)

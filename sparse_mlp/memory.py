@@ -11,8 +11,7 @@ Counts what the engine will hold (all float32 / int32 unless noted):
                 most) and, for every layer but the first of at most that
                 many weights, the inverse of its transposed index's
                 permutation (4 bytes per weight, SparseLayer.t_inverse: the
-                split update's gradient on several threads; counted on one
-                thread too)
+                split update reads its gradient through it)
   evolution     the SET step of the largest layer builds the new arrays
                 next to the old ones: ~ 28 bytes per weight of that layer
   train batch   'fast': Z and A of every hidden layer (n x B), 'lean': Z of

@@ -55,17 +55,17 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # The split pass itself wrote the gradient through the same permutation, so
 # on several threads it kept the shared cache lines: the backward pass of a
 # 1000 x 1000 layer (eps 20, batch 128) took as long on 2 threads as on 1.
-# From TRANSPOSED_GRADIENT_MIN_THREADS threads it writes the gradient in the
-# transposed index's order instead (each thread a contiguous range of its
-# own) and the update pass reads it back through the inverse permutation
-# (SparseLayer.t_inverse, 4 bytes per weight): the same pass then ran 1.4x to
-# 1.7x faster on 2 threads than on 1 (bench/bench_split_update.py --threads,
-# results/bench_issue22/split_update_transposed_order.txt).  Where the pass runs
-# on one thread anyway (one thread asked for, or less work than
-# kernels.min_parallel_work) the inverse would cost memory and a gathered
-# update for nothing, so those keep the permutation.
+# It now writes the gradient in the transposed index's order (each thread a
+# contiguous range of its own) and the update pass reads it back through the
+# inverse permutation (SparseLayer.t_inverse, 4 bytes per weight): the pass
+# then ran 1.4x to 1.7x faster on 2 threads than on 1 (1.0x to 1.3x before;
+# bench/bench_split_update.py --threads,
+# results/bench_issue22/split_update_transposed_order.txt), and on one thread
+# as fast or up to 18% faster (sequential writes instead of scattered ones).
+# TRANSPOSED_GRADIENT = False restores the permutation (for A/B benchmarks:
+# bench/bench_transposed_gradient.py).
 SPLIT_UPDATE_MAX = 1 << 26
-TRANSPOSED_GRADIENT_MIN_THREADS = 2
+TRANSPOSED_GRADIENT = True
 SPLIT_UPDATE_MIN_1T = 1 << 14
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
@@ -397,10 +397,9 @@ class SparseMLP(LayerStack):
             nnz = layer.indices.size
             split = (acc is None and nnz <= SPLIT_UPDATE_MAX
                      and (li == 0 or self.n_threads > 1 or nnz >= SPLIT_UPDATE_MIN_1T))
-            # ... on several threads written in the transposed index's order and read
-            # back through its inverse (see TRANSPOSED_GRADIENT_MIN_THREADS)
-            grads_t = (split and li > 0 and self.n_threads >= TRANSPOSED_GRADIENT_MIN_THREADS
-                       and spmm_for(self.n_threads, nnz * D.shape[1]) is spmm)
+            # ... written in the transposed index's order and read back through its
+            # inverse (see TRANSPOSED_GRADIENT)
+            grads_t = split and li > 0 and TRANSPOSED_GRADIENT
             if split:
                 grads = self._update_scratch(layer)
             if li == 0:  # no gradient to the inputs

@@ -194,10 +194,10 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     a scratch array, then an update in the weights' own order, the default up
     to SPLIT_UPDATE_MAX weights, on one thread from SPLIT_UPDATE_MIN_1T; the
     first layer's fused gradient-and-update against its gradient pass and
-    update pass; on two threads also the split one's gradient written in the
-    transposed index's order and read back through its inverse,
-    model.TRANSPOSED_GRADIENT_MIN_THREADS): the weights, momenta and biases
-    of all five agree bit for bit."""
+    update pass; the split one's gradient written in the transposed index's
+    order and read back through its inverse, model.TRANSPOSED_GRADIENT, or
+    through the permutation): the weights, momenta and biases of all six
+    agree bit for bit."""
     import sparse_mlp.model as model_mod
 
     r = np.random.default_rng(3)
@@ -207,19 +207,18 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     default_max = model_mod.SPLIT_UPDATE_MAX
     monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MIN_1T", 0)  # (the test's layers are small)
     for threads in (1, 2):
-        for split_max, t_order in ((0, False), (default_max, False), (default_max, True)):
-            if t_order and threads == 1:
-                continue  # (one thread never writes in transposed order)
+        for split_max, t_order in ((0, True), (default_max, False), (default_max, True)):
             monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MAX", split_max)
-            monkeypatch.setattr(model_mod, "TRANSPOSED_GRADIENT_MIN_THREADS",
-                                2 if t_order else 99)
+            monkeypatch.setattr(model_mod, "TRANSPOSED_GRADIENT", t_order)
             m = SparseMLP([40, 60, 50, 3], 4.0, activation,
                           0.3 if activation == "allrelu" else None, "he_uniform", dropout=0.3,
                           rng=np.random.default_rng(11), n_threads=threads)
             for step in range(4):
                 m.train_step(X, y, 0.05, 0.9, 2e-4, m.dropout_keys(5, step))
             # the layers but the first read their gradient through the inverse
-            assert [lay._t_inverse is not None for lay in m.layers] == [False] + [t_order] * 2
+            # (and only those of a split update: the fused pass updates in place)
+            split_t = t_order and split_max > 0
+            assert [lay._t_inverse is not None for lay in m.layers] == [False] + [split_t] * 2
             nets.append(m)
     for other in nets[1:]:
         for a, b in zip(nets[0].layers, other.layers):
@@ -380,23 +379,3 @@ def test_a_busy_process_does_not_stall_two_threads():
     for a, b in zip(models[1].layers, models[2].layers):
         assert np.array_equal(a.data, b.data)
 
-
-def test_the_inverse_permutation_is_built_only_where_two_threads_share_the_pass():
-    """On two threads a layer whose backward pass runs on one thread anyway
-    (less work than kernels.min_parallel_work) keeps writing its gradient
-    through the permutation: no inverse is built for it (4 bytes per weight
-    and a gathered update for nothing); a layer above it gets one."""
-    X = np.random.default_rng(0).standard_normal((20, 32)).astype(np.float32)
-    y = np.arange(32, dtype=np.int32) % 3
-    old = kernels.min_parallel_work()
-    try:
-        m = SparseMLP([20, 30, 30, 3], 4.0, "relu", None, "he_uniform",
-                      rng=np.random.default_rng(1), n_threads=2)
-        work = m.layers[1].nnz * 32
-        for limit, built in ((work + 1, False), (work, True)):
-            kernels.min_parallel_work(limit)
-            m.train_step(X, y, 0.05, 0.9, 2e-4, m.dropout_keys(0, 0))
-            assert (m.layers[1]._t_inverse is not None) == built
-            assert m.layers[0]._t_inverse is None  # (the first layer has no transposed pass)
-    finally:
-        kernels.min_parallel_work(old)
