@@ -29,7 +29,7 @@ import os
 cimport numpy as cnp
 from cython.parallel cimport parallel, prange
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 
 from arrayargs cimport F32, I32, I64, U16, arr_t, take
@@ -54,7 +54,11 @@ from rowkern cimport (
     smlp_dense_ok,
     smlp_dense_on,
     smlp_gather_part,
+    smlp_owned_new,
+    smlp_owned_next,
+    smlp_owned_t,
     smlp_take,
+    smlp_thread_id,
     smlp_row_spec,
     smlp_sddmm_fn,
     smlp_sddmm_row_for,
@@ -346,23 +350,70 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     if 4 * n_quad == n_out:
         return bp != NULL
     chunk = _chunk(n_out - 4 * n_quad, n_threads)
+    # each thread its own block of rows first (smlp_owned_next): the rows the
+    # backward pass of the next layer will read as its input rows, in that thread
+    cdef smlp_owned_t* own = smlp_owned_new(4 * n_quad, n_out, n_threads)
+    cdef int tid, cur
+    cdef int64_t r0, r1
+    if own == NULL:
+        raise MemoryError("forward: could not allocate the row counters")
     with nogil, parallel(num_threads=n_threads):
-        for j in prange(4 * n_quad, n_out, schedule="dynamic", chunksize=chunk):
-            k0 = ptr[j]
-            if ahead:
-                smlp_prefetch_ahead(ip, k0, ptr[j + 1], nnz, xp, ldx, B * 4)
-            if fused:  # activation and dropout applied in registers
-                e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, ap + j * B,
-                                  bp + j * ldb if bp != NULL else NULL)
-                spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
-                         xp, ldx, B, bsp[j], zp + j * B, &e)
-            else:
-                spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
-                         xp, ldx, B, bsp[j], zp + j * B, NULL)
-                if has_a:
-                    smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
+        tid = smlp_thread_id()
+        cur = 0
+        r0 = 0
+        r1 = 0
+        while smlp_owned_next(own, 4 * n_quad, n_out, n_threads, tid, chunk, &cur, &r0, &r1):
+            for j in range(r0, r1):
+                k0 = ptr[j]
+                if ahead:
+                    smlp_prefetch_ahead(ip, k0, ptr[j + 1], nnz, xp, ldx, B * 4)
+                if fused:  # activation and dropout applied in registers
+                    e = smlp_epi_make(&p, SMLP_EPI_FWD, j, NULL, ap + j * B,
+                                      bp + j * ldb if bp != NULL else NULL)
+                    spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
+                             xp, ldx, B, bsp[j], zp + j * B, &e)
+                else:
+                    spmm_row(ip + k0, wp + k0, NULL, ptr[j + 1] - k0,
+                             xp, ldx, B, bsp[j], zp + j * B, NULL)
+                    if has_a:
+                        smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
         smlp_store_fence()
+    free(own)
     return bp != NULL
+
+
+def owned_rows_trace(int64_t lo, int64_t hi, int nt, int64_t chunk, turns):
+    """The row ranges that the threads of the row loops of ``forward`` and
+    ``backward_update`` take (smlp_owned_next), with the threads taking turns
+    as ``turns`` says (thread ids, one claim each, cycled until every thread
+    has found nothing left): a list of (thread, r0, r1).  For the tests."""
+    cdef smlp_owned_t* own = smlp_owned_new(lo, hi, nt)
+    cdef int* cur = <int*>calloc(nt if nt > 0 else 1, sizeof(int))
+    cdef int64_t r0 = 0, r1 = 0
+    cdef int tid
+    if own == NULL or cur == NULL:
+        free(own)
+        free(cur)
+        raise MemoryError("owned_rows_trace: out of memory")
+    out = []
+    done = set()
+    try:
+        order = [int(t) for t in turns]
+        if not order or any(t < 0 or t >= nt for t in order):
+            raise ValueError("owned_rows_trace: turns must be thread ids in [0, nt)")
+        while len(done) < len(set(order)):
+            for t in order:
+                if t in done:
+                    continue
+                tid = t
+                if smlp_owned_next(own, lo, hi, nt, tid, chunk, &cur[tid], &r0, &r1):
+                    out.append((t, r0, r1))
+                else:
+                    done.add(t)
+    finally:
+        free(own)
+        free(cur)
+    return out
 
 
 def epilogue_bits_words(int B):
@@ -536,14 +587,13 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     cdef smlp_bwd_fn bwd_row = smlp_bwd_row_for(B)  # (once per call)
     cdef int64_t ldd = a_d.n1
     cdef int64_t nnz = a_rows.n0
-    cdef int64_t i, j, k0, n, q
+    cdef int64_t i, j, k0, q
     cdef float s
     cdef bint has_z = a_z.p != NULL
     cdef bint has_sg = a_sg.p != NULL
     cdef bint grad_only = a_go.p != NULL
     cdef bint fused
     cdef bint ahead
-    cdef smlp_epi_t e
     cdef smlp_act_t p
     cdef const float* dp = <const float*>a_d.p
     cdef const int32_t* ip = <const int32_t*>a_rows.p
@@ -552,8 +602,6 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     cdef float* vp = <float*>a_v.p
     cdef float* bw = <float*>a_b.p
     cdef float* bv = <float*>a_bv.p
-    cdef float* wr
-    cdef const int32_t* pr
     cdef const float* xp = <const float*>a_x.p
     cdef const float* zp = <const float*>a_z.p
     cdef float* gp = <float*>a_g.p
@@ -614,7 +662,17 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     cdef int64_t n_quad = n_in // 4 if (not ahead and not x_ahead and smlp_rows4_ok(B)) else 0
     cdef int chunk4 = _chunk(n_quad, n_threads)
     cdef int r
+    cdef int tid, cur
+    cdef int64_t r0, r1, io, ko, no
+    cdef float* wro
+    cdef const int32_t* pro
+    cdef smlp_epi_t eo
+    cdef smlp_owned_t* own = smlp_owned_new(4 * n_quad, n_in, n_threads)
+    if own == NULL:
+        free(bsum)
+        raise MemoryError("backward_update: could not allocate the row counters")
     with nogil, parallel(num_threads=n_threads):
+        tid = smlp_thread_id()
         # four rows' worth: the four-row loop uses them all, the one-row loop the first
         row = <float*>malloc(4 * B * sizeof(float))
         gbuf = <float*>malloc(4 * max_row * sizeof(float))
@@ -651,42 +709,49 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                                 decay, nesterov, has_z and not fused, &p,
                                 zp + i * B if has_z else NULL, gp + i * B,
                                 sgp + 4 * i if has_sg else NULL, B)
-            # ... and one input row each
-            for i in prange(4 * n_quad, n_in, schedule="dynamic", chunksize=chunk):
-                if _row_too_long(tp, i, 1, max_row, failp):
-                    continue
-                k0 = tp[i]
-                n = tp[i + 1] - k0
-                if ahead:  # the rows of D (see smlp_prefetch_ahead)
-                    smlp_prefetch_ahead(ip, k0, k0 + n, nnz, dp, ldd, B * 4)
-                if x_ahead:
-                    smlp_prefetch_row(xp, ldd, i, n_in, B * 4)
-                # transposed: the row's weights are wp[k0 .. k0 + n), read in order
-                if transposed:
-                    wr = wp + k0
-                    pr = NULL
-                else:
-                    wr = wp
-                    pr = pp + k0
-                if not has_z:
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
-                            gp + i * B, gbuf, NULL)
-                elif fused:  # f'(Z) and the dropout mask applied in registers
-                    e = smlp_epi_make(&p, SMLP_EPI_BWD, i, zp + i * B, gp + i * B,
-                                      bp + i * ldb if bp != NULL else NULL)
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
-                            row, gbuf, &e)
-                else:
-                    bwd_row(ip + k0, pr, n, wr, dp, ldd, xp + i * B, B, scale,
-                            row, gbuf, NULL)
-                _bwd_finish(i, k0, n, gbuf, row, write_t, grad_only, accumulate, gop, pp,
-                            wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
-                            zp + i * B if has_z else NULL, gp + i * B,
-                            sgp + 4 * i if has_sg else NULL, B)
+            # ... and one input row each, each thread its own block first (the rows
+            # it wrote in the forward pass, smlp_owned_next)
+            cur = 0
+            r0 = 0
+            r1 = 0
+            while smlp_owned_next(own, 4 * n_quad, n_in, n_threads, tid, chunk, &cur, &r0,
+                                  &r1):
+                for io in range(r0, r1):
+                    if _row_too_long(tp, io, 1, max_row, failp):
+                        continue
+                    ko = tp[io]
+                    no = tp[io + 1] - ko
+                    if ahead:  # the rows of D (see smlp_prefetch_ahead)
+                        smlp_prefetch_ahead(ip, ko, ko + no, nnz, dp, ldd, B * 4)
+                    if x_ahead:
+                        smlp_prefetch_row(xp, ldd, io, n_in, B * 4)
+                    # transposed: the row's weights are wp[ko .. ko + no), read in order
+                    if transposed:
+                        wro = wp + ko
+                        pro = NULL
+                    else:
+                        wro = wp
+                        pro = pp + ko
+                    if not has_z:
+                        bwd_row(ip + ko, pro, no, wro, dp, ldd, xp + io * B, B, scale,
+                                gp + io * B, gbuf, NULL)
+                    elif fused:  # f'(Z) and the dropout mask applied in registers
+                        eo = smlp_epi_make(&p, SMLP_EPI_BWD, io, zp + io * B, gp + io * B,
+                                           bp + io * ldb if bp != NULL else NULL)
+                        bwd_row(ip + ko, pro, no, wro, dp, ldd, xp + io * B, B, scale,
+                                row, gbuf, &eo)
+                    else:
+                        bwd_row(ip + ko, pro, no, wro, dp, ldd, xp + io * B, B, scale,
+                                row, gbuf, NULL)
+                    _bwd_finish(io, ko, no, gbuf, row, write_t, grad_only, accumulate, gop, pp,
+                                wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
+                                zp + io * B if has_z else NULL, gp + io * B,
+                                sgp + 4 * io if has_sg else NULL, B)
         free(row)
         free(gbuf)
         smlp_store_fence()
     free(bsum)
+    free(own)
     if failed == 2:
         raise ValueError(f"backward_update: an input row holds more than max_row = {max_row} "
                          f"weights (pass the layer's longest input row, or -1 to count it)")

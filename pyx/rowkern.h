@@ -48,6 +48,69 @@
 
 #define SMLP_INLINE static inline __attribute__((always_inline))
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* ------------------------------------------------------------------ */
+/* rows owned by threads (the row loops of forward and backward_update) */
+/* ------------------------------------------------------------------ */
+/* The rows lo..hi of a kernel call are cut into one contiguous block per
+ * thread (block b: lo + (hi - lo) * b / nt onward), the same cut for every
+ * call over the same number of rows.  Each thread takes its own block first,
+ * `chunk` rows at a time, in order; a thread done with its own takes what is
+ * left of the others', through the same counters.  So on a quiet machine the
+ * thread that wrote a layer's rows in the forward pass is the one that
+ * applies their derivative and writes their gradient in the backward pass
+ * (the rows of the next layer's transposed index), and the lines stay in its
+ * cache; a thread held up by another process is still helped out, as with a
+ * dynamic schedule.  Which thread computes a row never changes its values. */
+typedef struct {
+    int64_t next;
+    char pad[64 - sizeof(int64_t)];
+} smlp_owned_t;
+
+static inline int smlp_thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* counters for nt blocks of the rows lo..hi (64-byte aligned, one line
+ * each; free() them); NULL when out of memory */
+static inline smlp_owned_t *smlp_owned_new(int64_t lo, int64_t hi, int nt)
+{
+    if (nt < 1) nt = 1;
+    smlp_owned_t *c = (smlp_owned_t *)aligned_alloc(64, (size_t)nt * sizeof(smlp_owned_t));
+    if (c == NULL) return NULL;
+    for (int b = 0; b < nt; b++) c[b].next = lo + (hi - lo) * b / nt;
+    return c;
+}
+
+/* the next rows [*r0, *r1) for thread `tid`: from its own block, then from
+ * the blocks after it; `*cur` (0 at the start) is the block being drained,
+ * counted from the thread's own.  0 when every block is empty. */
+static inline int smlp_owned_next(smlp_owned_t *c, int64_t lo, int64_t hi, int nt, int tid,
+                                  int64_t chunk, int *cur, int64_t *r0, int64_t *r1)
+{
+    if (nt < 1) nt = 1;
+    while (*cur < nt) {
+        const int b = (tid + *cur) % nt;
+        const int64_t end = lo + (hi - lo) * (b + 1) / nt;
+        const int64_t s = __atomic_fetch_add(&c[b].next, chunk, __ATOMIC_RELAXED);
+        if (s < end) {
+            *r0 = s;
+            *r1 = s + chunk < end ? s + chunk : end;
+            return 1;
+        }
+        (*cur)++;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* counter-based random numbers (dropout, no state, no array to fill)  */
 /* ------------------------------------------------------------------ */

@@ -104,3 +104,9 @@ cdef extern from "rowkern.h" nogil:
     void smlp_gather_part(const float* X, const int64_t* rows, int64_t B, int64_t n_feat,
                           int64_t blk, int by_samples, float* out)
     int smlp_take(const float* g, const int32_t* idx, int64_t n, uint32_t limit, float* out)
+    ctypedef struct smlp_owned_t:
+        int64_t next
+    int smlp_thread_id()
+    smlp_owned_t* smlp_owned_new(int64_t lo, int64_t hi, int nt)
+    int smlp_owned_next(smlp_owned_t* c, int64_t lo, int64_t hi, int nt, int tid,
+                        int64_t chunk, int* cur, int64_t* r0, int64_t* r1)

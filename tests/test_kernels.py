@@ -622,6 +622,38 @@ def test_t_inverse_follows_the_topology(rng):
     assert np.array_equal(again[layer.t_perm], np.arange(layer.nnz))
 
 
+@pytest.mark.parametrize("lo, hi, nt, chunk", [(0, 1000, 2, 31), (4, 83, 3, 1), (0, 7, 4, 2),
+                                               (0, 0, 2, 1), (10, 11, 2, 5), (0, 999, 16, 3)])
+def test_owned_rows_are_each_taken_once_by_their_owner_first(lo, hi, nt, chunk):
+    """The row loops of forward and backward_update (rowkern.h,
+    smlp_owned_next): whatever the order in which threads come for rows,
+    every row of lo..hi is taken exactly once, and each thread takes its own
+    contiguous block first, in order, before any of the others' (the same cut
+    for any call over the same rows, so a thread reads back the rows it
+    wrote); with blocks of one size and even turns, nothing but its own."""
+    blocks = [(lo + (hi - lo) * b // nt, lo + (hi - lo) * (b + 1) // nt) for b in range(nt)]
+    rng = np.random.default_rng(hi * 7 + nt)
+    orders = [list(range(nt)), list(rng.integers(0, nt, 50)), [nt - 1]]
+    for order in orders:
+        trace = spmm.owned_rows_trace(lo, hi, nt, chunk, order)
+        rows = sorted(r for _, r0, r1 in trace for r in range(r0, r1))
+        assert rows == list(range(lo, hi))
+        assert all(0 < r1 - r0 <= chunk for _, r0, r1 in trace)
+        for t in set(order):  # its own block first, in order, then the others'
+            inside = [blocks[t][0] <= r0 < blocks[t][1] for u, r0, _ in trace if u == t]
+            assert inside == sorted(inside, reverse=True)
+            starts = [r0 for u, r0, _ in trace if u == t][: sum(inside)]
+            assert starts == sorted(starts)
+    if (hi - lo) % nt == 0:  # blocks of one size, even turns: each thread its own block
+        for t, r0, r1 in spmm.owned_rows_trace(lo, hi, nt, chunk, list(range(nt))):
+            assert blocks[t][0] <= r0 and r1 <= blocks[t][1]
+    alone = [r0 for _, r0, _ in spmm.owned_rows_trace(lo, hi, nt, chunk, [nt - 1])]
+    own = list(range(blocks[nt - 1][0], blocks[nt - 1][1], chunk))
+    assert alone[: len(own)] == own
+    with pytest.raises(ValueError, match="thread ids"):
+        spmm.owned_rows_trace(lo, hi, nt, chunk, [nt])
+
+
 def test_transposed_order_needs_a_gradient_output(rng):
     layer = random_layer(rng, 20, 10, 0.3)
     X = np.zeros((20, 4), np.float32)
