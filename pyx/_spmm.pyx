@@ -357,6 +357,9 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     cdef int64_t r0, r1
     if own == NULL:
         raise MemoryError("forward: could not allocate the row counters")
+    # (set here too: Cython copies them into each thread, firstprivate)
+    tid = cur = 0
+    r0 = r1 = k0 = 0
     with nogil, parallel(num_threads=n_threads):
         tid = smlp_thread_id()
         cur = 0
@@ -671,6 +674,11 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     if own == NULL:
         free(bsum)
         raise MemoryError("backward_update: could not allocate the row counters")
+    # (set here too: Cython copies them into each thread, firstprivate)
+    tid = cur = 0
+    r0 = r1 = io = ko = no = 0
+    wro = NULL
+    pro = NULL
     with nogil, parallel(num_threads=n_threads):
         tid = smlp_thread_id()
         # four rows' worth: the four-row loop uses them all, the one-row loop the first
