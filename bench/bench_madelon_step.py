@@ -54,7 +54,7 @@ def main() -> None:
     def forward(h):
         return lambda: m.layers[h].forward(inputs[h], bufs["Z"][h], A[h], act=m.acts[h],
                                            dropout=0.3, key=keys[h], n_threads=args.threads,
-                                           bits=bufs["bits"][h])
+                                           bits=bufs["bits"][h], keep_z=m.keeps_z())
 
     def backward(li):
         layer, D, h = m.layers[li], bufs["Z"][li], li - 1

@@ -267,7 +267,7 @@ cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
 
 def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.0,
             srelu=None, double drop_rate=0.0, uint64_t drop_key=0, int64_t b_offset=0,
-            int n_threads=1, bits=None):
+            int n_threads=1, bits=None, bint keep_z=True):
     """Z[j, :] = bias[j] + sum_k data[k] * X[indices[k], :] over row j, and,
     when ``A`` is given, A = dropout(f(Z)) in the same pass (A may be Z).
 
@@ -278,6 +278,13 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     pass of the same step (:func:`backward_update`, ``bits=``).  Returns True
     when it wrote them (an AVX-512 build and run, a fusable activation),
     False otherwise: then pass no bits to the backward pass.
+
+    ``keep_z=False`` (with ``A`` and ``bits``): where the bits are written
+    (the call returns True), Z is not: the backward pass given those bits
+    reads them, never Z, and only writes Z's buffer (its gradient to the
+    inputs, ``backward_update``'s G).  One store of n_out x B floats less per
+    call; Z's buffer is then left as it was.  Where the call returns False,
+    Z is written as always.
     """
     cdef arr_t a_ptr, a_idx, a_w, a_b, a_x, a_z, a_a, a_s, a_bits
     take(indptr, I64, 1, False, False, &a_ptr, "forward", "indptr")
@@ -315,6 +322,7 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     if has_a and (a_a.n0 != n_out or a_a.n1 != B):
         raise ValueError("forward: A must have the shape of Z")
     smlp_fill_act(&p, act, slope, <const float*>a_s.p, drop_rate, drop_key, b_offset)
+    p.skip_z = not keep_z  # (applies only where the epilogue writes bits: smlp_epi_make)
     if n_out == 0 or B == 0:
         return False
     fused = has_a and smlp_act_fusable(&p)

@@ -170,6 +170,8 @@ typedef struct {
                         the sign mask of z that the backward epilogue needs (z > 0 for
                         ReLU, z < 0 for leaky): FWD writes them, BWD reads them instead
                         of hashing again and loading z.  NULL: not used */
+    int write_z;     /* FWD: whether the Z row (`out`) is stored; 0 only with bits, whose
+                        backward pass never reads Z (smlp_act_t.skip_z) */
 } smlp_epi_t;
 
 /* uint16 words of epilogue bits per row of B columns (smlp_epi_t.bits) */
@@ -346,7 +348,7 @@ SMLP_INLINE SMLP_T512 void store512(__m512 acc, float *out, const smlp_epi_t *e,
     if (!e) { st512(out + col, m, acc, nt); return; }
     const __m512 zero = _mm512_setzero_ps();
     if (e->mode == SMLP_EPI_FWD) {
-        st512(out + col, m, acc, nt);
+        if (e->write_z) st512(out + col, m, acc, nt);
         __m512 a = acc;
         __mmask16 sign = 0, keep = 0xFFFF;
         if (e->kind == 1) {
@@ -1569,6 +1571,8 @@ typedef struct {
     float drop_scale;         /* 1 / (1 - rate) */
     uint64_t drop_key;        /* key of this (seed, step, layer) */
     int64_t b_offset;         /* position of sample 0 of this block inside the batch */
+    int skip_z;               /* forward: leave Z unwritten where the epilogue keeps its
+                                 bits (smlp_epi_t.write_z); 0 unless the caller sets it */
 } smlp_act_t;
 
 /* keep iff hash >= rate * 2^32, so P(keep) = 1 - rate; 0 means no dropout */
@@ -1590,6 +1594,7 @@ static inline void smlp_fill_act(smlp_act_t *p, int kind, float slope, const flo
     p->drop_scale = drop_rate > 0.0 ? (float)(1.0 / (1.0 - drop_rate)) : 1.0f;
     p->drop_key = drop_key;
     p->b_offset = b_offset;
+    p->skip_z = 0;
 }
 
 /* the identity / ReLU / leaky family runs in registers (smlp_epi_t) */
@@ -1614,6 +1619,7 @@ static inline smlp_epi_t smlp_epi_make(const smlp_act_t *p, int mode, int64_t j,
     e.z = z;
     e.dst = dst;
     e.bits = smlp_simd_level == 2 ? bits : NULL;  /* (only the AVX-512 epilogue keeps them) */
+    e.write_z = !(p->skip_z && e.bits != NULL);
     return e;
 }
 

@@ -16,6 +16,7 @@ cdef extern from "rowkern.h" nogil:
         const float* z
         float* dst
         uint16_t* bits
+        int write_z
 
     ctypedef void (*smlp_spmm_fn)(const int32_t*, const float*, const int32_t*, int64_t,
                                   const float*, int64_t, int, float, float*,
@@ -68,6 +69,7 @@ cdef extern from "rowkern.h" nogil:
         float drop_scale
         uint64_t drop_key
         int64_t b_offset
+        int skip_z
 
     void smlp_fill_act(smlp_act_t* p, int kind, float slope, const float* srelu,
                        double drop_rate, uint64_t drop_key, int64_t b_offset)

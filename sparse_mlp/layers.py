@@ -356,21 +356,24 @@ class SparseLayer:
     # ------------------------------------------------------------------ kernels
     def forward(self, X: np.ndarray, Z: np.ndarray, A: np.ndarray | None = None,
                 act: Activation | None = None, dropout: float = 0.0, key: int = 0,
-                b_offset: int = 0, n_threads: int = 1, bits: np.ndarray | None = None) -> bool:
+                b_offset: int = 0, n_threads: int = 1, bits: np.ndarray | None = None,
+                keep_z: bool = True) -> bool:
         """Z = W^T X + b (feature-major: X (n_in, B), Z (n_out, B)); when A
         is given, A = dropout(f(Z)) fused in the same pass (A may be Z).
         ``bits``: where to keep the epilogue's masks for this step's backward
-        pass (``spmm.forward``); returns True when they were written."""
+        pass (``spmm.forward``); returns True when they were written, and then,
+        with ``keep_z=False``, Z was not (the backward pass reads the bits)."""
         # (positional: this runs once per layer and step, and keywords cost a Cython
         # call ~0.3 us more)
         # (the serial build on one thread; indices.size: the nnz property costs more)
         kern = spmm_for(n_threads, self.indices.size * X.shape[1])
         if act is None:
             return bool(kern.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
-                                     0, 0.0, None, dropout, key, b_offset, n_threads, bits))
+                                     0, 0.0, None, dropout, key, b_offset, n_threads, bits,
+                                     keep_z))
         return bool(kern.forward(self.indptr, self.indices, self.data, self.bias, X, Z, A,
                                  act.kind, act.slope, act.params, dropout, key, b_offset,
-                                 n_threads, bits))
+                                 n_threads, bits, keep_z))
 
     def backward_input(self, D: np.ndarray, G: np.ndarray, Z_in: np.ndarray | None = None,
                        act_in: Activation | None = None,

@@ -63,10 +63,19 @@ from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 # results/bench_issue22/split_update_transposed_order.txt), and on one thread
 # as fast or up to 18% faster (sequential writes instead of scattered ones).
 # TRANSPOSED_GRADIENT = False restores the permutation (for A/B benchmarks:
-# bench/bench_transposed_gradient.py).
+# bench/bench_model_switch.py).
 SPLIT_UPDATE_MAX = 1 << 26
 TRANSPOSED_GRADIENT = True
 SPLIT_UPDATE_MIN_1T = 1 << 14
+
+# The training forward pass stores each hidden layer's Z only where the backward
+# pass will read it: where the fused AVX-512 epilogue keeps its dropout and sign
+# masks (the bits), the backward pass reads those instead, so in 'fast' mode Z's
+# buffer is left for the backward pass to write its gradient into ('lean' mode
+# recomputes A from Z: it keeps Z).  The same results; one store of n x B floats
+# less per hidden layer and step.  False stores Z always (for A/B benchmarks:
+# bench/bench_model_switch.py --switch SKIP_Z_WITH_BITS).
+SKIP_Z_WITH_BITS = True
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
@@ -291,6 +300,12 @@ class SparseMLP(LayerStack):
             self._train_bufs = bufs
         return bufs
 
+    def keeps_z(self) -> bool:
+        """Whether the training forward pass stores every hidden layer's Z
+        ('lean' mode, or SKIP_Z_WITH_BITS off); otherwise only where the
+        backward pass will read it (no kept bits, see SKIP_Z_WITH_BITS)."""
+        return self.lean or not SKIP_Z_WITH_BITS
+
     def _activation_buffer(self, h: int) -> np.ndarray:
         """Where hidden layer h's activations A go in the training step."""
         bufs = self._train_bufs
@@ -330,10 +345,11 @@ class SparseMLP(LayerStack):
         Zs, bits, bits_ok, t = bufs["Z"], bufs["bits"], bufs["bits_ok"], self.n_threads
         prev = Xb
         *hidden, last = self.layers
+        keep_z = self.keeps_z()
         for li, layer in enumerate(hidden):
             A = self._activation_buffer(li)
             bits_ok[li] = layer.forward(prev, Zs[li], A, self.acts[li], self.dropout, keys[li],
-                                        b_offset, t, bits[li])
+                                        b_offset, t, bits[li], keep_z)
             prev = A
         last.forward(prev, Zs[-1], n_threads=t)
         return Zs[-1]

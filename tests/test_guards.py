@@ -13,6 +13,7 @@ from test_training import make_trainer, small_cfg
 
 import run_experiment
 from sparse_mlp import augment
+from sparse_mlp import model as model_module
 from sparse_mlp import reference as ref
 from sparse_mlp.config import TrainConfig
 from sparse_mlp.evolution import importance_prune
@@ -261,7 +262,10 @@ def _allrelu_model(alpha: float) -> SparseMLP:
 
 
 @pytest.mark.parametrize("alpha", [0.6, 0.05])
-def test_allrelu_signs_through_the_training_forward(rng, alpha):
+def test_allrelu_signs_through_the_training_forward(rng, alpha, monkeypatch):
+    # (this test reads Z, which the training forward otherwise leaves unwritten where
+    # it keeps the masks for the backward pass)
+    monkeypatch.setattr(model_module, "SKIP_Z_WITH_BITS", False)
     model = _allrelu_model(alpha)
     for lay in model.layers:
         lay.bias[:] = rng.standard_normal(lay.n_out).astype(np.float32) * 0.1

@@ -1090,3 +1090,39 @@ def test_kept_epilogue_bits_give_the_same_backward_bits(kind, slope, rate):
         layer.backward_update(Ain, D, Zin.copy(), 0.05, 0.9, 0.0, Z_in=Zin.copy(),
                               act_in=act, dropout=rate, key=9,
                               bits=np.zeros((50, 1), np.uint16))
+
+
+@pytest.mark.parametrize("B", [7, 16, 37, 128, 300])
+def test_forward_without_z_keeps_the_rest_and_the_backward_pass(simd, rng, B):
+    """forward with ``keep_z=False``: where it keeps the epilogue bits
+    (returns True, the AVX-512 path) Z's buffer is left as it was, and A, the
+    bits and the backward pass that reads them (gradient to the inputs
+    written into that buffer, weights, momenta) are bit for bit those of a
+    forward that wrote Z; elsewhere Z is written as always.  1 and 2 threads,
+    narrow batches (four rows at a time) and wide ones (chunks of 128)."""
+    from sparse_mlp.activations import Activation
+
+    below = random_layer(rng, 30, 50, 0.2)
+    layer = random_layer(rng, 50, 20, 0.3, empty_rows=(3,), empty_cols=(4,))
+    X0 = rng.standard_normal((30, B)).astype(np.float32)
+    D = rng.standard_normal((20, B)).astype(np.float32)
+    words = spmm.epilogue_bits_words(B)
+    for act in (Activation("relu", ACT_RELU), Activation("allrelu", ACT_LEAKY, slope=-0.6)):
+        for threads in (1, 2):
+            outs = []
+            for keep_z in (True, False):
+                Z = np.full((50, B), np.nan, np.float32)
+                A = np.empty_like(Z)
+                bits = np.zeros((50, words), np.uint16)
+                kept = below.forward(X0, Z, A, act=act, dropout=0.3, key=4, b_offset=2,
+                                     n_threads=threads, bits=bits, keep_z=keep_z)
+                assert kept == (simd == "avx512")
+                assert np.isnan(Z).all() == (kept and not keep_z)
+                lay = copy.deepcopy(layer)
+                lay.backward_update(A, D, Z, 0.05, 0.9, 1e-3, Z_in=Z, act_in=act, dropout=0.3,
+                                    key=4, b_offset=2, n_threads=threads,
+                                    bits=bits if kept else None)
+                outs.append((A, bits, Z, lay.data, lay.velocity, lay.bias))
+            for a, b in zip(*outs):
+                assert np.array_equal(a, b)  # (Z: the gradient to the inputs by now)
+            assert not np.isnan(outs[1][2]).any()  # every row written, the empty one too

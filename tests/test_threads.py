@@ -196,7 +196,9 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     first layer's fused gradient-and-update against its gradient pass and
     update pass; the split one's gradient written in the transposed index's
     order and read back through its inverse, model.TRANSPOSED_GRADIENT, or
-    through the permutation): the weights, momenta and biases of all six
+    through the permutation; the hidden layers' Z stored by the forward pass
+    or left to the backward pass where it keeps its bits,
+    model.SKIP_Z_WITH_BITS): the weights, momenta and biases of all eight
     agree bit for bit."""
     import sparse_mlp.model as model_mod
 
@@ -207,9 +209,12 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     default_max = model_mod.SPLIT_UPDATE_MAX
     monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MIN_1T", 0)  # (the test's layers are small)
     for threads in (1, 2):
-        for split_max, t_order in ((0, True), (default_max, False), (default_max, True)):
+        for split_max, t_order, skip_z in ((0, True, True), (default_max, False, True),
+                                           (default_max, True, True),
+                                           (default_max, True, False)):
             monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MAX", split_max)
             monkeypatch.setattr(model_mod, "TRANSPOSED_GRADIENT", t_order)
+            monkeypatch.setattr(model_mod, "SKIP_Z_WITH_BITS", skip_z)
             m = SparseMLP([40, 60, 50, 3], 4.0, activation,
                           0.3 if activation == "allrelu" else None, "he_uniform", dropout=0.3,
                           rng=np.random.default_rng(11), n_threads=threads)
