@@ -8,6 +8,8 @@
 #   make test-slow  the slow tests too
 #   make bench      kernel floor (ROOFLINE=...), each kernel and the epoch against it,
 #                   then the layer and prefetch benchmarks with in-run baselines
+#   make bench-floor  the epoch against the floor in ROUNDS (default 5) pairs of
+#                   runs, floor then engine: medians for a noisy machine
 #   make lint       ruff + cython-lint
 #   make sdist      source distribution (pyx/*.pyx, no generated C) -> dist/
 #   make wheel      wheel -> dist/, repaired by auditwheel (libgomp bundled,
@@ -21,7 +23,7 @@ PIP ?= $(PYTHON) -m pip
 BUILD_ENV = SPARSE_MLP_NATIVE=$(NATIVE) SPARSE_MLP_DEBUG=$(DEBUG) SPARSE_MLP_NO_OPENMP=$(NO_OPENMP)
 PIP_INSTALL = $(PIP) install --quiet --disable-pip-version-check
 
-.PHONY: all build deps mpi test test-slow bench lint annotate sdist wheel clean
+.PHONY: all build deps mpi test test-slow bench bench-floor lint annotate sdist wheel clean
 
 all: deps build
 
@@ -64,6 +66,10 @@ bench: build
 	fi
 	$(PYTHON) bench/bench_layers.py
 	$(PYTHON) bench/bench_prefetch.py
+
+ROUNDS ?= 5
+bench-floor: build
+	$(PYTHON) bench/bench_floor_rounds.py --rounds $(ROUNDS) --roofline "$(ROOFLINE)"
 
 lint:
 	$(PYTHON) -m ruff check sparse_mlp tests bench run_experiment.py setup.py

@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench._results import write_results  # noqa: E402
 from sparse_mlp import layers as layers_mod  # noqa: E402
 from sparse_mlp import model as model_mod  # noqa: E402
 from sparse_mlp.config import TrainConfig  # noqa: E402
@@ -233,11 +234,7 @@ def main(argv=None) -> dict:
                 sorted(split.items(), key=lambda kv: -kv[1])), flush=True)
     out = {"info": info, "results": results, "quoted_baselines": QUOTED,
            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = Path(args.json) if args.json else (
-        Path(__file__).parent / "results" / f"epoch_{time.strftime('%Y%m%d_%H%M%S')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"results written to {path}")
+    write_results(out, args.json, "epoch", default=str)
     return out
 
 

@@ -17,7 +17,6 @@ Usage:  python bench/bench_layers.py [--repeat 5] [--batch 128] [--json out.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._results import write_results  # noqa: E402
 from sparse_mlp.evolution import set_step  # noqa: E402
 from sparse_mlp.kernels import build_info  # noqa: E402
 from sparse_mlp.layers import SparseLayer  # noqa: E402
@@ -147,11 +147,8 @@ def main(argv=None) -> dict:
             bt = row["by_threads"]
             print(f"{row['layer']:<24}{bt[t1]['engine_s'] / bt[t2]['engine_s']:>6.2f}x")
     out = {"info": info, "results": results, "time": time.strftime("%Y-%m-%d %H:%M:%S")}
-    path = Path(args.json) if args.json else (
-        Path(__file__).parent / "results" / f"layers_{time.strftime('%Y%m%d_%H%M%S')}.json")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
-    print(f"\nresults written to {path}")
+    print()
+    write_results(out, args.json, "layers")
     return out
 
 
