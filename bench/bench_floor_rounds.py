@@ -40,8 +40,12 @@ def one_round(roofline: Path, args, tmp: Path, k: int) -> dict:
     """The floor run, then the engine's epochs against it: {(shape, threads):
     (engine s, floor s)}."""
     floor = tmp / f"floor_{k}.jsonl"
-    subprocess.run(["bash", str(roofline), str(tmp / f"build_{k}"), str(floor)], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.run(["bash", str(roofline), str(tmp / f"build_{k}"), str(floor)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if run.returncode != 0:
+        tail = "\n".join(run.stderr.strip().splitlines()[-5:])
+        raise SystemExit(f"bench_floor_rounds: the kernel floor {roofline} failed in round "
+                         f"{k + 1} (exit {run.returncode}); its last lines:\n{tail}")
     argv = ["--shapes", args.shapes, "--threads", args.threads, "--repeat", str(args.repeat),
             "--fraction", str(args.fraction), "--no-torch", "--floor", str(floor),
             "--json", str(tmp / f"epoch_{k}.json")]

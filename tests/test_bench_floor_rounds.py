@@ -37,3 +37,11 @@ def test_a_missing_floor_script_is_refused(tmp_path):
         bfr.main(["--roofline", str(tmp_path / "nowhere.sh"), "--rounds", "1"])
     with pytest.raises(SystemExit, match="at least 1"):
         bfr.main(["--roofline", __file__, "--rounds", "0"])
+
+
+def test_a_failing_floor_script_is_named_with_its_last_lines(tmp_path):
+    script = tmp_path / "roofline.sh"
+    script.write_text("echo 'cc: no AVX-512 here' >&2\nexit 3\n")
+    with pytest.raises(SystemExit, match=r"(?s)roofline.sh failed in round 1 \(exit 3\).*"
+                                         r"no AVX-512 here"):
+        bfr.main(["--roofline", str(script), "--rounds", "2"])
