@@ -1545,6 +1545,21 @@ static inline int smlp_use_ahead(int64_t nnz, int64_t n_rows, int64_t gathered_b
  * min_parallel_work() (sparse_mlp.kernels.min_parallel_work sets them all). */
 static int64_t smlp_min_work = 1048576;
 
+/* The backward passes (backward_update, backward_input) count, besides their
+ * nnz * B multiply-adds, SMLP_G_ROW_WORK for each element of the n_in x B
+ * block of their input rows, which they read (X) and write (G, with the
+ * activation's derivative) whatever a row's weights.  Those rows were written
+ * by the whole team in the forward pass, each thread its own (smlp_owned_next),
+ * and read by the whole team in the next layer's product; one thread doing
+ * every row reads the other cores' lines and takes the ones it writes from
+ * their caches.  A narrow output layer is where it shows: Higgs's 1000 x 2 at
+ * batch 128 (256 k multiply-adds, 128 k elements) took 41 us a batch on one
+ * thread in a one-thread epoch and 59 us on one thread in a two-thread epoch;
+ * split between the two threads, 11 of 12 alternating epochs were faster
+ * (results/bench_issue22/experiments_dec06b/).  With 8 it counts 1.3 M and is
+ * split; the hidden layers' passes were split already. */
+#define SMLP_G_ROW_WORK 8
+
 static inline int smlp_threads_for(int64_t work, int n_threads)
 {
     if (n_threads < 1 || work < smlp_min_work) return 1;

@@ -384,3 +384,35 @@ def test_a_busy_process_does_not_stall_two_threads():
     for a, b in zip(models[1].layers, models[2].layers):
         assert np.array_equal(a.data, b.data)
 
+
+
+def test_backward_passes_count_their_input_rows_as_work(monkeypatch):
+    """The backward passes count the rows of G they write (and of X they
+    read) as work besides their multiply-adds (rowkern.h SMLP_G_ROW_WORK): a
+    narrow output layer, 1000 x 2 at batch 128 (256 k multiply-adds, below
+    min_parallel_work), runs on the threads asked for, in the OpenMP build;
+    a small one, 100 x 2, still on one thread, in the serial build."""
+    r = np.random.default_rng(4)
+    B = 128
+    for n_in, parallel in ((1000, True), (100, False)):
+        layer = random_layer(r, n_in, 2, 1.0)
+        assert layer.nnz * B < kernels.min_parallel_work()
+        X = r.standard_normal((n_in, B)).astype(np.float32)
+        D = r.standard_normal((2, B)).astype(np.float32)
+        for name in ("backward_update", "backward_input"):
+            seen: list = []
+            for mod in (spmm, kernels.spmm_serial):
+                real = getattr(mod, name)
+
+                def spy(*a, _r=real, _m=mod, _seen=seen, **k):
+                    _seen.append(_m)
+                    return _r(*a, **k)
+
+                monkeypatch.setattr(mod, name, spy)
+            G = np.empty_like(X)
+            if name == "backward_update":
+                layer.backward_update(X, D, G, 0.01, 0.9, 0.0, n_threads=2)
+            else:
+                layer.backward_input(D, G, n_threads=2)
+            assert seen == [spmm if parallel else kernels.spmm_serial], (n_in, name)
+            monkeypatch.undo()
