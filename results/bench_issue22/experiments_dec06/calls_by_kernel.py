@@ -1,9 +1,12 @@
-# Every kernel call of a Trainer epoch timed by (function, shapes): us per batch, 1 vs 2 threads
+# Every kernel call of a Trainer epoch timed by (function, shapes): us per batch, 1 vs 2 threads;
+# a third argument "module": keyed by build (serial or OpenMP) too, with every array's length
+# (experiments_dec06b)
 import sys, time, collections
 sys.path.insert(0, "bench"); sys.path.insert(0, ".")
 import bench_epoch
 from sparse_mlp import kernels
 shape, frac = sys.argv[1], float(sys.argv[2])
+by_module = sys.argv[3:] == ["module"]
 def run(threads):
     tot = collections.defaultdict(float)
     saved = []
@@ -12,9 +15,11 @@ def run(threads):
             f = getattr(mod, name)
             if name.startswith("_") or not callable(f) or isinstance(f, type):
                 continue
-            def w(*a, _f=f, _n=name, **k):
-                shp = "x".join(str(x.shape[0]) for x in a[:7] if hasattr(x, "ndim") and x.ndim == 2)
-                t = time.perf_counter(); r = _f(*a, **k); tot[f"{_n}:{shp}"] += time.perf_counter() - t
+            def w(*a, _f=f, _n=name, _m=mod.__name__.split(".")[-1], **k):
+                shp = "x".join(str(x.shape[0]) for x in a[:7]
+                               if hasattr(x, "ndim") and (x.ndim == 2 or by_module and x.ndim))
+                key = f"{_m}.{_n}:{shp}" if by_module else f"{_n}:{shp}"
+                t = time.perf_counter(); r = _f(*a, **k); tot[key] += time.perf_counter() - t
                 return r
             saved.append((mod, name, f)); setattr(mod, name, w)
     tr = bench_epoch.make_trainer(shape, threads, frac)
