@@ -80,7 +80,7 @@ from rowkern cimport (
     smlp_row_sums,
     SMLP_BIAS_BLOCK,
     SMLP_BITS_WORDS,
-    SMLP_G_ROW_WORK,
+    smlp_backward_work,
     smlp_threads_for,
     smlp_use_ahead,
 )
@@ -497,7 +497,7 @@ def backward_input(t_indptr, t_rows, t_perm, data, D, G, Z=None, int act=0,
     ahead = smlp_use_ahead(nnz, n_in, a_d.n0 * ldd * 4)
     smlp_row_prefetch(a_d.n0 * ldd * 4)
     smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
-    n_threads = smlp_threads_for((nnz + SMLP_G_ROW_WORK * n_in) * <int64_t>B, n_threads)
+    n_threads = smlp_threads_for(smlp_backward_work(nnz, n_in, B), n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
     with nogil, parallel(num_threads=n_threads):
@@ -662,7 +662,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     smlp_row_prefetch(n_out * ldd * 4)
     smlp_stream_stores(n_in * B * 4 if fused or not has_z else 0)  # (see forward)
     x_ahead = smlp_row_prefetch_on(n_in * B * 4)  # (see smlp_prefetch_row)
-    n_threads = smlp_threads_for((nnz + SMLP_G_ROW_WORK * n_in) * <int64_t>B, n_threads)
+    n_threads = smlp_threads_for(smlp_backward_work(nnz, n_in, B), n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
     gbuf = NULL
@@ -1035,7 +1035,13 @@ cdef enum:
     TAKE_WORK = 64
 
 APPLY_INDEX_WORK = TAKE_WORK  # (for kernels.spmm_for: the work of apply_update with an index)
-G_ROW_WORK = SMLP_G_ROW_WORK  # (for kernels.spmm_for: the backward passes' work per input element)
+
+
+def backward_work(int64_t nnz, int64_t n_in, int64_t B):
+    """The work that ``backward_update`` and ``backward_input`` count when
+    deciding their threads: nnz * B multiply-adds and SMLP_G_ROW_WORK for each
+    element of their n_in x B input rows (rowkern.h; for kernels.spmm_for)."""
+    return smlp_backward_work(nnz, n_in, B)
 
 
 def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,

@@ -1566,6 +1566,12 @@ static inline int smlp_threads_for(int64_t work, int n_threads)
     return n_threads;
 }
 
+/* the work of a backward pass (SMLP_G_ROW_WORK), for smlp_threads_for */
+static inline int64_t smlp_backward_work(int64_t nnz, int64_t n_in, int64_t B)
+{
+    return (nnz + SMLP_G_ROW_WORK * n_in) * B;
+}
+
 /* ------------------------------------------------------------------ */
 /* activations (generic elementwise epilogues)                          */
 /* ------------------------------------------------------------------ */

@@ -52,7 +52,7 @@ cdef extern from "rowkern.h" nogil:
     void smlp_row_sums(const float* D, int64_t ldd, int64_t jb, int64_t n_rows, int B,
                        float* s)
     int64_t smlp_min_work
-    int SMLP_G_ROW_WORK
+    int64_t smlp_backward_work(int64_t nnz, int64_t n_in, int64_t B)
     int smlp_threads_for(int64_t work, int n_threads)
 
     int SMLP_ACT_IDENTITY

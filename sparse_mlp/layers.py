@@ -383,8 +383,7 @@ class SparseLayer:
         inputs' pre-activations) is given, times the input layer's dropout
         mask and f'(Z_in), fused.  G may be Z_in (in place)."""
         kw = act_in.kernel_args() if act_in is not None else {}
-        # (the rows of G count too: rowkern.h SMLP_G_ROW_WORK)
-        kern = spmm_for(n_threads, (self.indices.size + spmm.G_ROW_WORK * self.n_in) * D.shape[1])
+        kern = spmm_for(n_threads, spmm.backward_work(self.indices.size, self.n_in, D.shape[1]))
         kern.backward_input(self.t_indptr, self.t_rows, self.t_perm, self.data, D, G, Z_in,
                             srelu_grad=srelu_grad, drop_rate=dropout, drop_key=key,
                             b_offset=b_offset, n_threads=n_threads, **kw)
@@ -431,8 +430,7 @@ class SparseLayer:
         g_out, bias_g_out = grads if grads is not None else (None, None)
         kind, slope, srelu = ((act_in.kind, act_in.slope, act_in.params) if act_in is not None
                               else (0, 0.0, None))
-        # (the rows of G count too: rowkern.h SMLP_G_ROW_WORK)
-        kern = spmm_for(n_threads, (self.indices.size + spmm.G_ROW_WORK * self.n_in) * X.shape[1])
+        kern = spmm_for(n_threads, spmm.backward_work(self.indices.size, self.n_in, X.shape[1]))
         kern.backward_update(self.t_indptr, self.t_rows, self.t_perm, D, X, G,
                              self.data if weights_t is None else weights_t,
                              self.velocity, self.bias, self.bias_velocity,

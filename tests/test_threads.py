@@ -385,7 +385,6 @@ def test_a_busy_process_does_not_stall_two_threads():
         assert np.array_equal(a.data, b.data)
 
 
-
 def test_backward_passes_count_their_input_rows_as_work(monkeypatch):
     """The backward passes count the rows of G they write (and of X they
     read) as work besides their multiply-adds (rowkern.h SMLP_G_ROW_WORK): a

@@ -18,7 +18,7 @@ tr = bench_epoch.make_trainer(shape, 2, frac)
 B = 128
 newly = [lay for lay in tr.model.layers[1:]
          if lay.nnz * B < kernels.min_parallel_work()
-         <= (lay.nnz + kernels.spmm.G_ROW_WORK * lay.n_in) * B]
+         <= kernels.spmm.backward_work(lay.nnz, lay.n_in, B)]
 print("layers newly split:", [(lay.n_in, lay.n_out, lay.nnz) for lay in newly])
 orig_b = layers.SparseLayer.backward_update
 def serial(self, *a, **k):
