@@ -36,6 +36,21 @@ from arrayargs cimport F32, I32, I64, U16, arr_t, take
 from rowkern cimport (
     SMLP_EPI_BWD,
     SMLP_EPI_FWD,
+    SMLP_TL_END,
+    SMLP_TL_ENTER,
+    SMLP_TL_ROWS,
+    smlp_tl_begin,
+    smlp_tl_call_t,
+    smlp_tl_calls,
+    smlp_tl_end,
+    smlp_tl_lost,
+    smlp_tl_n,
+    smlp_tl_nt,
+    smlp_tl_stamps,
+    smlp_tl_start,
+    smlp_tl_stop,
+    smlp_tl_thread,
+    smlp_max_threads,
     smlp_act_fusable,
     smlp_act_t,
     smlp_epi_make,
@@ -241,6 +256,80 @@ def _prefetch_from_environment():
 _prefetch_from_environment()
 
 
+# ------------------------------------------------------------------ call timeline
+# what each kernel call's record says it was (rowkern.h, "call timeline")
+TIMELINE_KINDS = ("forward", "backward_update", "backward_input", "weight_grad",
+                  "weight_update", "apply_update", "gather_columns")
+cdef enum:
+    TL_FORWARD = 0
+    TL_BACKWARD_UPDATE = 1
+    TL_BACKWARD_INPUT = 2
+    TL_WEIGHT_GRAD = 3
+    TL_WEIGHT_UPDATE = 4
+    TL_APPLY_UPDATE = 5
+    TL_GATHER = 6
+
+
+def timeline_start(int64_t capacity=100000, int threads=0):
+    """Record the timeline of this module's kernel calls (diagnostics,
+    rowkern.h "call timeline"): up to ``capacity`` calls, per-thread stamps
+    for ``threads`` threads (0: OpenMP's maximum team, 1 without OpenMP).
+    Any earlier record is dropped.  Changes no result; see
+    :func:`timeline_take`.  ``bench/bench_timeline.py`` reads it."""
+    if capacity < 1:
+        raise ValueError("timeline_start: capacity must be >= 1")
+    if threads < 0:
+        raise ValueError("timeline_start: threads must be >= 0")
+    if threads == 0:
+        threads = smlp_max_threads()
+    cdef object nbytes = capacity  # (a Python int: the product cannot wrap around)
+    nbytes = nbytes * (threads * 3 * 8 + sizeof(smlp_tl_call_t))
+    if nbytes > (1 << 40):
+        raise ValueError(f"timeline_start: {capacity} calls of {threads} threads would take "
+                         f"{nbytes / 2**30:.0f} GiB")
+    if smlp_tl_start(capacity, threads) != 0:
+        raise MemoryError(f"timeline_start: no memory for {capacity} calls "
+                          f"({nbytes / 2**20:.0f} MiB)")
+
+
+def timeline_take():
+    """Stop recording and return the record (None if none was started): a
+    dict of arrays, one entry per call in call order -- ``kind`` (index
+    into TIMELINE_KINDS), ``threads``, ``n_in``, ``n_out``, ``t_call`` and
+    ``t_done`` (ns, CLOCK_MONOTONIC, on the calling thread), ``stamps``
+    (calls x threads x 3: entered, rows begun, rows done; 0 where a thread
+    did not stamp) -- and ``lost``, the calls past the capacity."""
+    import numpy as np
+    cdef smlp_tl_call_t* calls = smlp_tl_calls
+    cdef int64_t* stamps = smlp_tl_stamps
+    cdef int64_t n = smlp_tl_n
+    cdef int nt = smlp_tl_nt
+    cdef int64_t i, k
+    if calls == NULL:
+        return None
+    smlp_tl_stop()
+    names = ("kind", "threads", "n_in", "n_out", "t_call", "t_done")
+    out = {name: np.zeros(n, np.int64) for name in names}
+    st = np.zeros((n, nt, 3), np.int64)
+    cdef int64_t[::1] kind = out["kind"], thr = out["threads"], n_in = out["n_in"]
+    cdef int64_t[::1] n_out = out["n_out"], t_call = out["t_call"], t_done = out["t_done"]
+    cdef int64_t[::1] flat = st.reshape(-1)
+    for i in range(n):
+        kind[i] = calls[i].kind
+        thr[i] = calls[i].threads
+        n_in[i] = calls[i].n_in
+        n_out[i] = calls[i].n_out
+        t_call[i] = calls[i].t_call
+        t_done[i] = calls[i].t_done
+    for k in range(n * nt * 3):
+        flat[k] = stamps[k]
+    free(calls)
+    free(stamps)
+    out["stamps"] = st
+    out["lost"] = smlp_tl_lost
+    return out
+
+
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(SMLP_HAVE_OPENMP)
@@ -334,6 +423,7 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     # rows stored once, never read back here: streamed when huge (smlp_stream_stores)
     smlp_stream_stores(n_out * B * 4 if fused or not has_a else 0)
     n_threads = smlp_threads_for(nnz * <int64_t>B, n_threads)
+    cdef int64_t tl = smlp_tl_begin(TL_FORWARD, a_x.n0, n_out, n_threads)
     cdef int64_t blk
     if not has_a and smlp_dense_ok(a_x.n0, n_out, nnz, B):
         # an output layer whose rows are all full: four rows at a time, so that each
@@ -342,6 +432,7 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
             for blk in prange(smlp_dense_blocks(n_out, B), schedule="static",
                               num_threads=n_threads):
                 smlp_forward_dense_avx512(wp, a_x.n0, n_out, xp, ldx, B, bsp, zp, blk)
+        smlp_tl_end(tl)
         return False
     # narrow batches of small blocks: four rows at a time (smlp_forward_rows4),
     # the rows past a multiple of four one by one below
@@ -357,6 +448,7 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
                     for j in range(4 * q, 4 * q + 4):
                         smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
     if 4 * n_quad == n_out:
+        smlp_tl_end(tl)
         return bp != NULL
     chunk = _chunk(n_out - 4 * n_quad, n_threads)
     # each thread its own block of rows first (smlp_owned_next): the rows the
@@ -371,6 +463,8 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
     r0 = r1 = k0 = 0
     with nogil, parallel(num_threads=n_threads):
         tid = smlp_thread_id()
+        smlp_tl_thread(tl, tid, SMLP_TL_ENTER)
+        smlp_tl_thread(tl, tid, SMLP_TL_ROWS)
         cur = 0
         r0 = 0
         r1 = 0
@@ -389,7 +483,9 @@ def forward(indptr, indices, data, bias, X, Z, A=None, int act=0, float slope=0.
                              xp, ldx, B, bsp[j], zp + j * B, NULL)
                     if has_a:
                         smlp_forward_epilogue(&p, j, zp + j * B, ap + j * B, B)
+        smlp_tl_thread(tl, tid, SMLP_TL_END)
         smlp_store_fence()
+    smlp_tl_end(tl)
     free(own)
     return bp != NULL
 
@@ -500,6 +596,7 @@ def backward_input(t_indptr, t_rows, t_perm, data, D, G, Z=None, int act=0,
     n_threads = smlp_threads_for(smlp_backward_work(nnz, n_in, B), n_threads)
     chunk = _chunk(n_in, n_threads)
     row = NULL
+    cdef int64_t tl = smlp_tl_begin(TL_BACKWARD_INPUT, n_in, a_d.n0, n_threads)
     with nogil, parallel(num_threads=n_threads):
         row = <float*>malloc(B * sizeof(float))
         if row == NULL:
@@ -529,6 +626,7 @@ def backward_input(t_indptr, t_rows, t_perm, data, D, G, Z=None, int act=0,
                     memcpy(gp + i * B, row, B * sizeof(float))
             free(row)
         smlp_store_fence()
+    smlp_tl_end(tl)
     if failed:
         raise MemoryError("backward_input: could not allocate a row buffer")
 
@@ -688,8 +786,10 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     r0 = r1 = io = ko = no = 0
     wro = NULL
     pro = NULL
+    cdef int64_t tl = smlp_tl_begin(TL_BACKWARD_UPDATE, n_in, n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         tid = smlp_thread_id()
+        smlp_tl_thread(tl, tid, SMLP_TL_ENTER)
         # four rows' worth: the four-row loop uses them all, the one-row loop the first
         row = <float*>malloc(4 * B * sizeof(float))
         gbuf = <float*>malloc(4 * max_row * sizeof(float))
@@ -728,6 +828,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                                 sgp + 4 * i if has_sg else NULL, B)
             # ... and one input row each, each thread its own block first (the rows
             # it wrote in the forward pass, smlp_owned_next)
+            smlp_tl_thread(tl, tid, SMLP_TL_ROWS)
             cur = 0
             r0 = 0
             r1 = 0
@@ -764,9 +865,11 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                                 wp, vp, lr, mu, decay, nesterov, has_z and not fused, &p,
                                 zp + io * B if has_z else NULL, gp + io * B,
                                 sgp + 4 * io if has_sg else NULL, B)
+        smlp_tl_thread(tl, tid, SMLP_TL_END)
         free(row)
         free(gbuf)
         smlp_store_fence()
+    smlp_tl_end(tl)
     free(bsum)
     free(own)
     if failed == 2:
@@ -879,6 +982,7 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_grad: could not allocate the bias sums")
+    cdef int64_t tl = smlp_tl_begin(TL_WEIGHT_GRAD, a_x.n0, n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -916,6 +1020,7 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
                 else:
                     bgp[j] = s * scale
         free(gbuf)
+    smlp_tl_end(tl)
     free(bsum)
     if failed:
         raise MemoryError("weight_grad: could not allocate a gradient buffer")
@@ -993,6 +1098,7 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_update: could not allocate the bias sums")
+    cdef int64_t tl = smlp_tl_begin(TL_WEIGHT_UPDATE, a_x.n0, n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
@@ -1021,6 +1127,7 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
                 _update(bw + j, bv + j, bsum[j] * scale, lr, mu, bias_decay,
                         nesterov)
             free(gbuf)
+    smlp_tl_end(tl)
     free(bsum)
     if failed:
         raise MemoryError("weight_update: could not allocate a gradient buffer")
@@ -1074,6 +1181,7 @@ def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
         raise ValueError("apply_update: an index takes at most 2**31 - 1 weights")
     # a gathered update costs about as much as TAKE_WORK multiply-adds of a product
     n_threads = smlp_threads_for(n * (TAKE_WORK if xp != NULL else 1), n_threads)
+    cdef int64_t tl = smlp_tl_begin(TL_APPLY_UPDATE, n, n, n_threads)
     with nogil:
         if xp != NULL:  # blocks of TAKE_BLOCK gradients gathered, then updated in order
             for blk in prange((n + TAKE_BLOCK - 1) // TAKE_BLOCK, schedule="static",
@@ -1083,6 +1191,7 @@ def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
         else:
             for k in prange(n, schedule="static", num_threads=n_threads):
                 _update(wp + k, vp + k, gp[k], lr, mu, decay, nesterov)
+    smlp_tl_end(tl)
     if bad:
         raise ValueError(f"apply_update: index holds a position outside [0, {n}) (the "
                          f"weights whose index was valid were updated)")
@@ -1153,10 +1262,12 @@ def gather_columns(X, rows, out, int n_threads=1):
     # read from a training set that lives in memory, not in cache (FashionMNIST's batch,
     # 100,000 elements: 64 us on one thread, 38 us on two)
     n_threads = smlp_threads_for(n_feat * B * GATHER_WORK, n_threads)
+    cdef int64_t tl = smlp_tl_begin(TL_GATHER, n_feat, B, n_threads)
     with nogil:
         for blk in prange(n_blk, schedule="static", num_threads=n_threads):
             smlp_gather_part(<const float*>a_x.p, <const int64_t*>a_rows.p, B, n_feat, blk,
                              by_samples, <float*>a_out.p)
+    smlp_tl_end(tl)
 
 
 # --------------------------------------------------------------- augmented gather

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <time.h>
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #define SMLP_X86 1
@@ -79,6 +80,16 @@ static inline int smlp_thread_id(void)
 #endif
 }
 
+/* the team a parallel region would get (1 without OpenMP) */
+static inline int smlp_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* counters for nt blocks of the rows lo..hi (64-byte aligned, one line
  * each; free() them); NULL when out of memory */
 static inline smlp_owned_t *smlp_owned_new(int64_t lo, int64_t hi, int nt)
@@ -109,6 +120,105 @@ static inline int smlp_owned_next(smlp_owned_t *c, int64_t lo, int64_t hi, int n
         (*cur)++;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* call timeline (diagnostics: _spmm.timeline_start / timeline_take)   */
+/* ------------------------------------------------------------------ */
+/* Off unless started, and then a traced call costs one test of a pointer.
+ * When on, each call of the traced kernels records its kind, its shape and
+ * its team (after smlp_threads_for), and CLOCK_MONOTONIC nanoseconds on the
+ * calling thread before its parallel region (t_call) and after it (t_done).
+ * Inside the region each thread records three stamps: when it entered
+ * (SMLP_TL_ENTER: fork), when it began its share of the rows after the
+ * bias sums (SMLP_TL_ROWS) and when it finished them (SMLP_TL_END: from
+ * there to t_done is the wait at the join).  Only the row loops of forward
+ * and backward_update that take rows one at a time (smlp_owned_next) stamp;
+ * a region that is one prange (the other kernels, the four-row loops of
+ * batches up to 32, the dense output rows) leaves the thread stamps 0.  In
+ * a call that has both, the stamps cover the one-row loop only.  Records
+ * past the capacity are counted,
+ * not stored.  Meant for one calling thread (a training step), as the
+ * kernels' callers are; no result depends on it. */
+enum { SMLP_TL_ENTER = 0, SMLP_TL_ROWS = 1, SMLP_TL_END = 2 };
+typedef struct {
+    int32_t kind;      /* an index into _spmm.TIMELINE_KINDS */
+    int32_t threads;
+    int64_t n_in, n_out;
+    int64_t t_call, t_done;
+} smlp_tl_call_t;
+static smlp_tl_call_t *smlp_tl_calls = NULL;  /* NULL: not recording */
+static int64_t *smlp_tl_stamps = NULL;        /* [capacity][smlp_tl_nt][3] */
+static int64_t smlp_tl_cap = 0, smlp_tl_n = 0, smlp_tl_lost = 0;
+static int smlp_tl_nt = 0;                    /* threads stamped per call */
+
+static inline int64_t smlp_tl_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* a call begins: its record's index, or -1 when not recording (or full) */
+static inline int64_t smlp_tl_begin(int kind, int64_t n_in, int64_t n_out, int threads)
+{
+    if (smlp_tl_calls == NULL) return -1;
+    if (smlp_tl_n >= smlp_tl_cap) {
+        smlp_tl_lost++;
+        return -1;
+    }
+    const int64_t i = smlp_tl_n++;
+    smlp_tl_call_t *c = &smlp_tl_calls[i];
+    c->kind = kind;
+    c->threads = threads;
+    c->n_in = n_in;
+    c->n_out = n_out;
+    c->t_done = 0;
+    memset(smlp_tl_stamps + i * smlp_tl_nt * 3, 0, (size_t)smlp_tl_nt * 3 * sizeof(int64_t));
+    c->t_call = smlp_tl_now();
+    return i;
+}
+
+static inline void smlp_tl_thread(int64_t i, int tid, int what)
+{
+    if (i >= 0 && tid >= 0 && tid < smlp_tl_nt)
+        smlp_tl_stamps[(i * smlp_tl_nt + tid) * 3 + what] = smlp_tl_now();
+}
+
+static inline void smlp_tl_end(int64_t i)
+{
+    if (i >= 0) smlp_tl_calls[i].t_done = smlp_tl_now();
+}
+
+/* start recording (any earlier record freed); 0, or -1 when out of memory */
+static inline int smlp_tl_start(int64_t capacity, int nt)
+{
+    free(smlp_tl_calls);
+    free(smlp_tl_stamps);
+    smlp_tl_calls = NULL;
+    smlp_tl_stamps = NULL;
+    smlp_tl_n = smlp_tl_lost = 0;
+    if (capacity < 1) capacity = 1;
+    if (nt < 1) nt = 1;
+    smlp_tl_stamps = (int64_t *)malloc((size_t)capacity * nt * 3 * sizeof(int64_t));
+    smlp_tl_calls = (smlp_tl_call_t *)malloc((size_t)capacity * sizeof(smlp_tl_call_t));
+    if (smlp_tl_calls == NULL || smlp_tl_stamps == NULL) {
+        free(smlp_tl_calls);
+        free(smlp_tl_stamps);
+        smlp_tl_calls = NULL;
+        smlp_tl_stamps = NULL;
+        return -1;
+    }
+    smlp_tl_cap = capacity;
+    smlp_tl_nt = nt;
+    return 0;
+}
+
+/* stop recording: the buffers are handed to the caller (free() them) */
+static inline void smlp_tl_stop(void)
+{
+    smlp_tl_calls = NULL;
+    smlp_tl_stamps = NULL;
 }
 
 /* ------------------------------------------------------------------ */

@@ -55,6 +55,28 @@ cdef extern from "rowkern.h" nogil:
     int64_t smlp_backward_work(int64_t nnz, int64_t n_in, int64_t B)
     int smlp_threads_for(int64_t work, int n_threads)
 
+    int SMLP_TL_ENTER
+    int SMLP_TL_ROWS
+    int SMLP_TL_END
+    ctypedef struct smlp_tl_call_t:
+        int32_t kind
+        int32_t threads
+        int64_t n_in
+        int64_t n_out
+        int64_t t_call
+        int64_t t_done
+    smlp_tl_call_t* smlp_tl_calls
+    int64_t* smlp_tl_stamps
+    int64_t smlp_tl_n
+    int64_t smlp_tl_lost
+    int smlp_tl_nt
+    int64_t smlp_tl_begin(int kind, int64_t n_in, int64_t n_out, int threads)
+    void smlp_tl_thread(int64_t i, int tid, int what)
+    void smlp_tl_end(int64_t i)
+    int smlp_tl_start(int64_t capacity, int nt)
+    int smlp_max_threads()
+    void smlp_tl_stop()
+
     int SMLP_ACT_IDENTITY
     int SMLP_ACT_RELU
     int SMLP_ACT_LEAKY

@@ -42,6 +42,16 @@ def simd(request):
     spmm.set_simd_level("best")
 
 
+@pytest.fixture
+def every_call_split():
+    """Kernel calls of any size use the threads asked for."""
+    from sparse_mlp import kernels
+    old = kernels.min_parallel_work()
+    kernels.min_parallel_work(0)
+    yield
+    kernels.min_parallel_work(old)
+
+
 def random_layer(rng, n_in, n_out, density, init="normal", empty_rows=(), empty_cols=()):
     """A SparseLayer with random structure; rows/cols listed are left empty."""
     from sparse_mlp.layers import SparseLayer
@@ -56,6 +66,35 @@ def random_layer(rng, n_in, n_out, density, init="normal", empty_rows=(), empty_
     layer.bias[:] = rng.standard_normal(n_out).astype(np.float32)
     layer.velocity[:] = rng.standard_normal(layer.nnz).astype(np.float32)
     return layer
+
+
+def every_kernel(threads: int, B: int) -> list[np.ndarray]:
+    """Every threaded kernel on a small layer: forward, gradient to the
+    inputs, weight gradient, fused backward + update, update, gather,
+    topology passes; their outputs."""
+    from sparse_mlp.activations import ACT_RELU, Activation
+    from sparse_mlp.kernels import spmm, topology
+    r = np.random.default_rng(7)
+    layer = random_layer(r, 120, 90, 0.05, empty_rows=[3], empty_cols=[5])
+    X = r.standard_normal((120, B)).astype(np.float32)
+    D = r.standard_normal((90, B)).astype(np.float32)
+    act = Activation("relu", ACT_RELU)
+    Z = np.empty((90, B), np.float32)
+    A = np.empty_like(Z)
+    layer.forward(X, Z, A, act=act, dropout=0.3, key=1, n_threads=threads)
+    G = X.copy()
+    layer.backward_input(D, G, G, act_in=act, dropout=0.3, key=2, n_threads=threads)
+    g, bg = layer.gradient(X, D, n_threads=threads)
+    G2 = X.copy()
+    layer.backward_update(X, D, G2, 0.01, 0.9, 2e-4, Z_in=G2, act_in=act, dropout=0.3,
+                          key=3, n_threads=threads)
+    layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
+    Xs = r.standard_normal((50, 120)).astype(np.float32)
+    xb = np.empty((120, B), np.float32)
+    spmm.gather_columns(Xs, r.integers(0, 50, B), xb, n_threads=threads)
+    imp = np.empty(90)
+    topology.row_abs_sum(layer.indptr, layer.data, imp, n_threads=threads)
+    return [Z, A, G, g, bg, G2, layer.data.copy(), layer.velocity.copy(), xb, imp]
 
 
 class StopAfter(StopRequest):

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import random_layer
+from conftest import every_kernel, random_layer
 
 from sparse_mlp import kernels
-from sparse_mlp.activations import ACT_RELU, Activation
 from sparse_mlp.kernels import spmm, topology
 from sparse_mlp.model import SparseMLP
 
@@ -41,15 +40,6 @@ def clean_env(monkeypatch):
     for var in THREAD_VARS:
         monkeypatch.delenv(var, raising=False)
     return monkeypatch
-
-
-@pytest.fixture
-def every_call_split():
-    """Kernel calls of any size use the threads asked for."""
-    old = kernels.min_parallel_work()
-    kernels.min_parallel_work(0)
-    yield
-    kernels.min_parallel_work(old)
 
 
 class BusyProcess:
@@ -148,40 +138,15 @@ def test_busy_cpus_sees_a_busy_process():
 
 
 # --------------------------------------------- small calls run on one thread
-def _every_kernel(threads: int, B: int) -> list[np.ndarray]:
-    """Every threaded kernel on a small layer: forward, gradient to the
-    inputs, weight gradient, fused backward + update, update, gather,
-    topology passes."""
-    r = np.random.default_rng(7)
-    layer = random_layer(r, 120, 90, 0.05, empty_rows=[3], empty_cols=[5])
-    X = r.standard_normal((120, B)).astype(np.float32)
-    D = r.standard_normal((90, B)).astype(np.float32)
-    act = Activation("relu", ACT_RELU)
-    Z = np.empty((90, B), np.float32)
-    A = np.empty_like(Z)
-    layer.forward(X, Z, A, act=act, dropout=0.3, key=1, n_threads=threads)
-    G = X.copy()
-    layer.backward_input(D, G, G, act_in=act, dropout=0.3, key=2, n_threads=threads)
-    g, bg = layer.gradient(X, D, n_threads=threads)
-    G2 = X.copy()
-    layer.backward_update(X, D, G2, 0.01, 0.9, 2e-4, Z_in=G2, act_in=act, dropout=0.3,
-                          key=3, n_threads=threads)
-    layer.update(X, D, 0.01, 0.9, 2e-4, n_threads=threads)
-    Xs = r.standard_normal((50, 120)).astype(np.float32)
-    xb = np.empty((120, B), np.float32)
-    spmm.gather_columns(Xs, r.integers(0, 50, B), xb, n_threads=threads)
-    imp = np.empty(90)
-    topology.row_abs_sum(layer.indptr, layer.data, imp, n_threads=threads)
-    return [Z, A, G, g, bg, G2, layer.data.copy(), layer.velocity.copy(), xb, imp]
 
 
 @pytest.mark.parametrize("B", [1, 32, 130])
 def test_split_calls_are_bit_identical_to_one_thread(every_call_split, B):
     """With every call split (min_parallel_work 0), 2 and 3 threads give the
     bits of 1 thread; the one-thread rule therefore changes no result."""
-    base = _every_kernel(1, B)
+    base = every_kernel(1, B)
     for threads in (2, 3):
-        for a, b in zip(base, _every_kernel(threads, B)):
+        for a, b in zip(base, every_kernel(threads, B)):
             assert np.array_equal(a, b)
 
 
@@ -246,9 +211,9 @@ def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
     assert not kernels.spmm_serial.openmp_enabled()
     assert kernels.activation_serial is not kernels.activation
     for B in (1, 32, 130):
-        serial = _every_kernel(1, B)
+        serial = every_kernel(1, B)
         monkeypatch.setattr(layers_mod, "spmm_for", lambda n_threads, work=0: spmm)
-        omp = _every_kernel(1, B)
+        omp = every_kernel(1, B)
         monkeypatch.setattr(layers_mod, "spmm_for", kernels.spmm_for)
         for a, b in zip(serial, omp):
             assert np.array_equal(a, b)
