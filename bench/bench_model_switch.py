@@ -10,6 +10,9 @@ only, never a result (the tests compare both settings bit for bit):
                        written through the permutation, the weights' order)
   SKIP_Z_WITH_BITS     the training forward leaves Z unwritten where it keeps
                        the masks the backward pass reads (off: Z always stored)
+  FUSE_FULL_ROWS       on several threads, a layer whose rows are all full (the
+                       output layer) keeps the fused backward update (off: split
+                       as the other layers)
 
     python bench/bench_model_switch.py [--switch TRANSPOSED_GRADIENT]
         [--shapes higgs,fmnist,cifar] [--threads 2] [--fraction 0.1] [--rounds 6]
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import bench_epoch  # noqa: E402
 from sparse_mlp import model  # noqa: E402
 
-SWITCHES = ("TRANSPOSED_GRADIENT", "SKIP_Z_WITH_BITS")
+SWITCHES = ("TRANSPOSED_GRADIENT", "SKIP_Z_WITH_BITS", "FUSE_FULL_ROWS")
 
 
 def main() -> None:

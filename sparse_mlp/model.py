@@ -68,6 +68,22 @@ SPLIT_UPDATE_MAX = 1 << 26
 TRANSPOSED_GRADIENT = True
 SPLIT_UPDATE_MIN_1T = 1 << 14
 
+# Below SPLIT_UPDATE_MIN_1T weights, a layer whose rows are all full (nnz =
+# n_in * n_out: an output layer of a few classes) keeps the fused pass on
+# several threads too.  Its fused pass writes the weights of input row i at
+# j * n_in + i for each output row j, so a thread's block of input rows writes
+# one run per output row, and the threads share only the lines where their
+# runs meet; the split's second pass gathers the whole gradient through the
+# inverse permutation, half of it from the other core.  The output layer's
+# calls on two threads, split -> fused (us a batch, the quietest of 6 and of 8
+# alternating epochs, results/bench_issue22/experiments_dec06c/
+# fuse_full_rows_calls.txt): Higgs's 1000 x 2 35.9-37.3 -> 33.0-33.6,
+# FashionMNIST's 1000 x 10 55.4-59.2 -> 49.2-51.7; whole two-thread epochs
+# faster in 7 and 10 of 12 pairs (fuse_full_rows_2t.jsonl).  Not above the
+# bound: CIFAR10's 4000 x 10 (40,000 weights) went 229.0 -> 262.4.  False: split
+# as the other layers (for A/B benchmarks: bench/bench_model_switch.py).
+FUSE_FULL_ROWS = True
+
 # The training forward pass stores each hidden layer's Z only where the backward
 # pass will read it: where the fused AVX-512 epilogue keeps its dropout and sign
 # masks (the bits), the backward pass reads those instead, so in 'fast' mode Z's
@@ -411,8 +427,12 @@ class SparseMLP(LayerStack):
             # second, contiguous pass updates (see SPLIT_UPDATE_MAX); the same
             # arithmetic, so the same weights bit for bit
             nnz = layer.indices.size
+            # (below SPLIT_UPDATE_MIN_1T, a layer whose rows are all full stays fused
+            # on several threads too: see FUSE_FULL_ROWS)
+            small_split = self.n_threads > 1 and not (FUSE_FULL_ROWS
+                                                      and nnz == layer.n_in * layer.n_out)
             split = (acc is None and nnz <= SPLIT_UPDATE_MAX
-                     and (li == 0 or self.n_threads > 1 or nnz >= SPLIT_UPDATE_MIN_1T))
+                     and (li == 0 or nnz >= SPLIT_UPDATE_MIN_1T or small_split))
             # ... written in the transposed index's order and read back through its
             # inverse (see TRANSPOSED_GRADIENT)
             grads_t = split and li > 0 and TRANSPOSED_GRADIENT

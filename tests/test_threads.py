@@ -163,7 +163,9 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     order and read back through its inverse, model.TRANSPOSED_GRADIENT, or
     through the permutation; the hidden layers' Z stored by the forward pass
     or left to the backward pass where it keeps its bits,
-    model.SKIP_Z_WITH_BITS): the weights, momenta and biases of all eight
+    model.SKIP_Z_WITH_BITS; the output layer, whose rows are all full, under
+    SPLIT_UPDATE_MIN_1T weights fused on two threads as on one or split,
+    model.FUSE_FULL_ROWS): the weights, momenta and biases of all twelve
     agree bit for bit."""
     import sparse_mlp.model as model_mod
 
@@ -172,14 +174,19 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     y = r.integers(0, 3, 32).astype(np.int32)
     nets = []
     default_max = model_mod.SPLIT_UPDATE_MAX
-    monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MIN_1T", 0)  # (the test's layers are small)
     for threads in (1, 2):
-        for split_max, t_order, skip_z in ((0, True, True), (default_max, False, True),
-                                           (default_max, True, True),
-                                           (default_max, True, False)):
+        # SPLIT_UPDATE_MIN_1T 0: every layer splits (the test's layers are small); 200:
+        # the hidden layers (389 and 440 weights) split, the output layer (150) not on
+        # one thread, nor on two with FUSE_FULL_ROWS
+        for split_max, t_order, skip_z, fuse_full, min_1t in (
+                (0, True, True, True, 0), (default_max, False, True, True, 0),
+                (default_max, True, True, True, 0), (default_max, True, False, True, 0),
+                (default_max, True, True, True, 200), (default_max, True, True, False, 200)):
+            monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MIN_1T", min_1t)
             monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MAX", split_max)
             monkeypatch.setattr(model_mod, "TRANSPOSED_GRADIENT", t_order)
             monkeypatch.setattr(model_mod, "SKIP_Z_WITH_BITS", skip_z)
+            monkeypatch.setattr(model_mod, "FUSE_FULL_ROWS", fuse_full)
             m = SparseMLP([40, 60, 50, 3], 4.0, activation,
                           0.3 if activation == "allrelu" else None, "he_uniform", dropout=0.3,
                           rng=np.random.default_rng(11), n_threads=threads)
@@ -188,7 +195,10 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
             # the layers but the first read their gradient through the inverse
             # (and only those of a split update: the fused pass updates in place)
             split_t = t_order and split_max > 0
-            assert [lay._t_inverse is not None for lay in m.layers] == [False] + [split_t] * 2
+            out_split = split_t and (min_1t <= 150 or (threads > 1 and not fuse_full))
+            assert m.layers[-1].nnz == 50 * 3 and min(m.nnz_per_layer()[:-1]) >= 200
+            assert [lay._t_inverse is not None for lay in m.layers] == [False, split_t,
+                                                                         out_split]
             nets.append(m)
     for other in nets[1:]:
         for a, b in zip(nets[0].layers, other.layers):
