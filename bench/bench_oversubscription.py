@@ -38,6 +38,7 @@ SETTINGS = {
     "serial": {"GOMP_SPINCOUNT": "300000"},
     "after": {},
     # other bounds on the spin, with the one-thread rule (issue 22)
+    "spin4500": {"GOMP_SPINCOUNT": "4500"},
     "spin10k": {"GOMP_SPINCOUNT": "10000"},
     "spin30k": {"GOMP_SPINCOUNT": "30000"},
     "spin100k": {"GOMP_SPINCOUNT": "100000"},
