@@ -137,9 +137,8 @@ static inline int smlp_owned_next(smlp_owned_t *c, int64_t lo, int64_t hi, int n
  * a region that is one prange (the other kernels, the four-row loops of
  * batches up to 32, the dense output rows) leaves the thread stamps 0.  In
  * a call that has both, the stamps cover the one-row loop only.  Records
- * past the capacity are counted,
- * not stored.  Meant for one calling thread (a training step), as the
- * kernels' callers are; no result depends on it. */
+ * past the capacity are counted, not stored.  Meant for one calling thread
+ * (a training step), as the kernels' callers are; no result depends on it. */
 enum { SMLP_TL_ENTER = 0, SMLP_TL_ROWS = 1, SMLP_TL_END = 2 };
 typedef struct {
     int32_t kind;      /* an index into _spmm.TIMELINE_KINDS */

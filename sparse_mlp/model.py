@@ -429,10 +429,10 @@ class SparseMLP(LayerStack):
             nnz = layer.indices.size
             # (below SPLIT_UPDATE_MIN_1T, a layer whose rows are all full stays fused
             # on several threads too: see FUSE_FULL_ROWS)
-            small_split = self.n_threads > 1 and not (FUSE_FULL_ROWS
-                                                      and nnz == layer.n_in * layer.n_out)
             split = (acc is None and nnz <= SPLIT_UPDATE_MAX
-                     and (li == 0 or nnz >= SPLIT_UPDATE_MIN_1T or small_split))
+                     and (li == 0 or nnz >= SPLIT_UPDATE_MIN_1T
+                          or (self.n_threads > 1
+                              and not (FUSE_FULL_ROWS and layer.density == 1.0))))
             # ... written in the transposed index's order and read back through its
             # inverse (see TRANSPOSED_GRADIENT)
             grads_t = split and li > 0 and TRANSPOSED_GRADIENT
