@@ -1140,8 +1140,15 @@ cdef enum:
     # the gradient and the weights' lines come from the other core), the time of ~64
     # thousand multiply-adds of the products
     TAKE_WORK = 64
+    # ... and without an index, each weight counted as this many: the update of
+    # CIFAR10's first layer (142,119 weights) took 59-64 us a batch on one thread
+    # and 33-37 on two, FashionMNIST's (36,013) 7.5-9.0 against 6.0-8.0
+    # (results/bench_issue22/experiments_dec06d/apply_first_layer_ab.jsonl): from
+    # ~33 k weights (a call of ~7 us) a second thread pays
+    APPLY_WORK = 32
 
 APPLY_INDEX_WORK = TAKE_WORK  # (for kernels.spmm_for: the work of apply_update with an index)
+APPLY_PLAIN_WORK = APPLY_WORK  # (... and without one)
 
 
 def backward_work(int64_t nnz, int64_t n_in, int64_t B):
@@ -1179,8 +1186,9 @@ def apply_update(w, v, g, float lr, float mu, float decay, bint nesterov=False,
         raise ValueError("apply_update: index must have the length of w")
     if xp != NULL and n > 2147483647:
         raise ValueError("apply_update: an index takes at most 2**31 - 1 weights")
-    # a gathered update costs about as much as TAKE_WORK multiply-adds of a product
-    n_threads = smlp_threads_for(n * (TAKE_WORK if xp != NULL else 1), n_threads)
+    # a gathered update costs about as much as TAKE_WORK multiply-adds of a product,
+    # one in order APPLY_WORK
+    n_threads = smlp_threads_for(n * (TAKE_WORK if xp != NULL else APPLY_WORK), n_threads)
     cdef int64_t tl = smlp_tl_begin(TL_APPLY_UPDATE, n, n, n_threads)
     with nogil:
         if xp != NULL:  # blocks of TAKE_BLOCK gradients gathered, then updated in order

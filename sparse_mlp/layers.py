@@ -478,7 +478,7 @@ class SparseLayer:
         ``transposed``, a weight gradient in the order of the transposed index
         (:meth:`backward_update`'s ``grads_t``), read through :meth:`t_inverse`."""
         kern = spmm_for(n_threads, self.indices.size * (spmm.APPLY_INDEX_WORK if transposed
-                                                        else 1))
+                                                        else spmm.APPLY_PLAIN_WORK))
         kern.apply_update(self.data, self.velocity, g, lr, momentum, decay, nesterov,
                           n_threads=n_threads,
                           index=self.t_inverse() if transposed else None)

@@ -390,3 +390,40 @@ def test_backward_passes_count_their_input_rows_as_work(monkeypatch):
                 layer.backward_input(D, G, n_threads=2)
             assert seen == [spmm if parallel else kernels.spmm_serial], (n_in, name)
             monkeypatch.undo()
+
+
+def test_in_order_updates_count_each_weight_as_work(monkeypatch):
+    """An update in the weights' own order (the first layer's, no index)
+    counts each weight as spmm.APPLY_PLAIN_WORK multiply-adds: 40,000 weights
+    run on the two threads asked for (in the OpenMP build, a team of two in
+    the timeline), 20,000 on one (the serial build); both updates equal to
+    the serial build's bit for bit."""
+    assert 20_000 * spmm.APPLY_PLAIN_WORK < kernels.min_parallel_work() \
+        <= 40_000 * spmm.APPLY_PLAIN_WORK
+    r = np.random.default_rng(5)
+    for n, team in ((40_000, 2), (20_000, 1)):
+        layer = random_layer(r, n // 100, 100, 1.0)
+        g = r.standard_normal(n).astype(np.float32)
+        bg = r.standard_normal(100).astype(np.float32)
+        w_ref, v_ref = layer.data.copy(), layer.velocity.copy()
+        kernels.spmm_serial.apply_update(w_ref, v_ref, g, 0.05, 0.9, 1e-3, False)
+        seen: list = []
+        for mod in (spmm, kernels.spmm_serial):
+            real = mod.apply_update
+
+            def spy(w, *a, _r=real, _m=mod, _w=layer.data, _seen=seen, **k):
+                if w is _w:
+                    _seen.append(_m)
+                return _r(w, *a, **k)
+
+            monkeypatch.setattr(mod, "apply_update", spy)
+        spmm.timeline_start(8, 2)
+        try:
+            layer.apply_gradient(g, bg, 0.05, 0.9, 1e-3, n_threads=2)
+        finally:
+            rec = spmm.timeline_take()
+        monkeypatch.undo()
+        assert seen == [spmm if team == 2 else kernels.spmm_serial], n
+        if team == 2:
+            assert list(rec["threads"]) == [2] and list(rec["n_in"]) == [n]
+        assert np.array_equal(layer.data, w_ref) and np.array_equal(layer.velocity, v_ref)
