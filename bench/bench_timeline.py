@@ -20,8 +20,11 @@ between the calls).  Thread stamps exist for the one-row loops of
 Each thread count records --rounds epochs and keeps the quietest (the least
 time a batch; the range is printed); then a table per network puts each
 call's time a batch on every thread count side by side, with its speed-up
-over the first.  Run it on the machine being studied, quiet; on a many-core
-machine pass --threads 1,2,4,8,16.  It measures; it asserts nothing.
+over the first, and the part of a batch that ran on one thread on the last
+thread count (the calls of a team of one, and the time outside the calls)
+with Amdahl's bound on the speed-up it allows at 2, 4, 8 and 16 threads.
+Run it on the machine being studied, quiet; on a many-core machine pass
+--threads 1,2,4,8,16.  It measures; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -112,6 +115,24 @@ def side_by_side(shape: str, runs: dict) -> None:
     for name, v in lines:
         ups = " ".join(f"{v[0] / x:5.2f}x" if x > 0 and v[0] > 0 else "     -" for x in v[1:])
         print(f"  {name:30s} " + " ".join(f"{x:9.1f}" for x in v) + f"   {ups}")
+    t_last = ts[-1]
+    if t_last > 1:
+        serial, bound = amdahl(runs[ts[0]][0], runs[t_last])
+        print(f"  serial on {t_last} threads: {serial:.1f} us a batch (calls of a team of "
+              f"one, and the time outside the calls); Amdahl's bound on the speed-up "
+              f"over {ts[0]} thread(s): " + ", ".join(f"{n} threads {b:.1f}x"
+                                                   for n, b in bound.items()))
+
+
+def amdahl(first_batch_us: float, run: tuple, threads=(2, 4, 8, 16)) -> tuple[float, dict]:
+    """The part of a batch that ran on one thread in ``run`` (threads ->
+    (batch_us, kernel_us, rows)): the calls whose team was one and the time
+    outside the calls, in us a batch; and the speed-up over ``first_batch_us``
+    that N threads could reach at most if everything else divided perfectly."""
+    batch_us, kernel_us, rows = run
+    serial = (batch_us - kernel_us) + sum(r["us_per_batch"] for r in rows if r["threads"] == 1)
+    rest = max(0.0, first_batch_us - serial)
+    return serial, {n: first_batch_us / (serial + rest / n) for n in threads}
 
 
 def main() -> None:

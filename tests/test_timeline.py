@@ -130,3 +130,17 @@ def test_bench_timeline_accounts_for_the_calls_of_an_epoch(no_timeline):
     assert fwd[(1000, 1000)]["rows_min_us"] <= fwd[(1000, 1000)]["rows_max_us"]
     assert sum(r["calls_per_batch"] for r in rows if r["kernel"] == "backward_update") == 3
     assert spmm.timeline_take() is None  # record_epoch stopped both builds
+
+
+def test_amdahl_bound_counts_one_thread_calls_and_the_time_outside():
+    """bench_timeline.amdahl: the serial part is the time outside the calls
+    plus the calls of a team of one (not those of two), and the bound is
+    T1 / (serial + (T1 - serial) / N)."""
+    sys.path.insert(0, str(ROOT))
+    from bench import bench_timeline
+    rows = [{"threads": 2, "us_per_batch": 300.0}, {"threads": 1, "us_per_batch": 40.0},
+            {"threads": 1, "us_per_batch": 10.0}]
+    serial, bound = bench_timeline.amdahl(1000.0, (600.0, 550.0, rows), threads=(2, 16))
+    assert serial == 100.0  # 50 outside the calls, 40 + 10 in calls of one thread
+    assert bound[2] == pytest.approx(1000.0 / (100.0 + 900.0 / 2))
+    assert bound[16] == pytest.approx(1000.0 / (100.0 + 900.0 / 16))
