@@ -1,6 +1,8 @@
-"""The first layer's (plain, in-order) momentum update on one thread (as the
-work rule gives it now) or forced onto two, alternating epochs; the timeline's
-per-call median and the batch time."""
+"""The first layer's (plain, in-order) momentum update forced onto one thread
+(the serial build) or onto two, in alternating two-thread epochs; the
+timeline's per-call median and the batch time.  (The first run, before commit
+df96777, let the work rule of the time pick one thread for "one".)
+python apply_first_layer_ab.py SHAPE FRACTION ROUNDS"""
 import sys, json
 import numpy as np
 sys.path.insert(0, "bench")
@@ -12,6 +14,10 @@ first = tr.model.layers[0]
 orig = layers.SparseLayer.apply_gradient
 force = {"on": False}
 def patched(self, g, bg, *a, **k):
+    if self is first and not force["on"] and not k.get("transposed"):
+        kernels.spmm_serial.apply_update(self.data, self.velocity, g, a[0], a[1], a[2], k.get("nesterov", False), n_threads=1)
+        kernels.spmm_for(1).apply_update(self.bias, self.bias_velocity, bg, a[0], a[1], a[2], k.get("nesterov", False), n_threads=1)
+        return
     if self is first and force["on"] and not k.get("transposed"):
         w = kernels.spmm.min_parallel_work()
         kernels.spmm.min_parallel_work(0)
