@@ -92,6 +92,18 @@ FUSE_FULL_ROWS = True
 # less per hidden layer and step.  False stores Z always (for A/B benchmarks:
 # bench/bench_model_switch.py --switch SKIP_Z_WITH_BITS).
 SKIP_Z_WITH_BITS = True
+
+# The loss kernel (one sample a column, the samples' losses summed afterwards in
+# a fixed order: the same bits on any thread count) runs on the model's threads
+# from this many logits (n_L x B), on one below.  On one thread it left the other
+# thread idle long enough to fall asleep (the loss and the Python around it:
+# ~50 us in a CIFAR10 step), and the output layer's backward pass then waited
+# 32-37 us for it; on two threads the wait was 0.8-0.9 us in 5 of 8 epochs (8-17
+# in the others) and the gap 36-53 us instead of 43-58 (FashionMNIST's gap
+# 21-22 -> 15-17 us; results/bench_issue22/experiments_dec06d/
+# loss_threads_ab.jsonl).  Higgs's 2 x 128 logits gained nothing (4.6 us either
+# way), hence the bound; Madelon's 2 x 32 stay on one thread.
+LOSS_THREADS_MIN = 1024
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
@@ -380,15 +392,17 @@ class SparseMLP(LayerStack):
 
     def _loss(self, logits: np.ndarray, yb: np.ndarray, write_delta: bool,
               sample_weight: np.ndarray | None = None) -> tuple[float, int]:
-        """The output layer's loss kernel on a (n_L, B) block of logits."""
-        kern = activation_for(1)
+        """The output layer's loss kernel on a (n_L, B) block of logits; on
+        the model's threads from LOSS_THREADS_MIN logits (the same bits)."""
+        nt = self.n_threads if logits.size >= LOSS_THREADS_MIN else 1
+        kern = activation_for(nt)
         if self.output == "linear":
             t = yb.reshape(yb.shape[0], -1)
             if t.dtype != np.float32 or not t.flags.c_contiguous:
                 t = np.ascontiguousarray(t, dtype=np.float32)
-            return kern.linear_mse(logits, t, write_delta, sample_weight, n_threads=1)
+            return kern.linear_mse(logits, t, write_delta, sample_weight, n_threads=nt)
         fn = kern.softmax_xent if self.output == "softmax" else kern.sigmoid_mse
-        return fn(logits, yb, write_delta, sample_weight, n_threads=1)
+        return fn(logits, yb, write_delta, sample_weight, n_threads=nt)
 
     def _layer_input(self, h: int, keys: list[int], b_offset: int) -> np.ndarray:
         """Hidden layer h's activations for the backward pass.  'lean' mode

@@ -427,3 +427,46 @@ def test_in_order_updates_count_each_weight_as_work(monkeypatch):
         if team == 2:
             assert list(rec["threads"]) == [2] and list(rec["n_in"]) == [n]
         assert np.array_equal(layer.data, w_ref) and np.array_equal(layer.velocity, v_ref)
+
+
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
+def test_the_loss_takes_the_model_threads_from_loss_threads_min(monkeypatch, output):
+    """From model.LOSS_THREADS_MIN logits (n_L x B) the loss kernel runs on the
+    model's threads, in the OpenMP build; below, on one thread in the serial
+    build.  Training steps and the evaluation give the same losses, counts and
+    weights bit for bit either way."""
+    import sparse_mlp.model as model_mod
+
+    fn = {"softmax": "softmax_xent", "sigmoid": "sigmoid_mse", "linear": "linear_mse"}[output]
+    r = np.random.default_rng(8)
+    B, n_out = 128, 10
+    assert n_out * B >= model_mod.LOSS_THREADS_MIN > 2 * B  # Higgs's 2 x 128: one thread
+    X = r.standard_normal((20, B)).astype(np.float32)
+    y = (r.standard_normal((B, n_out)).astype(np.float32) if output == "linear"
+         else r.integers(0, n_out, B).astype(np.int32))
+    Xs = r.standard_normal((300, 20)).astype(np.float32)
+    ys = (r.standard_normal((300, n_out)).astype(np.float32) if output == "linear"
+          else r.integers(0, n_out, 300).astype(np.int32))
+    runs = []
+    for bound in (model_mod.LOSS_THREADS_MIN, 1 << 40):
+        monkeypatch.setattr(model_mod, "LOSS_THREADS_MIN", bound)
+        seen: list = []
+        for mod in (kernels.activation, kernels.activation_serial):
+            real = getattr(mod, fn)
+
+            def spy(*a, _r=real, _m=mod, _seen=seen, **k):
+                _seen.append((_m, k.get("n_threads")))
+                return _r(*a, **k)
+
+            monkeypatch.setattr(mod, fn, spy)
+        m = SparseMLP([20, 30, n_out], 4.0, "relu", output=output, dropout=0.2,
+                      rng=np.random.default_rng(2), n_threads=2)
+        steps = [m.train_step(X, y, 0.05, 0.9, 1e-4, m.dropout_keys(1, s)) for s in range(3)]
+        ev = m.evaluate(Xs, ys, batch_size=128)
+        want = ((kernels.activation, 2) if bound < 1 << 40 else (kernels.activation_serial, 1))
+        assert seen[:3] == [want] * 3, (output, bound)
+        runs.append((steps, ev, [lay.data.copy() for lay in m.layers]))
+        monkeypatch.undo()
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    for a, b in zip(runs[0][2], runs[1][2]):
+        assert np.array_equal(a, b)
