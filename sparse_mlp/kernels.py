@@ -96,10 +96,11 @@ def spmm_for(n_threads: int, work: int | None = None):
     return spmm
 
 
-def activation_for(n_threads: int):
+def activation_for(n_threads: int, work: int | None = None):
     """The ``activation`` build for a call on ``n_threads``: the serial one on
-    one thread (see :func:`spmm_for`)."""
-    return activation_serial if n_threads <= 1 else activation
+    one thread, or when ``work`` (in multiply-adds of the products) is given
+    and below :func:`min_parallel_work` (the rule of :func:`spmm_for`)."""
+    return activation_serial if spmm_for(n_threads, work) is spmm_serial else activation
 
 
 # activation codes shared with pyx/rowkern.h

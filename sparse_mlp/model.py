@@ -26,7 +26,14 @@ from .activations import HIDDEN_ACTIVATIONS, OUTPUTS, Activation, make_activatio
 from .config import kaiming_refusal
 from .errors import ConfigError
 from .kernels import activation as act_kernels
-from .kernels import activation_for, aligned_empty, default_threads, spmm, spmm_for
+from .kernels import (
+    activation_for,
+    activation_serial,
+    aligned_empty,
+    default_threads,
+    spmm,
+    spmm_for,
+)
 from .layers import INITS, WEIGHT_INITS, SparseLayer, layer_gains, layer_inits
 
 # With several threads the fused backward pass (gradient to the inputs and
@@ -94,16 +101,19 @@ FUSE_FULL_ROWS = True
 SKIP_Z_WITH_BITS = True
 
 # The loss kernel (one sample a column, the samples' losses summed afterwards in
-# a fixed order: the same bits on any thread count) runs on the model's threads
-# from this many logits (n_L x B), on one below.  On one thread it left the other
-# thread idle long enough to fall asleep (the loss and the Python around it:
-# ~50 us in a CIFAR10 step), and the output layer's backward pass then waited
-# 32-37 us for it; on two threads the wait was 0.8-0.9 us in 5 of 8 epochs (8-17
-# in the others) and the gap 36-53 us instead of 43-58 (FashionMNIST's gap
-# 21-22 -> 15-17 us; results/bench_issue22/experiments_dec06d/
-# loss_threads_ab.jsonl).  Higgs's 2 x 128 logits gained nothing (4.6 us either
-# way), hence the bound; Madelon's 2 x 32 stay on one thread.
-LOSS_THREADS_MIN = 1024
+# a fixed order: the same bits on any thread count) counts each logit as this
+# many multiply-adds when it decides its threads (kernels.activation_for, the
+# rule of min_parallel_work): a logit costs a few double exps and a log, and
+# 1024 logits (10 classes at batch 128) take ~14 us on one thread.  On one
+# thread the loss left the other thread idle long enough to fall asleep (the
+# loss and the Python around it: ~50 us in a CIFAR10 step), and the output
+# layer's backward pass then waited 32-37 us for it; on two threads the wait was
+# 0.8-0.9 us in 5 of 8 epochs (8-17 in the others) and the gap 36-53 us instead
+# of 43-58 (FashionMNIST's gap 21-22 -> 15-17 us;
+# results/bench_issue22/experiments_dec06d/loss_threads_ab.jsonl, measured as a
+# bound of 1024 logits, the same split).  Higgs's 2 x 128 logits gained nothing
+# (4.6 us either way) and stay on one thread, as do Madelon's 2 x 32.
+LOSS_WORK = 1024
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
@@ -393,9 +403,10 @@ class SparseMLP(LayerStack):
     def _loss(self, logits: np.ndarray, yb: np.ndarray, write_delta: bool,
               sample_weight: np.ndarray | None = None) -> tuple[float, int]:
         """The output layer's loss kernel on a (n_L, B) block of logits; on
-        the model's threads from LOSS_THREADS_MIN logits (the same bits)."""
-        nt = self.n_threads if logits.size >= LOSS_THREADS_MIN else 1
-        kern = activation_for(nt)
+        the model's threads where its work (LOSS_WORK a logit) reaches
+        min_parallel_work (the same bits)."""
+        kern = activation_for(self.n_threads, logits.size * LOSS_WORK)
+        nt = 1 if kern is activation_serial else self.n_threads
         if self.output == "linear":
             t = yb.reshape(yb.shape[0], -1)
             if t.dtype != np.float32 or not t.flags.c_contiguous:

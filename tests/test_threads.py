@@ -431,16 +431,17 @@ def test_in_order_updates_count_each_weight_as_work(monkeypatch):
 
 @pytest.mark.parametrize("output", ["softmax", "sigmoid", "linear"])
 def test_the_loss_takes_the_model_threads_from_loss_threads_min(monkeypatch, output):
-    """From model.LOSS_THREADS_MIN logits (n_L x B) the loss kernel runs on the
-    model's threads, in the OpenMP build; below, on one thread in the serial
-    build.  Training steps and the evaluation give the same losses, counts and
+    """From min_parallel_work / model.LOSS_WORK logits (n_L x B: 1024) the loss
+    kernel runs on the model's threads, in the OpenMP build; below, on one
+    thread in the serial build.  Training steps and the evaluation give the same losses, counts and
     weights bit for bit either way."""
     import sparse_mlp.model as model_mod
 
     fn = {"softmax": "softmax_xent", "sigmoid": "sigmoid_mse", "linear": "linear_mse"}[output]
     r = np.random.default_rng(8)
     B, n_out = 128, 10
-    assert n_out * B >= model_mod.LOSS_THREADS_MIN > 2 * B  # Higgs's 2 x 128: one thread
+    work = kernels.min_parallel_work()
+    assert n_out * B * model_mod.LOSS_WORK >= work > 2 * B * model_mod.LOSS_WORK  # (Higgs: one)
     X = r.standard_normal((20, B)).astype(np.float32)
     y = (r.standard_normal((B, n_out)).astype(np.float32) if output == "linear"
          else r.integers(0, n_out, B).astype(np.int32))
@@ -448,8 +449,8 @@ def test_the_loss_takes_the_model_threads_from_loss_threads_min(monkeypatch, out
     ys = (r.standard_normal((300, n_out)).astype(np.float32) if output == "linear"
           else r.integers(0, n_out, 300).astype(np.int32))
     runs = []
-    for bound in (model_mod.LOSS_THREADS_MIN, 1 << 40):
-        monkeypatch.setattr(model_mod, "LOSS_THREADS_MIN", bound)
+    for per_logit in (model_mod.LOSS_WORK, 0):
+        monkeypatch.setattr(model_mod, "LOSS_WORK", per_logit)
         seen: list = []
         for mod in (kernels.activation, kernels.activation_serial):
             real = getattr(mod, fn)
@@ -463,8 +464,8 @@ def test_the_loss_takes_the_model_threads_from_loss_threads_min(monkeypatch, out
                       rng=np.random.default_rng(2), n_threads=2)
         steps = [m.train_step(X, y, 0.05, 0.9, 1e-4, m.dropout_keys(1, s)) for s in range(3)]
         ev = m.evaluate(Xs, ys, batch_size=128)
-        want = ((kernels.activation, 2) if bound < 1 << 40 else (kernels.activation_serial, 1))
-        assert seen[:3] == [want] * 3, (output, bound)
+        want = ((kernels.activation, 2) if per_logit else (kernels.activation_serial, 1))
+        assert seen[:3] == [want] * 3, (output, per_logit)
         runs.append((steps, ev, [lay.data.copy() for lay in m.layers]))
         monkeypatch.undo()
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
