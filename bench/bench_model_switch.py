@@ -13,6 +13,9 @@ only, never a result (the tests compare both settings bit for bit):
   FUSE_FULL_ROWS       on several threads, a layer whose rows are all full (the
                        output layer) keeps the fused backward update (off: split
                        as the other layers)
+  DELTA_OVER_INPUT     the backward pass writes a hidden layer's delta over its
+                       activations A, each row right after its last read (off:
+                       over its Z buffer)
 
     python bench/bench_model_switch.py [--switch TRANSPOSED_GRADIENT]
         [--shapes higgs,fmnist,cifar] [--threads 2] [--fraction 0.1] [--rounds 6]
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import bench_epoch  # noqa: E402
 from sparse_mlp import model  # noqa: E402
 
-SWITCHES = ("TRANSPOSED_GRADIENT", "SKIP_Z_WITH_BITS", "FUSE_FULL_ROWS")
+SWITCHES = ("TRANSPOSED_GRADIENT", "SKIP_Z_WITH_BITS", "FUSE_FULL_ROWS", "DELTA_OVER_INPUT")
 
 
 def main() -> None:

@@ -654,7 +654,10 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     number of weights of one input row (the per-thread gradient buffer's
     length; the layer keeps it, ``SparseLayer.max_in_degree``); -1 counts it
     here (n_in steps).  A row longer than it is never written past the
-    buffer: the call raises ValueError.  G may be Z.
+    buffer: the call raises ValueError.  G may be Z, and, when Z is given, X
+    (the delta then replaces the layer's input, row by row: each input row's
+    products read only that row of X, and all of it before its row of G is
+    stored).  Any other overlap of G with X, Z or D is refused.
 
     ``transposed`` (with ``g_out`` only): ``data`` holds the weights and
     ``g_out`` receives the gradients in the order of the transposed index
@@ -739,6 +742,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
         raise ValueError("backward_update: g_out must be (nnz,) and bias_g_out (n_out,)")
     if has_sg and (a_sg.n0 != n_in or a_sg.n1 != 4):
         raise ValueError("backward_update: srelu_grad must be (n_in, 4)")
+    _check_g_overlaps(&a_g, &a_x, &a_z, &a_d, has_z)
     if (transposed or grad_t) and not grad_only:
         raise ValueError("backward_update: transposed and grad_t need g_out (they never "
                          "update in place)")
@@ -877,6 +881,28 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
                          f"weights (pass the layer's longest input row, or -1 to count it)")
     if failed:
         raise MemoryError("backward_update: could not allocate row buffers")
+
+
+cdef inline bint _overlap(const arr_t* a, const arr_t* b) noexcept:
+    """Whether the bytes of two taken float32 arrays overlap (None never does)."""
+    if a.p == NULL or b.p == NULL:
+        return False
+    return a.p < b.p + b.n0 * b.n1 * 4 and b.p < a.p + a.n0 * a.n1 * 4
+
+
+cdef int _check_g_overlaps(const arr_t* g, const arr_t* x, const arr_t* z, const arr_t* d,
+                           bint has_z) except -1:
+    """backward_update's G against its inputs: G may be Z, or X when Z is
+    given (the same array: the rows of both line up); nothing else may share
+    G's memory, since the row loops read X, Z and D while they store G."""
+    if _overlap(g, d):
+        raise ValueError("backward_update: G overlaps D (the delta it reads for every row)")
+    if _overlap(g, x) and not (g.p == x.p and has_z):
+        raise ValueError("backward_update: G may be X itself, and only when Z is given; "
+                         "it overlaps X otherwise")
+    if _overlap(g, z) and g.p != z.p:
+        raise ValueError("backward_update: G overlaps Z without being Z")
+    return 0
 
 
 cdef inline bint _row_too_long(const int64_t* tp, int64_t i0, int n_rows, int64_t max_row,

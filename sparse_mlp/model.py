@@ -114,6 +114,28 @@ SKIP_Z_WITH_BITS = True
 # bound of 1024 logits, the same split).  Higgs's 2 x 128 logits gained nothing
 # (4.6 us either way) and stay on one thread, as do Madelon's 2 x 32.
 LOSS_WORK = 1024
+
+# The backward pass writes the delta of hidden layer h (its gradient to the
+# inputs) over that layer's activations A, row by row right after the row's
+# last read (each input row's weight gradients read only that row of A, and
+# the kernels read all of a row before they store its delta;
+# spmm.backward_update refuses any other overlap), instead of over Z.  Where
+# the forward pass kept its bits, Z was not written this step (SKIP_Z_WITH_BITS):
+# its lines had to be fetched from L3 or memory before each store, A's rows are
+# in the core's cache.  One thread: CIFAR10's epochs 6% faster (median of 12
+# alternating pairs, its backward passes 10-14% and the first layer's weight
+# gradient 7%), Higgs's 2%, FashionMNIST's 0.5%.  On several threads the next
+# layer's backward pass reads the delta's rows on every core, so the next
+# forward pass's stores into A then wait for the other cores to give up those
+# lines: Higgs's two-thread epochs were 2% slower (2 of 16 pairs faster).  So
+# on several threads only where A's block is at least
+# DELTA_OVER_INPUT_MIN_BYTES, larger than a core's L2, whose lines have left the
+# other cores by then (CIFAR10's 4000-wide layers: two-thread batches 4601 ->
+# 4252 us, medians of 12; results/bench_issue22/experiments_dec06e/).  The same
+# bits either way.  False: always over Z (for A/B benchmarks:
+# bench/bench_model_switch.py --switch DELTA_OVER_INPUT).
+DELTA_OVER_INPUT = True
+DELTA_OVER_INPUT_MIN_BYTES = 1 << 20
 _NO_SCRATCH = (np.empty(0, np.float32), np.empty(0, np.float32))
 
 
@@ -435,7 +457,8 @@ class SparseMLP(LayerStack):
     def _backprop(self, Xs: np.ndarray, keys: list[int], b_offset: int, scale: float,
                   opt: tuple | None = None, acc: dict | None = None) -> None:
         """Backpropagate the output delta left by :meth:`output_delta`, last
-        layer to first; each layer's delta sits in its own Z buffer.
+        layer to first; each hidden layer's delta is written over its
+        activations A (over its Z with DELTA_OVER_INPUT off).
 
         ``opt = (lr, momentum, decay, nesterov)``: update the weights in place
         (the delta below a layer is computed with its old weights, in the
@@ -443,8 +466,9 @@ class SparseMLP(LayerStack):
         accumulators of :meth:`_accumulators` instead."""
         bufs = self._train_bufs
         lr, mu, decay, nesterov = opt if opt is not None else (0.0, 0.0, 0.0, False)
+        D = bufs["Z"][-1]  # the output delta; below, where the layer above wrote it
         for li in range(len(self.layers) - 1, -1, -1):
-            layer, D = self.layers[li], bufs["Z"][li]
+            layer = self.layers[li]
             lr_li = lr * self.lr_scale(li)
             grads = acc["grads"][li] if acc is not None else None
             # a layer of at most SPLIT_UPDATE_MAX weights (a hidden one on one thread,
@@ -481,9 +505,13 @@ class SparseMLP(LayerStack):
             if acc is not None:  # see _accumulators: the weights in transposed order
                 wt = layer.weights_transposed(self._update_scratch(layer)[0],
                                               n_threads=self.n_threads)
-            # the delta of the layer below (written over its Z) and this
-            # layer's gradient, in one pass over its transposed index
-            layer.backward_update(A_in, D, Zin, lr_li, mu, decay, nesterov=nesterov, Z_in=Zin,
+            # the delta of the layer below (written over its activations A_in: see
+            # DELTA_OVER_INPUT) and this layer's gradient, in one pass over its
+            # transposed index
+            G = (A_in if DELTA_OVER_INPUT and (self.n_threads == 1
+                                               or A_in.nbytes >= DELTA_OVER_INPUT_MIN_BYTES)
+                 else Zin)
+            layer.backward_update(A_in, D, G, lr_li, mu, decay, nesterov=nesterov, Z_in=Zin,
                                   act_in=act, srelu_grad=sg, dropout=self.dropout,
                                   key=keys[h], b_offset=b_offset, scale=scale, grads=grads,
                                   accumulate=acc is not None, n_threads=self.n_threads,
@@ -492,6 +520,7 @@ class SparseMLP(LayerStack):
             if split:
                 layer.apply_gradient(*grads, lr_li, mu, decay, nesterov=nesterov,
                                      n_threads=self.n_threads, transposed=grads_t)
+            D = G  # the delta of layer h, for the next layer down
             if sg is not None:  # SReLU parameters: same optimiser, no weight decay
                 g = sg.reshape(-1) * np.float32(scale)
                 if acc is None:

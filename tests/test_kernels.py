@@ -167,6 +167,72 @@ def test_fused_backward_derivative_and_dropout(rng, B, rate):
                                        rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("B", [1, 13, 32, 128, 150])
+def test_backward_update_may_write_the_delta_over_its_input(rng, simd, every_call_split, B):
+    """backward_update with G = X (the model's delta over the layer's input
+    activations, model.DELTA_OVER_INPUT) gives the G, gradients and updated
+    weights of a separate G bit for bit: on every SIMD path, for narrow
+    batches (four rows at a time), whole vectors, a tail, more than one
+    128-column chunk, with every activation, dropout, and on 1 and 2 threads."""
+    layer0 = random_layer(rng, 30, 25, 0.3)
+    D = rng.standard_normal((25, B)).astype(np.float32)
+    X = rng.standard_normal((30, B)).astype(np.float32)
+    key = K_act.dropout_key(1, 2, 0)
+    for act in ACTS + [_srelu_act(rng, 30)]:
+        Zin = rng.standard_normal((30, B)).astype(np.float32) * 2
+        for threads in (1, 2):
+            for grads in (False, True):
+                out = []
+                for alias in (False, True):
+                    lay = copy.deepcopy(layer0)
+                    A = X.copy()
+                    G = A if alias else np.full((30, B), np.nan, np.float32)
+                    sg = np.empty((30, 4), np.float32) if act.params is not None else None
+                    gr = ((np.empty(lay.nnz, np.float32), np.empty(25, np.float32))
+                          if grads else None)
+                    lay.backward_update(A, D, G, 0.1, 0.9, 1e-3, Z_in=Zin, act_in=act,
+                                        srelu_grad=sg, dropout=0.3, key=key, grads=gr,
+                                        n_threads=threads)
+                    out.append([G.copy(), lay.data, lay.velocity, lay.bias]
+                               + (list(gr) if grads else []) + ([sg] if sg is not None else []))
+                for a, b in zip(*out):
+                    assert np.array_equal(a, b), (act.name, threads, grads)
+
+
+def test_backward_update_refuses_other_overlaps_of_its_delta(rng):
+    """G may be Z, or X with Z given; a G that overlaps D, X without Z, or a
+    shifted view of X or Z is refused before anything is written."""
+    layer = random_layer(rng, 30, 25, 0.3)
+    B = 16
+    D = rng.standard_normal((25, B)).astype(np.float32)
+    X = rng.standard_normal((30, B)).astype(np.float32)
+    Z = rng.standard_normal((30, B)).astype(np.float32)
+    act = ACTS[1]
+    before = layer.data.copy()
+    big = np.zeros((31, B), np.float32)
+    cases = [
+        (X, D, X, None, "only when Z is given"),
+        (big[:30], D, big[1:], Z, "overlaps X"),
+        (X, D, big[1:], big[:30], "overlaps Z"),
+    ]
+    for Xa, Da, G, Za, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            layer.backward_update(Xa, Da, G, 0.1, 0.9, 0.0, Z_in=Za,
+                                  act_in=act if Za is not None else None)
+    big_d = np.zeros((55, B), np.float32)
+    Dv = big_d[:25]
+    with pytest.raises(ValueError, match="overlaps D"):
+        layer.backward_update(X, Dv, big_d[20:50], 0.1, 0.9, 0.0, Z_in=Z, act_in=act)
+    assert np.array_equal(layer.data, before)
+    # the two aliases the model uses are taken
+    layer.backward_update(X.copy(), D, Z.copy(), 0.1, 0.9, 0.0, Z_in=Z.copy(), act_in=act)
+    A = X.copy()
+    layer.backward_update(A, D, A, 0.1, 0.9, 0.0, Z_in=Z, act_in=act)
+    Zc = Z.copy()
+    layer.backward_update(X, D, Zc, 0.1, 0.9, 0.0, Z_in=Zc, act_in=act)
+    assert not np.array_equal(layer.data, before)
+
+
 def test_standalone_activation_kernels_match_fused(rng):
     Z = rng.standard_normal((20, 50)).astype(np.float32)
     for act in ACTS:
@@ -1076,14 +1142,19 @@ def test_kept_epilogue_bits_give_the_same_backward_bits(kind, slope, rate):
                                        1, np.zeros((50, 1), np.uint16))
     D = r.standard_normal((20, B)).astype(np.float32)
     outs = []
-    for use in (None, bits if kept else None):
+    # (and with the delta written over the input activations, as the model does)
+    for use, over_input in ((None, False), (bits if kept else None, False),
+                            (bits if kept else None, True)):
         lay = random_layer(np.random.default_rng(1), 50, 20, 0.3)
-        G = Zin.copy()
-        lay.backward_update(Ain, D, G, 0.05, 0.9, 1e-3, Z_in=G, act_in=act, dropout=rate,
+        Z_in = Zin.copy()
+        A_in = Ain.copy()
+        G = A_in if over_input else Z_in
+        lay.backward_update(A_in, D, G, 0.05, 0.9, 1e-3, Z_in=Z_in, act_in=act, dropout=rate,
                             key=9, b_offset=b_offset, bits=use)
         outs.append((G, lay.data.copy(), lay.velocity.copy()))
-    for a, b in zip(*outs):
-        assert np.array_equal(a, b)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="bits must be"):
         below.forward(X0, Zin, Ain, act=act, dropout=rate, key=9, bits=bits[:10])
     with pytest.raises(ValueError, match="backward_update: bits must be"):

@@ -165,8 +165,9 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
     or left to the backward pass where it keeps its bits,
     model.SKIP_Z_WITH_BITS; the output layer, whose rows are all full, under
     SPLIT_UPDATE_MIN_1T weights fused on two threads as on one or split,
-    model.FUSE_FULL_ROWS): the weights, momenta and biases of all twelve
-    agree bit for bit."""
+    model.FUSE_FULL_ROWS; each hidden layer's delta written over its
+    activations or over its Z, model.DELTA_OVER_INPUT): the weights, momenta
+    and biases of all fourteen agree bit for bit."""
     import sparse_mlp.model as model_mod
 
     r = np.random.default_rng(3)
@@ -178,15 +179,21 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
         # SPLIT_UPDATE_MIN_1T 0: every layer splits (the test's layers are small); 200:
         # the hidden layers (389 and 440 weights) split, the output layer (150) not on
         # one thread, nor on two with FUSE_FULL_ROWS
-        for split_max, t_order, skip_z, fuse_full, min_1t in (
-                (0, True, True, True, 0), (default_max, False, True, True, 0),
-                (default_max, True, True, True, 0), (default_max, True, False, True, 0),
-                (default_max, True, True, True, 200), (default_max, True, True, False, 200)):
+        for split_max, t_order, skip_z, fuse_full, min_1t, over_input in (
+                (0, True, True, True, 0, True), (default_max, False, True, True, 0, True),
+                (default_max, True, True, True, 0, True),
+                (default_max, True, False, True, 0, True),
+                (default_max, True, True, True, 200, True),
+                (default_max, True, True, False, 200, True),
+                (default_max, True, True, True, 200, False)):
             monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MIN_1T", min_1t)
             monkeypatch.setattr(model_mod, "SPLIT_UPDATE_MAX", split_max)
             monkeypatch.setattr(model_mod, "TRANSPOSED_GRADIENT", t_order)
             monkeypatch.setattr(model_mod, "SKIP_Z_WITH_BITS", skip_z)
             monkeypatch.setattr(model_mod, "FUSE_FULL_ROWS", fuse_full)
+            monkeypatch.setattr(model_mod, "DELTA_OVER_INPUT", over_input)
+            # (on two threads only blocks of at least this many bytes: all of them here)
+            monkeypatch.setattr(model_mod, "DELTA_OVER_INPUT_MIN_BYTES", 0)
             m = SparseMLP([40, 60, 50, 3], 4.0, activation,
                           0.3 if activation == "allrelu" else None, "he_uniform", dropout=0.3,
                           rng=np.random.default_rng(11), n_threads=threads)
@@ -204,6 +211,44 @@ def test_model_steps_are_bit_identical_for_1_and_2_threads(every_call_split, mon
         for a, b in zip(nets[0].layers, other.layers):
             for name in ("data", "velocity", "bias", "bias_velocity"):
                 assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("threads, min_bytes, over", [(1, None, True), (2, 0, True),
+                                                      (2, None, False)])
+def test_hidden_deltas_go_over_the_activations_and_z_stays_untouched(
+        every_call_split, monkeypatch, threads, min_bytes, over):
+    """In 'fast' activation memory, where the forward pass keeps its bits, a
+    training step on one thread never writes a hidden layer's Z buffer: the
+    forward pass leaves it (SKIP_Z_WITH_BITS) and the backward pass writes
+    each hidden layer's delta over its activations A (DELTA_OVER_INPUT), the
+    rows it has just read, instead of into a buffer the step has not touched.
+    On several threads only where A's block is at least
+    DELTA_OVER_INPUT_MIN_BYTES (these blocks are smaller: into Z, unless the
+    bound is 0)."""
+    import sparse_mlp.model as model_mod
+
+    if spmm.simd_level() != "avx512":
+        pytest.skip("the forward pass keeps its bits on the AVX-512 path only")
+    if min_bytes is not None:
+        monkeypatch.setattr(model_mod, "DELTA_OVER_INPUT_MIN_BYTES", min_bytes)
+    r = np.random.default_rng(4)
+    X = r.standard_normal((40, 32)).astype(np.float32)
+    y = r.integers(0, 3, 32).astype(np.int32)
+    m = SparseMLP([40, 60, 50, 3], 4.0, "allrelu", 0.3, "he_uniform", dropout=0.3,
+                  rng=np.random.default_rng(11), n_threads=threads)
+    m.train_step(X, y, 0.05, 0.9, 2e-4, m.dropout_keys(5, 0))
+    bufs = m._train_bufs
+    for Z in bufs["Z"][:-1]:
+        Z.fill(np.nan)
+    A_before = [a.copy() for a in bufs["A"]]
+    m.train_step(X, y, 0.05, 0.9, 2e-4, m.dropout_keys(5, 1))
+    assert all(bufs["bits_ok"])
+    for h, (Z, A) in enumerate(zip(bufs["Z"][:-1], bufs["A"])):
+        if over:  # Z untouched; A holds the delta (finite, not the activations)
+            assert np.isnan(Z).all(), h
+            assert np.isfinite(A).all() and not np.array_equal(A, A_before[h]), h
+        else:  # the deltas in Z
+            assert np.isfinite(Z).all(), h
 
 
 def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
