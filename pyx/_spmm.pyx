@@ -345,6 +345,12 @@ cdef uint16_t* _bits(const arr_t* bits, int64_t n_rows, int B, str kernel) excep
     return <uint16_t*>bits.p if n_rows > 0 else NULL
 
 
+cdef inline int64_t _bias_block_end(int64_t jb, int64_t n_out) noexcept nogil:
+    """One past the last row of bias block jb (smlp_row_sums' blocks)."""
+    cdef int64_t e = (jb + 1) * SMLP_BIAS_BLOCK
+    return e if e < n_out else n_out
+
+
 cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
     # dynamic schedule: ~16 chunks per thread balances ragged rows
     cdef int64_t c = n_rows // (16 * n_threads)
@@ -700,8 +706,8 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     cdef smlp_bwd_fn bwd_row = smlp_bwd_row_for(B)  # (once per call)
     cdef int64_t ldd = a_d.n1
     cdef int64_t nnz = a_rows.n0
-    cdef int64_t i, j, k0, q
-    cdef float s
+    cdef int64_t i, k0, q, jr
+    cdef float sb
     cdef bint has_z = a_z.p != NULL
     cdef bint has_sg = a_sg.p != NULL
     cdef bint grad_only = a_go.p != NULL
@@ -800,19 +806,21 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
         if row == NULL or gbuf == NULL:
             failp[0] = 1
         else:
-            # biases: blocks of output rows, each row's sum in plain order
+            # biases: blocks of output rows, each row's sum in plain order, used by
+            # the thread that summed it (a loop over rows would read sums another
+            # thread may not have stored yet: these loops end without a barrier)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldd, jb, n_out, B, bsum)
-            for j in prange(n_out, schedule="static"):
-                s = bsum[j]
-                if grad_only:
-                    if accumulate:
-                        bgo[j] = bgo[j] + s * scale
+                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
+                    sb = bsum[jr]
+                    if grad_only:
+                        if accumulate:
+                            bgo[jr] = bgo[jr] + sb * scale
+                        else:
+                            bgo[jr] = sb * scale
                     else:
-                        bgo[j] = s * scale
-                else:
-                    _update(bw + j, bv + j, s * scale, lr, mu, bias_decay,
-                            nesterov)
+                        _update(bw + jr, bv + jr, sb * scale, lr, mu, bias_decay,
+                                nesterov)
             # weights and the gradient to the inputs: four input rows each
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
                 if _row_too_long(tp, 4 * q, 4, max_row, failp):
@@ -977,8 +985,8 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = a_x.n1
     cdef int64_t nnz = a_idx.n0
-    cdef int64_t j, k0, n, k, kb, nb
-    cdef float s
+    cdef int64_t j, k0, n, k, kb, nb, jr
+    cdef float sb
     cdef bint d_ahead
     cdef const float* xp = <const float*>a_x.p
     cdef const int32_t* ip = <const int32_t*>a_idx.p
@@ -1008,46 +1016,69 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
     bsum = <float*>malloc(n_out * sizeof(float))
     if bsum == NULL:
         raise MemoryError("weight_grad: could not allocate the bias sums")
+    # each thread its own block of rows first (smlp_owned_next): the rows of D
+    # (the delta of this layer's outputs) that the backward pass of the layer
+    # above wrote in that thread, over the same blocks
+    cdef smlp_owned_t* own = smlp_owned_new(0, n_out, n_threads)
+    cdef int tid, cur
+    cdef int64_t r0, r1
+    if own == NULL:
+        free(bsum)
+        raise MemoryError("weight_grad: could not allocate the row counters")
+    # (set here too: Cython copies them into each thread, firstprivate)
+    tid = cur = 0
+    r0 = r1 = j = k0 = n = k = kb = nb = 0
     cdef int64_t tl = smlp_tl_begin(TL_WEIGHT_GRAD, a_x.n0, n_out, n_threads)
     with nogil, parallel(num_threads=n_threads):
+        tid = smlp_thread_id()
+        smlp_tl_thread(tl, tid, SMLP_TL_ENTER)
         gbuf = <float*>malloc(GBLOCK * sizeof(float))
         if gbuf == NULL:
             failp[0] = 1
         else:
-            # the bias sums first: blocks of rows, each row's sum in plain order
+            # the bias gradients first: blocks of rows, each row's sum in plain order,
+            # used by the thread that summed it (see backward_update)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
-            for j in prange(n_out, schedule="dynamic", chunksize=chunk):
-                k0 = ptr[j]
-                n = ptr[j + 1] - k0
-                if ahead:
-                    smlp_prefetch_ahead(ip, k0, k0 + n, nnz, xp, ldx, B * 4)
-                if d_ahead:  # (see smlp_prefetch_row)
-                    smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
-                if B == 0:
-                    if not accumulate:
-                        for k in range(k0, k0 + n):
-                            gp[k] = 0.0
-                elif not accumulate:
-                    sddmm_row(ip + k0, n, xp, ldx, dp + j * B, B, scale, gp + k0)
-                else:
-                    kb = k0
-                    while kb < k0 + n:
-                        nb = k0 + n - kb
-                        if nb > GBLOCK:
-                            nb = GBLOCK
-                        sddmm_row(ip + kb, nb, xp, ldx, dp + j * B, B, scale, gbuf)
-                        for k in range(nb):
-                            gp[kb + k] = gp[kb + k] + gbuf[k]
-                        kb = kb + nb
-                s = bsum[j]
-                if accumulate:
-                    bgp[j] = bgp[j] + s * scale
-                else:
-                    bgp[j] = s * scale
+                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
+                    sb = bsum[jr]
+                    if accumulate:
+                        bgp[jr] = bgp[jr] + sb * scale
+                    else:
+                        bgp[jr] = sb * scale
+            smlp_tl_thread(tl, tid, SMLP_TL_ROWS)
+            cur = 0
+            r0 = 0
+            r1 = 0
+            while smlp_owned_next(own, 0, n_out, n_threads, tid, chunk, &cur, &r0, &r1):
+                for j in range(r0, r1):
+                    k0 = ptr[j]
+                    n = ptr[j + 1] - k0
+                    if ahead:
+                        smlp_prefetch_ahead(ip, k0, k0 + n, nnz, xp, ldx, B * 4)
+                    if d_ahead:  # (see smlp_prefetch_row)
+                        smlp_prefetch_row(dp, ldx, j, n_out, B * 4)
+                    if B == 0:
+                        if not accumulate:
+                            for k in range(k0, k0 + n):
+                                gp[k] = 0.0
+                    elif not accumulate:
+                        sddmm_row(ip + k0, n, xp, ldx, dp + j * B, B, scale, gp + k0)
+                    else:
+                        kb = k0
+                        while kb < k0 + n:
+                            nb = k0 + n - kb
+                            if nb > GBLOCK:
+                                nb = GBLOCK
+                            sddmm_row(ip + kb, nb, xp, ldx, dp + j * B, B, scale, gbuf)
+                            for k in range(nb):
+                                gp[kb + k] = gp[kb + k] + gbuf[k]
+                            kb = kb + nb
+        smlp_tl_thread(tl, tid, SMLP_TL_END)
         free(gbuf)
     smlp_tl_end(tl)
     free(bsum)
+    free(own)
     if failed:
         raise MemoryError("weight_grad: could not allocate a gradient buffer")
 
@@ -1090,7 +1121,7 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = a_x.n1
     cdef int64_t nnz = a_idx.n0
-    cdef int64_t j, k0, k1, kb, nb, k
+    cdef int64_t j, k0, k1, kb, nb, k, jr
     cdef bint d_ahead
     cdef float* gbuf
     cdef float* bsum
@@ -1130,9 +1161,13 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
         if gbuf == NULL:
             failp[0] = 1
         else:
-            # the bias sums first: blocks of rows, each row's sum in plain order
+            # the biases first: blocks of rows, each row's sum in plain order, used
+            # by the thread that summed it (see backward_update)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
+                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
+                    _update(bw + jr, bv + jr, bsum[jr] * scale, lr, mu, bias_decay,
+                            nesterov)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = ptr[j]
                 k1 = ptr[j + 1]
@@ -1150,8 +1185,6 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
                         _update(wp + kb + k, vp + kb + k, gbuf[k], lr, mu, decay,
                                 nesterov)
                     kb = kb + nb
-                _update(bw + j, bv + j, bsum[j] * scale, lr, mu, bias_decay,
-                        nesterov)
             free(gbuf)
     smlp_tl_end(tl)
     free(bsum)

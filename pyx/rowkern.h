@@ -132,8 +132,9 @@ static inline int smlp_owned_next(smlp_owned_t *c, int64_t lo, int64_t hi, int n
  * Inside the region each thread records three stamps: when it entered
  * (SMLP_TL_ENTER: fork), when it began its share of the rows after the
  * bias sums (SMLP_TL_ROWS) and when it finished them (SMLP_TL_END: from
- * there to t_done is the wait at the join).  Only the row loops of forward
- * and backward_update that take rows one at a time (smlp_owned_next) stamp;
+ * there to t_done is the wait at the join).  Only the row loops of forward,
+ * backward_update and weight_grad that take rows one at a time
+ * (smlp_owned_next) stamp;
  * a region that is one prange (the other kernels, the four-row loops of
  * batches up to 32, the dense output rows) leaves the thread stamps 0.  In
  * a call that has both, the stamps cover the one-row loop only.  Records

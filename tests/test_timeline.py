@@ -44,8 +44,8 @@ def test_nothing_is_recorded_unless_started(no_timeline):
 def test_each_call_is_recorded_with_ordered_stamps(no_timeline, every_call_split):
     """Kind, shape and team of each call, in order; each stamping thread's
     stamps lie inside its call and in order (entered <= rows begun <= rows
-    done); the calling thread (thread 0) stamps the row loops of forward
-    and backward_update, and no other call has thread stamps."""
+    done); the calling thread (thread 0) stamps the row loops of forward,
+    backward_update and weight_grad, and no other call has thread stamps."""
     spmm.timeline_start(100, threads=4)
     every_kernel(2, 40)
     rec = spmm.timeline_take()
@@ -66,7 +66,8 @@ def test_each_call_is_recorded_with_ordered_stamps(no_timeline, every_call_split
                 assert not s.any()
                 continue
             assert rec["t_call"][i] <= s[0] <= s[1] <= s[2] <= rec["t_done"][i]
-    rows = [i for i, k in enumerate(RECORDED) if k in ("forward", "backward_update")]
+    rows = [i for i, k in enumerate(RECORDED)
+            if k in ("forward", "backward_update", "weight_grad")]
     assert np.all(st[rows, 0] > 0)  # the row loops: thread 0 stamped
     assert not np.delete(st, rows, axis=0).any()  # the others: no thread stamps
     assert not st[:, 2:].any()  # a team of two never stamps as thread 2 or 3
