@@ -68,6 +68,41 @@ def random_layer(rng, n_in, n_out, density, init="normal", empty_rows=(), empty_
     return layer
 
 
+def bias_paths(n_in: int, n_out: int, B: int, seed: int = 7):
+    """A random layer, two deltas of different scale and the four kernel
+    calls that compute or apply bias gradients, each as f(layer, D, threads)
+    returning the biases' gradient or the updated biases: weight_grad,
+    backward_update (gradients, update), weight_update.  For the bias-sum
+    race test and results/bench_issue22/experiments_dec06e/bias_race.py."""
+    r = np.random.default_rng(seed)
+    base = random_layer(r, n_in, n_out, 0.05)
+    X = r.standard_normal((n_in, B)).astype(np.float32)
+    Ds = [r.standard_normal((n_out, B)).astype(np.float32) * s for s in (1.0, 100.0)]
+    g = np.empty(base.nnz, np.float32)
+    G = np.empty((n_in, B), np.float32)
+
+    def weight_grad(lay, D, t):
+        bg = np.empty(n_out, np.float32)
+        lay.gradient(X, D, g, bg, scale=1.0, n_threads=t)
+        return bg
+
+    def backward_grads(lay, D, t):
+        bg = np.empty(n_out, np.float32)
+        lay.backward_update(X, D, G, 0.1, 0.9, 0.0, grads=(g, bg), scale=1.0, n_threads=t)
+        return bg
+
+    def backward_update(lay, D, t):
+        lay.backward_update(X, D, G, 0.1, 0.9, 1e-3, n_threads=t)
+        return lay.bias.copy()
+
+    def weight_update(lay, D, t):
+        lay.update(X, D, 0.1, 0.9, 1e-3, n_threads=t)
+        return lay.bias.copy()
+
+    return base, Ds, {"weight_grad": weight_grad, "backward_update (gradients)": backward_grads,
+                      "backward_update": backward_update, "weight_update": weight_update}
+
+
 def every_kernel(threads: int, B: int) -> list[np.ndarray]:
     """Every threaded kernel on a small layer: forward, gradient to the
     inputs, weight gradient, fused backward + update, update, gather,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import every_kernel, random_layer
+from conftest import bias_paths, every_kernel, random_layer
 
 from sparse_mlp import kernels
 from sparse_mlp.kernels import spmm, topology
@@ -261,37 +261,14 @@ def test_bias_sums_are_read_by_the_thread_that_stored_them(every_call_split, n_i
     sums' blocks (64 rows) and the row loops' shares (half the rows each)
     differ, and the loops end without a barrier: each thread must use the
     sums it stored itself.  With the first weight_grad of owned rows, which
-    read its sums in its row loop, 2,936 calls of 3,000 were wrong."""
-    r = np.random.default_rng(7)
-    base = random_layer(r, n_in, n_out, 0.05)
-    X = r.standard_normal((n_in, B)).astype(np.float32)
-    Ds = [r.standard_normal((n_out, B)).astype(np.float32) * s for s in (1.0, 100.0)]
-    g = np.empty(base.nnz, np.float32)
-    G = np.empty((n_in, B), np.float32)
-
-    def grad(lay, D, t):
-        bg = np.empty(n_out, np.float32)
-        lay.gradient(X, D, g, bg, scale=1.0, n_threads=t)
-        return bg
-
-    def grad_bu(lay, D, t):
-        bg = np.empty(n_out, np.float32)
-        lay.backward_update(X, D, G, 0.1, 0.9, 0.0, grads=(g, bg), scale=1.0, n_threads=t)
-        return bg
-
-    def upd_bu(lay, D, t):
-        lay.backward_update(X, D, G, 0.1, 0.9, 1e-3, n_threads=t)
-        return lay.bias.copy()
-
-    def upd(lay, D, t):
-        lay.update(X, D, 0.1, 0.9, 1e-3, n_threads=t)
-        return lay.bias.copy()
-
-    for kernel in (grad, grad_bu, upd_bu, upd):
+    read its sums in its row loop, 2,820 calls of 3,000 were wrong
+    (results/bench_issue22/experiments_dec06e/bias_race.txt)."""
+    base, Ds, paths = bias_paths(n_in, n_out, B)
+    for name, kernel in paths.items():
         one, two = copy.deepcopy(base), copy.deepcopy(base)
         for i in range(150):
             D = Ds[i % 2]
-            assert np.array_equal(kernel(one, D, 1), kernel(two, D, 2)), (kernel.__name__, i)
+            assert np.array_equal(kernel(one, D, 1), kernel(two, D, 2)), (name, i)
 
 
 def test_one_thread_calls_run_the_serial_build_with_the_same_bits(monkeypatch):
