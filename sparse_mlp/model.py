@@ -122,9 +122,10 @@ LOSS_WORK = 1024
 # spmm.backward_update refuses any other overlap), instead of over Z.  Where
 # the forward pass kept its bits, Z was not written this step (SKIP_Z_WITH_BITS):
 # its lines had to be fetched from L3 or memory before each store, A's rows are
-# in the core's cache.  One thread: CIFAR10's epochs 6% faster (median of 12
-# alternating pairs, its backward passes 10-14% and the first layer's weight
-# gradient 7%), Higgs's 2%, FashionMNIST's 0.5%.  On several threads the next
+# in the core's cache.  One thread, two runs of 12 alternating epoch pairs (the
+# ratio of the medians): CIFAR10 0.94 / 0.93 of the time (its backward passes
+# 10-14% faster, the first layer's weight gradient 7%), Higgs 0.98 / 0.96,
+# FashionMNIST 0.99 / 0.93.  On several threads the next
 # layer's backward pass reads the delta's rows on every core, so the next
 # forward pass's stores into A then wait for the other cores to give up those
 # lines: Higgs's two-thread epochs were 2% slower (2 of 16 pairs faster).  So
@@ -458,7 +459,8 @@ class SparseMLP(LayerStack):
                   opt: tuple | None = None, acc: dict | None = None) -> None:
         """Backpropagate the output delta left by :meth:`output_delta`, last
         layer to first; each hidden layer's delta is written over its
-        activations A (over its Z with DELTA_OVER_INPUT off).
+        activations A (over its Z with DELTA_OVER_INPUT off, and on several
+        threads where A's block is under DELTA_OVER_INPUT_MIN_BYTES).
 
         ``opt = (lr, momentum, decay, nesterov)``: update the weights in place
         (the delta below a layer is computed with its old weights, in the
