@@ -345,12 +345,6 @@ cdef uint16_t* _bits(const arr_t* bits, int64_t n_rows, int B, str kernel) excep
     return <uint16_t*>bits.p if n_rows > 0 else NULL
 
 
-cdef inline int64_t _bias_block_end(int64_t jb, int64_t n_out) noexcept nogil:
-    """One past the last row of bias block jb (smlp_row_sums' blocks)."""
-    cdef int64_t e = (jb + 1) * SMLP_BIAS_BLOCK
-    return e if e < n_out else n_out
-
-
 cdef inline int _chunk(int64_t n_rows, int n_threads) noexcept nogil:
     # dynamic schedule: ~16 chunks per thread balances ragged rows
     cdef int64_t c = n_rows // (16 * n_threads)
@@ -706,8 +700,7 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
     cdef smlp_bwd_fn bwd_row = smlp_bwd_row_for(B)  # (once per call)
     cdef int64_t ldd = a_d.n1
     cdef int64_t nnz = a_rows.n0
-    cdef int64_t i, k0, q, jr
-    cdef float sb
+    cdef int64_t i, k0, q
     cdef bint has_z = a_z.p != NULL
     cdef bint has_sg = a_sg.p != NULL
     cdef bint grad_only = a_go.p != NULL
@@ -807,20 +800,11 @@ def backward_update(t_indptr, t_rows, t_perm, D, X, G, data, velocity, bias,
             failp[0] = 1
         else:
             # biases: blocks of output rows, each row's sum in plain order, used by
-            # the thread that summed it (a loop over rows would read sums another
-            # thread may not have stored yet: these loops end without a barrier)
+            # the thread that summed it (_bias_block)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldd, jb, n_out, B, bsum)
-                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
-                    sb = bsum[jr]
-                    if grad_only:
-                        if accumulate:
-                            bgo[jr] = bgo[jr] + sb * scale
-                        else:
-                            bgo[jr] = sb * scale
-                    else:
-                        _update(bw + jr, bv + jr, sb * scale, lr, mu, bias_decay,
-                                nesterov)
+                _bias_block(jb, n_out, bsum, scale, bgo if grad_only else NULL, accumulate,
+                            bw, bv, lr, mu, bias_decay, nesterov)
             # weights and the gradient to the inputs: four input rows each
             for q in prange(n_quad, schedule="dynamic", chunksize=chunk4):
                 if _row_too_long(tp, 4 * q, 4, max_row, failp):
@@ -985,8 +969,7 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = a_x.n1
     cdef int64_t nnz = a_idx.n0
-    cdef int64_t j, k0, n, k, kb, nb, jr
-    cdef float sb
+    cdef int64_t j, k0, n, k, kb, nb
     cdef bint d_ahead
     cdef const float* xp = <const float*>a_x.p
     cdef const int32_t* ip = <const int32_t*>a_idx.p
@@ -1037,15 +1020,11 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
             failp[0] = 1
         else:
             # the bias gradients first: blocks of rows, each row's sum in plain order,
-            # used by the thread that summed it (see backward_update)
+            # used by the thread that summed it (_bias_block)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
-                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
-                    sb = bsum[jr]
-                    if accumulate:
-                        bgp[jr] = bgp[jr] + sb * scale
-                    else:
-                        bgp[jr] = sb * scale
+                _bias_block(jb, n_out, bsum, scale, bgp, accumulate, NULL, NULL, 0.0, 0.0,
+                            0.0, False)
             smlp_tl_thread(tl, tid, SMLP_TL_ROWS)
             cur = 0
             r0 = 0
@@ -1081,6 +1060,28 @@ def weight_grad(indptr, indices, X, D, g, bias_g, float scale, bint accumulate=F
     free(own)
     if failed:
         raise MemoryError("weight_grad: could not allocate a gradient buffer")
+
+
+cdef inline void _bias_block(int64_t jb, int64_t n_out, const float* bsum, float scale,
+                             float* g_out, bint accumulate, float* bw, float* bv, float lr,
+                             float mu, float decay, bint nesterov) noexcept nogil:
+    """The rows of bias block jb (smlp_row_sums' blocks of SMLP_BIAS_BLOCK
+    rows), by the thread that just summed them: the gradients scale * bsum
+    into g_out (added to it with ``accumulate``), or, g_out NULL, the
+    momentum update of the biases bw / bv.  The bias loops of backward_update,
+    weight_grad and weight_update end without a barrier (a prange inside a
+    parallel block), so no sum is read by a thread that did not store it."""
+    cdef int64_t j
+    cdef int64_t end = (jb + 1) * SMLP_BIAS_BLOCK
+    if end > n_out:
+        end = n_out
+    for j in range(jb * SMLP_BIAS_BLOCK, end):
+        if g_out == NULL:
+            _update(bw + j, bv + j, bsum[j] * scale, lr, mu, decay, nesterov)
+        elif accumulate:
+            g_out[j] = g_out[j] + bsum[j] * scale
+        else:
+            g_out[j] = bsum[j] * scale
 
 
 cdef inline void _update(float* w, float* v, float g, float lr, float mu, float decay,
@@ -1121,7 +1122,7 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
     cdef smlp_sddmm_fn sddmm_row = smlp_sddmm_row_for(B)  # (once per call)
     cdef int64_t ldx = a_x.n1
     cdef int64_t nnz = a_idx.n0
-    cdef int64_t j, k0, k1, kb, nb, k, jr
+    cdef int64_t j, k0, k1, kb, nb, k
     cdef bint d_ahead
     cdef float* gbuf
     cdef float* bsum
@@ -1162,11 +1163,10 @@ def weight_update(indptr, indices, X, D, data, velocity, bias, bias_velocity, fl
             failp[0] = 1
         else:
             # the biases first: blocks of rows, each row's sum in plain order, used
-            # by the thread that summed it (see backward_update)
+            # by the thread that summed it (_bias_block)
             for jb in prange(n_bb, schedule="static"):
                 smlp_row_sums(dp, ldx, jb, n_out, B, bsum)
-                for jr in range(jb * SMLP_BIAS_BLOCK, _bias_block_end(jb, n_out)):
-                    _update(bw + jr, bv + jr, bsum[jr] * scale, lr, mu, bias_decay,
+                _bias_block(jb, n_out, bsum, scale, NULL, False, bw, bv, lr, mu, bias_decay,
                             nesterov)
             for j in prange(n_out, schedule="dynamic", chunksize=chunk):
                 k0 = ptr[j]
