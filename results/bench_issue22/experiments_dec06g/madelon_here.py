@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
 LAYERS = ["500 400 10", "400 100 10", "100 400 10", "400 2 10"]
 STEPS = 31000  # 500 epochs of Madelon's 2000 training samples at batch 32 (62 a epoch)
 
@@ -40,30 +41,12 @@ def floor_s(binary: Path) -> float:
 
 
 def step_us() -> dict:
-    code = r"""
-import json, time, numpy as np
-from sparse_mlp.model import SparseMLP
-from sparse_mlp.kernels import aligned_empty
-out = {}
-for name, sizes, eps in (("madelon", [500, 400, 100, 400, 2], 10), ("tiny", [8, 8, 8, 8, 2], 2)):
-    rng = np.random.default_rng(0)
-    m = SparseMLP(sizes, epsilon=eps, activation="allrelu", alpha=0.5, dropout=0.3, rng=rng,
-                  n_threads=1, init="normal")
-    X = aligned_empty((sizes[0], 32))
-    X[...] = rng.standard_normal((sizes[0], 32), dtype=np.float32)
-    y = rng.integers(0, 2, 32).astype(np.int32)
-    keys = m.dropout_keys(0, 0)
-    for _ in range(300): m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
-    best = 1e9
-    for r in range(5):
-        t = time.perf_counter()
-        for _ in range(2000): m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
-        best = min(best, 1e6 * (time.perf_counter() - t) / 2000)
-    out[name] = round(best, 1)
-print(json.dumps(out))
-"""
-    return json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                                     text=True, check=True).stdout)
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from small_nets import best_us, small_step; "
+            "print(json.dumps({n: round(best_us(small_step(n)), 1) "
+            "for n in ('madelon', 'tiny')}))")
+    return json.loads(subprocess.run([sys.executable, "-c", code, str(HERE)], cwd=ROOT,
+                                     capture_output=True, text=True, check=True).stdout)
 
 
 def main() -> None:

@@ -12,15 +12,12 @@ step does; nothing is compared, only timed.
 """
 import json
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from small_nets import best_us, small_step  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from sparse_mlp import _activation, _activation_serial, _spmm, _spmm_serial  # noqa: E402
-from sparse_mlp.kernels import aligned_empty  # noqa: E402
-from sparse_mlp.model import SparseMLP  # noqa: E402
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 MODULES = (_spmm_serial, _activation_serial, _spmm, _activation)
@@ -46,31 +43,8 @@ def recorded_calls(step) -> list:
     return calls
 
 
-def best_us(fn, n=2000) -> float:
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter() - t) / n * 1e6)
-    return best
-
-
-for name, sizes, eps in (("8-neuron layers", [8, 8, 8, 8, 2], 2),
-                         ("Madelon", [500, 400, 100, 400, 2], 10)):
-    rng = np.random.default_rng(0)
-    m = SparseMLP(sizes, epsilon=eps, activation="allrelu", alpha=0.5, dropout=0.3, rng=rng,
-                  n_threads=1, init="normal")
-    X = aligned_empty((sizes[0], 32))
-    X[...] = rng.standard_normal((sizes[0], 32), dtype=np.float32)
-    y = rng.integers(0, 2, 32).astype(np.int32)
-    keys = m.dropout_keys(0, 0)
-
-    def step(m=m, X=X, y=y, keys=keys):
-        m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
-
-    for _ in range(300):
-        step()
+for name, key in (("8-neuron layers", "tiny"), ("Madelon", "madelon")):
+    step = small_step(key)
     calls = recorded_calls(step)
 
     def replay(calls=calls):
