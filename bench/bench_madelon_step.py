@@ -22,6 +22,36 @@ import json
 
 from _tree import parse_tree_args, tree_parser
 
+MADELON_SIZES = [500, 400, 100, 400, 2]
+
+
+def best_us(fn, steps: int) -> float:
+    """Best of five rounds of the mean of ``steps`` calls, in us."""
+    from bench.bench_layers import best_time
+    return 1e6 * best_time(fn, 5, steps)
+
+
+def madelon_model(threads: int = 1, sizes=MADELON_SIZES, epsilon: float = 10,
+                  warm: int = 300):
+    """Madelon's network (or another of the same settings: All-ReLU 0.5,
+    dropout 0.3, normal init, seed 0) with a random batch of 32 and one
+    step's dropout keys, after ``warm`` training steps: (model, X, y, keys)."""
+    import numpy as np
+
+    from sparse_mlp.kernels import aligned_empty
+    from sparse_mlp.model import SparseMLP
+
+    rng = np.random.default_rng(0)
+    m = SparseMLP(sizes, epsilon=epsilon, activation="allrelu", alpha=0.5,
+                  dropout=0.3, rng=rng, n_threads=threads, init="normal")
+    X = aligned_empty((sizes[0], 32))  # as the Trainer's batch buffer (64-byte rows)
+    X[...] = rng.standard_normal((sizes[0], 32), dtype=np.float32)
+    y = rng.integers(0, 2, 32).astype(np.int32)
+    keys = m.dropout_keys(0, 0)
+    for _ in range(warm):
+        m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
+    return m, X, y, keys
+
 
 def main() -> None:
     ap = tree_parser(__doc__)
@@ -30,23 +60,9 @@ def main() -> None:
     args = parse_tree_args(ap)
     import numpy as np
 
-    from bench.bench_layers import best_time
     from sparse_mlp.kernels import aligned_empty
-    from sparse_mlp.model import SparseMLP
 
-    def best_us(fn, steps: int) -> float:
-        """Best of five rounds of the mean of ``steps`` calls, in us."""
-        return 1e6 * best_time(fn, 5, steps)
-
-    rng = np.random.default_rng(0)
-    m = SparseMLP([500, 400, 100, 400, 2], epsilon=10, activation="allrelu", alpha=0.5,
-                  dropout=0.3, rng=rng, n_threads=args.threads, init="normal")
-    X = aligned_empty((500, 32))  # as the Trainer's batch buffer (64-byte rows)
-    X[...] = rng.standard_normal((500, 32), dtype=np.float32)
-    y = rng.integers(0, 2, 32).astype(np.int32)
-    keys = m.dropout_keys(0, 0)
-    for _ in range(300):
-        m.train_step(X, y, 0.01, 0.9, 2e-4, keys)
+    m, X, y, keys = madelon_model(args.threads)
     bufs = m._train_bufs
     A = [m._activation_buffer(h) for h in range(3)]
     inputs = [X] + A[:2]

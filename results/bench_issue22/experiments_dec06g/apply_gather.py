@@ -10,23 +10,22 @@ calls, us a call.
 """
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_layers import best_time  # noqa: E402
+
 from sparse_mlp import _spmm, _spmm_serial  # noqa: E402
 
 
 def best_us(mod, nt, w, v, g, index) -> float:
-    best = float("inf")
-    for _ in range(7):
-        t = time.perf_counter()
-        for _ in range(200):
-            mod.apply_update(w, v, g, 1e-4, 0.9, 0.0, False, n_threads=nt, index=index)
-        best = min(best, (time.perf_counter() - t) / 200 * 1e6)
-    return round(best, 1)
+    return round(1e6 * best_time(lambda: mod.apply_update(w, v, g, 1e-4, 0.9, 0.0, False,
+                                                          n_threads=nt, index=index),
+                                 7, 200), 1)
 
 
 rng = np.random.default_rng(0)

@@ -43,7 +43,7 @@ def floor_s(binary: Path) -> float:
 def step_us() -> dict:
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
             "from small_nets import best_us, small_step; "
-            "print(json.dumps({n: round(best_us(small_step(n)), 1) "
+            "print(json.dumps({n: round(best_us(small_step(n), 2000), 1) "
             "for n in ('madelon', 'tiny')}))")
     return json.loads(subprocess.run([sys.executable, "-c", code, str(HERE)], cwd=ROOT,
                                      capture_output=True, text=True, check=True).stdout)

@@ -53,7 +53,7 @@ for name, key in (("8-neuron layers", "tiny"), ("Madelon", "madelon")):
 
     for r in range(ROUNDS):
         a, b = (step, replay) if r % 2 == 0 else (replay, step)
-        ta, tb = best_us(a), best_us(b)
+        ta, tb = best_us(a, 2000), best_us(b, 2000)
         t_step, t_replay = (ta, tb) if r % 2 == 0 else (tb, ta)
         print(json.dumps({"network": name, "round": r + 1, "kernel_calls": len(calls),
                           "kernels": sorted({f.__name__ for f, _, _ in calls}),
