@@ -326,8 +326,11 @@ def test_two_workers_train_with_chunked_messages(two_worker_runs, mode):
     assert par["phase1_epochs"] == tau1 and par["phase2_epochs"] == 4 - tau1
     # sequential: 75% after these 4 epochs; the authors' WASSP (code semantics) warms
     # up more slowly and its phase 2 takes the PS's model after every step here
-    # (round(0.3 x 4) = 1): 44% (chance: 10%)
-    assert s["best_test_acc"] > (0.5 if mode == "wasap" else 0.35)
+    # (round(0.3 x 4) = 1): 44% every run (chance: 10%). WASAP's PS applies the
+    # gradients in the order they arrive, so its accuracy moves from run to run:
+    # 0.50-0.64 in 15 runs on a 2-core VM (2026-12-06), where a bound of 0.5 failed
+    # a `make test` run (0.5 exactly); 0.4 is four times chance
+    assert s["best_test_acc"] > (0.4 if mode == "wasap" else 0.35)
     rows = _rows(out / "metrics.csv")
     assert [r["phase"] for r in rows] == ["1"] * tau1 + ["2"] * (4 - tau1)
     # the result is the average, pruned back to the workers' (mean) size
